@@ -1,0 +1,74 @@
+"""The errors users see.
+
+Every error unirec raises on purpose is a ``UnirecError``: the CLI prints it as one
+``Error: ...`` line and exits 1. Anything else escaping to the CLI is a bug and keeps
+its traceback.
+"""
+
+from __future__ import annotations
+
+
+class UnirecError(Exception):
+    """Base class: a problem the user can fix, described in one sentence."""
+
+
+class ConfigError(UnirecError):
+    """The configuration (file, ``--set`` or flag) is invalid."""
+
+
+class DataError(UnirecError):
+    """A problem in the input document, located by section, position, id and field.
+
+    The message reads ``section[position] (id_name id): field: what is wrong (how to fix)``
+    so a user can jump straight to the record.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        section: str | None = None,
+        position: int | None = None,
+        record_id: object = None,
+        field: str | None = None,
+    ) -> None:
+        self.section = section
+        self.position = position
+        self.record_id = record_id
+        self.field = field
+        self.reason = message
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        where = ""
+        if self.section is not None:
+            where = self.section
+            if self.position is not None:
+                where += f"[{self.position}]"
+            if self.record_id is not None and self.section in _ID_NAMES:
+                where += f" ({_ID_NAMES[self.section]} {self.record_id!r})"
+        if self.field:
+            where = f"{where}: {self.field}" if where else self.field
+        return f"{where}: {self.reason}" if where else self.reason
+
+
+_ID_NAMES = {"user_data": "user_id", "item_data": "item_id"}
+
+
+class StoreError(UnirecError):
+    """The feature store is missing, incomplete, or was asked to do something it refuses."""
+
+
+class NotFittedError(StoreError):
+    """A model is needed but ``unirec fit`` has not been run on this store."""
+
+
+class UnknownComponentError(UnirecError, KeyError):
+    """A registry was asked for a name it does not hold."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class MissingExtraError(UnirecError):
+    """An optional dependency is needed; the message names the extra to install."""
