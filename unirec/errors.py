@@ -47,7 +47,7 @@ class DataError(UnirecError):
                 where += f"[{self.position}]"
             if self.record_id is not None and self.section in _ID_NAMES:
                 where += f" ({_ID_NAMES[self.section]} {self.record_id!r})"
-        if self.field:
+        if self.field and not self.reason.startswith(self.field + " "):
             where = f"{where}: {self.field}" if where else self.field
         return f"{where}: {self.reason}" if where else self.reason
 

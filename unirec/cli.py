@@ -1,0 +1,140 @@
+"""The command line: one thin click command per verb over the Python API.
+
+Data goes to stdout; progress and warnings to stderr. A ``UnirecError`` becomes one
+``Error: ...`` line and exit code 1; any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from unirec import __version__
+from unirec.errors import UnirecError
+
+STORE_OPTION = click.option(
+    "--store",
+    type=click.Path(file_okay=False, path_type=Path),
+    default="unirec-store",
+    envvar="UNIREC_STORE",
+    show_default=True,
+    help="The feature store folder (env UNIREC_STORE).",
+)
+FORMAT_OPTION = click.option(
+    "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+    show_default=True, help="table for people, json or csv for programs.",
+)
+
+
+class UnirecGroup(click.Group):
+    """Turns the errors users can fix into one line and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UnirecError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=UnirecGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="unirec")
+def cli() -> None:
+    """unirec: one JSON document of users, items and interactions in; a recommender out."""
+
+
+@cli.command()
+@click.argument("data", type=click.Path(path_type=Path))
+@STORE_OPTION
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="A JSON or TOML config file.")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override one config field; repeatable.")
+@click.option("--on-unknown-user", type=click.Choice(["error", "drop"]),
+              help="Interactions naming a user absent from user_data.")
+@click.option("--on-unknown-item", type=click.Choice(["error", "drop"]),
+              help="Interactions naming an item absent from item_data.")
+@click.option("--on-duplicate-id", type=click.Choice(["error", "first"]),
+              help="Two user (or item) records with one id.")
+@click.option("--on-bad-timestamp", type=click.Choice(["error", "drop"]),
+              help="Interactions whose timestamp is missing or does not parse.")
+def featurize(data: Path, store: Path, config_file: Path | None, overrides: tuple[str, ...],
+              **policies: str | None) -> None:
+    """Compile DATA (a JSON document, or a folder of users/items/interactions .jsonl or
+    .parquet files) into the feature store."""
+    from unirec.config import load_config
+    from unirec.featurize import featurize as run
+
+    flags = {f"validate.{k}": v for k, v in policies.items()}
+    cfg = load_config(config_file, overrides, flags)
+    report = run(data, store, cfg)
+    sec = report["sections"]
+    click.echo(
+        f"featurized {sec['user_data']['kept']} users, {sec['item_data']['kept']} items, "
+        f"{sec['interactions']['kept']} interactions into {store} in {report['seconds']:.1f}s"
+    )
+    for name, s in sec.items():
+        for reason, n in s["dropped"].items():
+            click.echo(f"warning: dropped {n} {name} records ({reason})", err=True)
+    for w in report["warnings"]:
+        click.echo(f"warning: {w['section']}: {w['field']}: {w['message']} ({w['count']})",
+                   err=True)
+
+
+@cli.command()
+@click.argument("query")
+@STORE_OPTION
+@FORMAT_OPTION
+def sql(query: str, store: Path, fmt: str) -> None:
+    """Run a read-only SQL QUERY on the store ('-' reads it from stdin)."""
+    from unirec.store import Store
+
+    if query == "-":
+        query = sys.stdin.read()
+    _render(Store(store).sql(query), fmt)
+
+
+@cli.command()
+@STORE_OPTION
+@click.option("--counts", is_flag=True, help="Also count each table's rows.")
+@FORMAT_OPTION
+def tables(store: Path, counts: bool, fmt: str) -> None:
+    """List the store's tables."""
+    import polars as pl
+
+    from unirec.store import Store
+
+    st = Store(store)
+    if counts:
+        frame = pl.DataFrame(list(st.counts().items()), schema=["table", "rows"], orient="row")
+    else:
+        frame = pl.DataFrame({"table": st.tables()})
+    _render(frame, fmt)
+
+
+@cli.command()
+@click.argument("table")
+@STORE_OPTION
+@FORMAT_OPTION
+def schema(table: str, store: Path, fmt: str) -> None:
+    """Show the columns and types of TABLE."""
+    from unirec.store import Store
+
+    _render(Store(store).schema(table), fmt)
+
+
+def _render(frame: Any, fmt: str) -> None:
+    from unirec.render import render
+
+    click.echo(render(frame, fmt), nl=False)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Read the input into DuckDB as one JSON value per record, without Python objects.
+
+Two input forms compile to the same thing, a table ``src_<section>(pos, rec JSON)`` per
+section, where ``pos`` is the record's 0-based position in its section:
+
+* one JSON document ``{"user_data": [...], "item_data": [...], "interactions": [...]}``,
+  parsed by DuckDB in C++ (one JSON object cannot be streamed, so its size is bounded
+  by memory);
+* a folder holding ``users``, ``items`` and ``interactions`` as newline-delimited JSON
+  (``.jsonl``/``.ndjson``) or Parquet, which DuckDB streams: the scale path.
+
+Everything after this module works on those tables alone, so validation and error
+messages are the same whatever the input form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from unirec.config import IngestConfig
+from unirec.errors import DataError
+from unirec.registry import did_you_mean
+
+SECTIONS = ("user_data", "item_data", "interactions")
+FOLDER_NAMES = {"user_data": "users", "item_data": "items", "interactions": "interactions"}
+FOLDER_SUFFIXES = (".jsonl", ".ndjson", ".parquet")
+
+
+@dataclass(frozen=True)
+class Source:
+    """What was read: the input form and, per section, the file it came from."""
+
+    path: Path
+    form: str  # "document" or "folder"
+    files: dict[str, Path]
+
+
+def load_sources(con: duckdb.DuckDBPyConnection, path: Path, cfg: IngestConfig) -> Source:
+    """Create ``src_<section>`` tables from a document or a folder."""
+    if not path.exists():
+        raise DataError(f"input {str(path)!r} does not exist")
+    if path.is_dir():
+        files = _folder_files(path)
+        for section, file in files.items():
+            _load_folder_section(con, section, file)
+        return Source(path, "folder", files)
+    _load_document(con, path, cfg)
+    return Source(path, "document", {s: path for s in SECTIONS})
+
+
+def _sql_str(value: str | Path) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _first_char(path: Path) -> str:
+    with open(path, "rb") as f:
+        head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    return head[:1].decode("latin-1")
+
+
+def _load_document(con: duckdb.DuckDBPyConnection, path: Path, cfg: IngestConfig) -> None:
+    first = _first_char(path)
+    if first != "{":
+        what = "empty" if not first else f"starts with {first!r}"
+        raise DataError(
+            f"the document is {what}: it must be one JSON object with the sections "
+            "user_data, item_data and interactions"
+        )
+    size = path.stat().st_size
+    max_bytes = cfg.max_object_mb * 2**20 if cfg.max_object_mb else size + 2**20
+    cols = ", ".join(f"'{s}': 'JSON[]'" for s in SECTIONS)
+    try:
+        con.execute(
+            f"CREATE TEMP TABLE doc AS SELECT * FROM read_json({_sql_str(path)}, "
+            f"columns={{{cols}}}, format='unstructured', maximum_object_size={max_bytes})"
+        )
+    except duckdb.Error as exc:
+        _diagnose_document(con, path, max_bytes, exc)
+    n_docs = con.execute("SELECT count(*) FROM doc").fetchone()[0]
+    if n_docs != 1:
+        raise DataError(
+            f"the file holds {n_docs} JSON values: it must be exactly one object "
+            "(for one record per line, pass a folder of .jsonl files)"
+        )
+    present = con.execute(
+        "SELECT " + ", ".join(f"{s} IS NOT NULL" for s in SECTIONS) + " FROM doc"
+    ).fetchone()
+    missing = [s for s, ok in zip(SECTIONS, present, strict=True) if not ok]
+    if missing:
+        keys = _document_keys(con, path, max_bytes)
+        hint = did_you_mean(missing[0], [k for k in keys if k not in SECTIONS])
+        raise DataError(
+            f"missing section {missing[0]!r}{hint}: the document must hold user_data, "
+            "item_data and interactions, each a list of records (an empty list is allowed)",
+            section=missing[0],
+        )
+    for s in SECTIONS:
+        con.execute(
+            f"CREATE TEMP TABLE src_{s} AS SELECT generate_subscripts({s}, 1) - 1 AS pos, "
+            f"unnest({s}) AS rec FROM doc"
+        )
+    con.execute("DROP TABLE doc")
+
+
+def _document_keys(con: duckdb.DuckDBPyConnection, path: Path, max_bytes: int) -> list[str]:
+    """Top-level keys; parses the file again, so only used on the error path."""
+    row = con.execute(
+        f"SELECT json_keys(json) FROM read_json_objects({_sql_str(path)}, "
+        f"format='unstructured', maximum_object_size={max_bytes}) LIMIT 1"
+    ).fetchone()
+    return list(row[0]) if row else []
+
+
+def _diagnose_document(
+    con: duckdb.DuckDBPyConnection, path: Path, max_bytes: int, exc: duckdb.Error
+) -> None:
+    """Turn DuckDB's reading error into one sentence naming the section at fault."""
+    text = str(exc).splitlines()[0]
+    if "maximum_object_size" in text or "maximum object size" in text:
+        raise DataError(
+            f"the document is larger than the JSON object limit ({max_bytes >> 20} MB); "
+            "raise it with --set ingest.max_object_mb=N or pass a folder of .jsonl files"
+        ) from None
+    for s in SECTIONS:
+        try:
+            con.execute(
+                f"SELECT json_type({s}) FROM read_json({_sql_str(path)}, "
+                f"columns={{'{s}': 'JSON'}}, format='unstructured', "
+                f"maximum_object_size={max_bytes})"
+            )
+            kind = con.fetchone()[0]
+        except duckdb.Error:
+            break  # the file itself does not parse
+        if kind not in (None, "ARRAY"):
+            raise DataError(
+                f"must be a list of records, got {kind.lower()}", section=s
+            ) from None
+    detail = text.split("Error: ", 1)[-1]
+    raise DataError(f"the document is not valid JSON: {detail}") from None
+
+
+def _folder_files(folder: Path) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for section, stem in FOLDER_NAMES.items():
+        candidates = [folder / f"{stem}{suf}" for suf in FOLDER_SUFFIXES]
+        found = [p for p in candidates if p.is_file()]
+        if not found:
+            names = ", ".join(f"{stem}{suf}" for suf in FOLDER_SUFFIXES)
+            raise DataError(
+                f"missing section {section!r}: the folder {str(folder)!r} needs one of {names}",
+                section=section,
+            )
+        if len(found) > 1:
+            raise DataError(
+                f"ambiguous section {section!r}: the folder holds "
+                f"{', '.join(p.name for p in found)}; keep one",
+                section=section,
+            )
+        files[section] = found[0]
+    return files
+
+
+def _load_folder_section(con: duckdb.DuckDBPyConnection, section: str, file: Path) -> None:
+    """One record per line (or Parquet row); ``rowid`` keeps the file's order."""
+    if file.suffix == ".parquet":
+        select = f"SELECT to_json(t) AS rec FROM read_parquet({_sql_str(file)}) t"
+    else:
+        select = (
+            f"SELECT json AS rec FROM read_json_objects({_sql_str(file)}, "
+            "format='newline_delimited')"
+        )
+    try:
+        con.execute(f"CREATE TEMP TABLE raw_{section} AS {select}")
+    except duckdb.Error as exc:
+        detail = str(exc).splitlines()[0].split("Error: ", 1)[-1]
+        raise DataError(f"{file.name} could not be read: {detail}", section=section) from None
+    con.execute(
+        f"CREATE TEMP TABLE src_{section} AS SELECT rowid AS pos, rec FROM raw_{section} "
+        "ORDER BY rowid"
+    )
+    con.execute(f"DROP TABLE raw_{section}")

@@ -1,0 +1,172 @@
+"""Profile JSON records in bulk: one scan per section, then small aggregates.
+
+``prof_<section>`` holds, for every record, each field's JSON type (``t<i>``) and its
+value as text (``v<i>``; lists stay JSON text). Every validation rule and every typed
+column is written against that table, so the records are parsed once, in C++.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import duckdb
+
+from unirec.errors import DataError
+
+INT_TYPES = ("BIGINT", "UBIGINT")
+NUM_TYPES = ("BIGINT", "UBIGINT", "DOUBLE")
+SCALAR_TYPES = ("VARCHAR", "BIGINT", "UBIGINT", "DOUBLE", "BOOLEAN")
+
+_TYPE_WORDS = {
+    "VARCHAR": "a string",
+    "BIGINT": "an integer",
+    "UBIGINT": "an integer",
+    "DOUBLE": "a number",
+    "BOOLEAN": "a boolean",
+    "ARRAY": "a list",
+    "OBJECT": "an object",
+    "NULL": "null",
+    None: "missing",
+}
+
+
+def type_word(json_type: str | None) -> str:
+    """'a string', 'an integer', ... for error messages."""
+    return _TYPE_WORDS.get(json_type, str(json_type).lower())
+
+
+def type_class(json_type: str | None) -> str | None:
+    """Coarse class used for 'same type across records': string, number, boolean, ..."""
+    if json_type in NUM_TYPES:
+        return "number"
+    return {"VARCHAR": "string", "BOOLEAN": "boolean", "ARRAY": "list", "OBJECT": "object"}.get(
+        json_type or "", None
+    )
+
+
+def quote_key(key: str) -> str:
+    return '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of a section: top-level (group None) or inside a feature group."""
+
+    group: str | None
+    name: str
+    idx: int
+
+    @property
+    def path(self) -> str:
+        keys = [self.name] if self.group is None else [self.group, self.name]
+        return "$." + ".".join(quote_key(k) for k in keys)
+
+    @property
+    def label(self) -> str:
+        return self.name if self.group is None else f"{self.group}.{self.name}"
+
+    @property
+    def t(self) -> str:
+        return f"t{self.idx}"
+
+    @property
+    def v(self) -> str:
+        return f"v{self.idx}"
+
+
+@dataclass
+class Profile:
+    """The profiled fields of one section and the id field used to name records."""
+
+    section: str
+    con: duckdb.DuckDBPyConnection
+    fields: list[Field] = field(default_factory=list)
+    id_field: Field | None = None
+
+    @property
+    def table(self) -> str:
+        return f"prof_{self.section}"
+
+    def types(self, f: Field) -> dict[str | None, tuple[int, int]]:
+        """JSON type -> (count, first position) over the section."""
+        rows = self.con.execute(
+            f"SELECT {f.t}, count(*), min(pos) FROM {self.table} GROUP BY 1"
+        ).fetchall()
+        return {t: (n, first) for t, n, first in rows}
+
+    def element_types(self, f: Field) -> dict[str | None, tuple[int, int]]:
+        """For list fields: element JSON type -> (count, first position)."""
+        rows = self.con.execute(
+            f"SELECT t, count(*), min(pos) FROM (SELECT pos, unnest(json_type({f.v}::JSON, "
+            f"'$[*]')) AS t FROM {self.table} WHERE {f.t} = 'ARRAY') GROUP BY 1"
+        ).fetchall()
+        return {t: (n, first) for t, n, first in rows}
+
+    def first(self, where: str) -> tuple[int, str | None] | None:
+        """(position, id) of the first record matching ``where``, or None."""
+        id_sql = self.id_field.v if self.id_field else "NULL"
+        row = self.con.execute(
+            f"SELECT pos, {id_sql} FROM {self.table} WHERE {where} ORDER BY pos LIMIT 1"
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def count(self, where: str) -> int:
+        return self.con.execute(f"SELECT count(*) FROM {self.table} WHERE {where}").fetchone()[0]
+
+    def value(self, f: Field, pos: int) -> str | None:
+        row = self.con.execute(f"SELECT {f.v} FROM {self.table} WHERE pos = ?", [pos]).fetchone()
+        return row[0] if row else None
+
+    def record_id(self, pos: int) -> str | None:
+        return self.value(self.id_field, pos) if self.id_field else None
+
+    def fail(self, f: Field | None, pos: int, reason: str) -> DataError:
+        """A DataError located at the record at ``pos``."""
+        return DataError(
+            reason,
+            section=self.section,
+            position=pos,
+            record_id=self.record_id(pos),
+            field=f.label if f else None,
+        )
+
+    def check(self, f: Field | None, where: str, reason: str) -> None:
+        """Raise ``reason`` at the first record matching ``where``; {value} is filled in."""
+        hit = self.first(where)
+        if hit is not None:
+            pos = hit[0]
+            shown = self.value(f, pos) if f is not None else None
+            raise self.fail(f, pos, reason.format(value=_short(shown)))
+
+
+def _short(value: str | None, limit: int = 40) -> str:
+    if value is None:
+        return "null"
+    text = value if len(value) <= limit else value[: limit - 1] + "…"
+    return repr(text)
+
+
+def build_profile(
+    con: duckdb.DuckDBPyConnection, section: str, fields: list[tuple[str | None, str]]
+) -> Profile:
+    """Scan ``src_<section>`` once, extracting every field's type and text value."""
+    prof = Profile(section, con)
+    cols = ["pos"]
+    paths = []
+    for idx, (group, name) in enumerate(fields):
+        f = Field(group, name, idx)
+        prof.fields.append(f)
+        paths.append(f"'{_sql_escape(f.path)}'")
+        cols += [f"ts[{idx + 1}] AS {f.t}", f"vs[{idx + 1}] AS {f.v}"]
+    # One path list per call parses each record once for all fields (~2x faster).
+    path_list = "[" + ", ".join(paths) + "]"
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {prof.table} AS SELECT {', '.join(cols)} FROM "
+        f"(SELECT pos, json_type(rec, {path_list}) AS ts, "
+        f"json_extract_string(rec, {path_list}) AS vs FROM src_{section})"
+    )
+    return prof
+
+
+def _sql_escape(text: str) -> str:
+    return text.replace("'", "''")

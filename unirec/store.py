@@ -1,0 +1,125 @@
+"""The feature store: the only door between featurize, fit and serve.
+
+A store is a folder (default ``./unirec-store``) holding ``features.duckdb`` (tables that
+any DuckDB client can open), ``manifest.json`` (what was compiled, from what, how) and
+``report.json`` (what featurize saw, kept and dropped). ``Store`` opens it read-only:
+inspection can never change it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from unirec.errors import StoreError
+from unirec.featurize.atomic import recover
+from unirec.registry import did_you_mean
+
+DEFAULT_STORE = "unirec-store"
+DB_FILE = "features.duckdb"
+
+
+class Store:
+    """A read-only view of a compiled store.
+
+    Parameters
+    ----------
+    path:
+        The store folder written by ``unirec featurize``.
+    """
+
+    def __init__(self, path: str | Path = DEFAULT_STORE) -> None:
+        self.path = Path(path)
+        recover(self.path.absolute())
+        if not (self.path / DB_FILE).is_file() or not (self.path / "manifest.json").is_file():
+            raise StoreError(
+                f"no feature store at {str(self.path)!r}: run `unirec featurize DATA "
+                f"--store {self.path}` first"
+            )
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The compiled plan (manifest.json)."""
+        return json.loads((self.path / "manifest.json").read_text())
+
+    @property
+    def report(self) -> dict[str, Any]:
+        """What featurize saw, kept, dropped and warned about (report.json)."""
+        return json.loads((self.path / "report.json").read_text())
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only DuckDB connection to ``features.duckdb``."""
+        try:
+            con = duckdb.connect(str(self.path / DB_FILE), read_only=True)
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot open {self.path / DB_FILE}: {_first_line(exc)}") from None
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def sql(self, query: str, params: list[Any] | None = None) -> pl.DataFrame:
+        """Run a read-only query and return a Polars DataFrame.
+
+        Writes are refused: the store changes only through featurize and fit.
+        """
+        with self.connect() as con:
+            try:
+                rel = con.sql(query, params=params) if params else con.sql(query)
+                return rel.pl() if rel is not None else pl.DataFrame()
+            except duckdb.Error as exc:
+                msg = _first_line(exc)
+                if "read-only" in msg or "read only" in msg:
+                    raise StoreError(
+                        "the store is read-only here: `unirec sql` only reads "
+                        "(re-run `unirec featurize` to change the data)"
+                    ) from None
+                raise StoreError(f"query failed: {msg}") from None
+
+    def tables(self) -> list[str]:
+        """Table names, sorted."""
+        return self.sql(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
+            "ORDER BY table_name"
+        )["table_name"].to_list()
+
+    def counts(self) -> dict[str, int]:
+        """Row count per table."""
+        tables = self.tables()
+        if not tables:
+            return {}
+        union = " UNION ALL ".join(
+            f"SELECT '{t}' AS t, count(*) AS n FROM \"{t}\"" for t in tables
+        )
+        rows = self.sql(union).rows()
+        return dict(rows)
+
+    def schema(self, table: str) -> pl.DataFrame:
+        """Columns and types of ``table``."""
+        tables = self.tables()
+        if table not in tables:
+            raise StoreError(
+                f"no table {table!r} in the store{did_you_mean(table, tables)}; "
+                f"tables: {', '.join(tables)}"
+            )
+        return self.sql(
+            "SELECT column_name AS column, data_type AS type, is_nullable AS nullable "
+            "FROM information_schema.columns WHERE table_schema = 'main' AND table_name = ? "
+            "ORDER BY ordinal_position",
+            [table],
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text.split("Error: ", 1)[-1]
