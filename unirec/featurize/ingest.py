@@ -22,6 +22,7 @@ import duckdb
 
 from unirec.config import IngestConfig
 from unirec.errors import DataError
+from unirec.featurize.profile import type_word
 from unirec.registry import did_you_mean
 
 SECTIONS = ("user_data", "item_data", "interactions")
@@ -64,9 +65,9 @@ def _first_char(path: Path) -> str:
 def _load_document(con: duckdb.DuckDBPyConnection, path: Path, cfg: IngestConfig) -> None:
     first = _first_char(path)
     if first != "{":
-        what = "empty" if not first else f"starts with {first!r}"
+        what = "is empty" if not first else f"starts with {first!r}"
         raise DataError(
-            f"the document is {what}: it must be one JSON object with the sections "
+            f"the document {what}: it must be one JSON object with the sections "
             "user_data, item_data and interactions"
         )
     size = path.stat().st_size
@@ -94,8 +95,7 @@ def _load_document(con: duckdb.DuckDBPyConnection, path: Path, cfg: IngestConfig
         hint = did_you_mean(missing[0], [k for k in keys if k not in SECTIONS])
         raise DataError(
             f"missing section {missing[0]!r}{hint}: the document must hold user_data, "
-            "item_data and interactions, each a list of records (an empty list is allowed)",
-            section=missing[0],
+            "item_data and interactions, each a list of records (an empty list is allowed)"
         )
     for s in SECTIONS:
         con.execute(
@@ -136,7 +136,7 @@ def _diagnose_document(
             break  # the file itself does not parse
         if kind not in (None, "ARRAY"):
             raise DataError(
-                f"must be a list of records, got {kind.lower()}", section=s
+                f"must be a list of records, got {type_word(kind)}", section=s
             ) from None
     detail = text.split("Error: ", 1)[-1]
     raise DataError(f"the document is not valid JSON: {detail}") from None

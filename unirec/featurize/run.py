@@ -118,7 +118,7 @@ def _entity_table(
         pos, rid, first = dup[0]
         raise DataError(
             f"duplicate {id_col.name} {rid!r}: {prof.section}[{first}] has it too "
-            f"({len(dup)} duplicate records; use --on-duplicate-id=first to keep the first)",
+            f"(duplicate records: {len(dup)}; use --on-duplicate-id=first to keep the first)",
             section=prof.section, position=pos, field=id_col.name,
         )
     con.execute(f"DELETE FROM {table} WHERE position IN (SELECT position FROM (SELECT "
@@ -152,8 +152,8 @@ def _interactions_table(
         if bad and flag == "error":
             section = "user_data" if side == "user" else "item_data"
             raise DataError(
-                f"{key} {bad[0][1]!r} is not in {section} ({len(bad)} interactions name "
-                f"unknown {side}s; use --on-unknown-{side}=drop to skip such rows)",
+                f"{key} {bad[0][1]!r} is not in {section} (interactions naming unknown "
+                f"{side}s: {len(bad)}; use --on-unknown-{side}=drop to skip such rows)",
                 section="interactions", position=bad[0][0], field=key,
             )
         con.execute(f"DELETE FROM stage WHERE {where}")
@@ -166,7 +166,8 @@ def _interactions_table(
         if bad and policy.on_bad_timestamp == "error":
             raise DataError(
                 bad_timestamp_reason(prof, ts, bad[0][0])
-                + f" ({len(bad)} such interactions; use --on-bad-timestamp=drop to skip them)",
+                + f" (interactions with this problem: {len(bad)}; "
+                "use --on-bad-timestamp=drop to skip them)",
                 section="interactions", position=bad[0][0], field="timestamp",
             )
         con.execute("DELETE FROM stage WHERE timestamp IS NULL")

@@ -131,11 +131,13 @@ def _same_class(p: Profile, f: Field, types: dict) -> None:
             continue
         if seen and cls not in seen:
             other_cls, other_pos = next(iter(seen.items()))
-            raise p.fail(
-                f, pos,
-                f"is {type_word(t)} here but {'an' if other_cls[0] in 'aeiou' else 'a'} "
-                f"{other_cls} in {p.section}[{other_pos}]; use one type for this field",
-            )
+            if other_pos == pos:
+                reason = f"mixes {other_cls}s and {cls}s; use one type for this field"
+            else:
+                article = "an" if other_cls[0] in "aeiou" else "a"
+                reason = (f"is {type_word(t)} here but {article} {other_cls} in "
+                          f"{p.section}[{other_pos}]; use one type for this field")
+            raise p.fail(f, pos, reason)
         seen.setdefault(cls, pos)
 
 
