@@ -19,14 +19,16 @@ from unirec.errors import (
 
 __version__ = "0.1.0"
 
+# Eager on purpose: the subpackage unirec.featurize shares the function's name, and the
+# function must win the attribute.
+from unirec.featurize import featurize  # noqa: E402
+
 if TYPE_CHECKING:
     from unirec.config import Config, load_config
-    from unirec.featurize import featurize
     from unirec.registry import Registry
     from unirec.store import Store
 
 _LAZY = {
-    "featurize": ("unirec.featurize", "featurize"),
     "Store": ("unirec.store", "Store"),
     "Config": ("unirec.config", "Config"),
     "load_config": ("unirec.config", "load_config"),

@@ -1,0 +1,98 @@
+"""Inspection: read-only SQL, tables, schema, through the CLI and Python."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import polars as pl
+import pytest
+from conftest import invoke, run_unirec, write_doc
+
+from unirec import Store, StoreError
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    import copy
+
+    from conftest import BASE_DOC
+
+    root = tmp_path_factory.mktemp("sql")
+    result = invoke("featurize", write_doc(root / "d.json", copy.deepcopy(BASE_DOC)),
+                    "--store", root / "store")
+    assert result.exit_code == 0, result.output
+    return root / "store"
+
+
+def test_writes_are_refused_and_change_nothing(store) -> None:
+    for query in ("DELETE FROM users", "DROP TABLE items", "INSERT INTO users (user_id) "
+                  "VALUES (9)", "UPDATE interactions SET weight = 0",
+                  "CREATE TABLE t AS SELECT 1"):
+        result = invoke("sql", query, "--store", store)
+        assert result.exit_code == 1, query
+        assert result.stderr.startswith("Error: the store is read-only"), result.stderr
+    assert Store(store).counts() == {"interactions": 3, "items": 3, "users": 3}
+
+
+def test_delete_in_a_real_subprocess(store) -> None:
+    proc = run_unirec("sql", "DELETE FROM users", "--store", store)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith("Error: the store is read-only")
+    assert "Traceback" not in proc.stderr
+    proc = run_unirec("sql", "SELECT count(*) AS n FROM users", "--store", store,
+                      "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [{"n": 3}]
+
+
+def test_formats(store) -> None:
+    q = "SELECT user_id, categorical.genres AS g FROM users ORDER BY user_id"
+    as_json = json.loads(invoke("sql", q, "--store", store, "--format", "json").stdout)
+    assert as_json == [{"user_id": 1, "g": ["drama", "comedy"]}, {"user_id": 2, "g": ["drama"]},
+                       {"user_id": 3, "g": None}]
+    rows = list(csv.DictReader(io.StringIO(
+        invoke("sql", q, "--store", store, "--format", "csv").stdout)))
+    assert rows[0] == {"user_id": "1", "g": '["drama","comedy"]'}
+    table = invoke("sql", q, "--store", store).stdout
+    assert "user_id" in table and "comedy" in table
+
+
+def test_query_from_stdin(store) -> None:
+    result = invoke("sql", "-", "--store", store, "--format", "csv",
+                    input="SELECT item_id FROM items\nORDER BY item_id DESC")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split() == ["item_id", "12", "11", "10"]
+
+
+def test_tables_and_schema(store) -> None:
+    counts = json.loads(invoke("tables", "--counts", "--store", store, "--format", "json").stdout)
+    assert {r["table"]: r["rows"] for r in counts} == {"interactions": 3, "items": 3, "users": 3}
+    cols = json.loads(invoke("schema", "interactions", "--store", store,
+                             "--format", "json").stdout)
+    assert [c["column"] for c in cols] == ["position", "user_id", "item_id", "interaction_type",
+                                           "timestamp", "weight", "rating"]
+    bad = invoke("schema", "user", "--store", store)
+    assert bad.exit_code == 1 and "did you mean 'users'" in bad.stderr
+
+
+def test_bad_query_and_missing_store(store, tmp_path) -> None:
+    result = invoke("sql", "SELEC 1", "--store", store)
+    assert result.exit_code == 1 and result.stderr.startswith("Error: query failed")
+    result = invoke("tables", "--store", tmp_path / "nowhere")
+    assert result.exit_code == 1
+    assert "no feature store" in result.stderr and "unirec featurize" in result.stderr
+
+
+def test_python_api_returns_polars(store) -> None:
+    frame = Store(store).sql("SELECT * FROM items WHERE item_id = ?", [10])
+    assert isinstance(frame, pl.DataFrame) and frame.height == 1
+    with pytest.raises(StoreError):
+        Store(store).sql("DELETE FROM items")
+
+
+def test_store_env_var(store, monkeypatch) -> None:
+    monkeypatch.setenv("UNIREC_STORE", str(store))
+    result = invoke("sql", "SELECT count(*) AS n FROM items", "--format", "csv")
+    assert result.stdout.split() == ["n", "3"]
