@@ -27,8 +27,16 @@ lint: $(STAMP)
 schemas: $(STAMP)
 	$(BIN)/python -m unirec.config > schemas/config.schema.json
 
+# The whole pipeline that exists so far, on a small synthetic dataset with images.
 demo: $(STAMP)
-	bash bench/demo.sh
+	$(BIN)/unirec datasets synthetic --users 500 --items 200 --interactions 20000 --images \
+		--out demo/data
+	$(BIN)/unirec featurize demo/data/data.json --store demo/store
+	$(BIN)/unirec tables --counts --store demo/store
+	$(BIN)/unirec sql "SELECT categorical.category AS category, count(*) AS interactions \
+		FROM interactions JOIN items USING (item_id) GROUP BY ALL ORDER BY 2 DESC LIMIT 5" \
+		--store demo/store
+	@echo "The store is demo/store: try .venv/bin/unirec sql 'SELECT * FROM users LIMIT 5' --store demo/store"
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

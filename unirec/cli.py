@@ -126,6 +126,39 @@ def schema(table: str, store: Path, fmt: str) -> None:
     _render(Store(store).schema(table), fmt)
 
 
+@cli.group()
+def datasets() -> None:
+    """Generate or convert datasets into unirec's input format."""
+
+
+@datasets.command("synthetic")
+@click.option("--users", "n_users", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--items", "n_items", type=click.IntRange(1), default=500, show_default=True)
+@click.option("--interactions", "n_interactions", type=click.IntRange(1), default=20_000,
+              show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--images/--no-images", default=False, help="Also draw one small PNG per item.")
+@click.option("--format", "fmt", type=click.Choice(["document", "jsonl", "parquet"]),
+              default="document", show_default=True,
+              help="One data.json document, or a folder of users/items/interactions files.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Output folder.")
+def synthetic(n_users: int, n_items: int, n_interactions: int, seed: int, images: bool,
+              fmt: str, out: Path) -> None:
+    """A dataset with planted, learnable structure in every feature kind."""
+    from unirec.datasets import synthesize, write_document, write_folder
+
+    out.mkdir(parents=True, exist_ok=True)
+    data = synthesize(n_users, n_items, n_interactions, seed=seed,
+                      images_dir=out / "images" if images else None)
+    if fmt == "document":
+        write_document(data, out / "data.json")
+        click.echo(str(out / "data.json"))
+    else:
+        write_folder(data, out, fmt=fmt)
+        click.echo(str(out))
+
+
 def _render(frame: Any, fmt: str) -> None:
     from unirec.render import render
 

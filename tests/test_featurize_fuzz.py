@@ -1,0 +1,76 @@
+"""Hypothesis breaks documents at random: featurize either succeeds or raises DataError."""
+
+from __future__ import annotations
+
+import copy
+import json
+import tempfile
+from pathlib import Path
+
+from conftest import BASE_DOC
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from unirec import DataError, Store, featurize
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8),
+    st.sampled_from(["", " ", "2024-01-01", "1", "user_id", 'q"uote', "1e999"]),
+)
+values = st.recursive(scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+    max_leaves=6)
+keys = st.one_of(st.sampled_from(["user_id", "item_id", "categorical", "continuous", "text",
+                                  "image", "temporal", "timestamp", "weight", "rating",
+                                  "interaction_type", "age", "genres", "x"]), st.text(max_size=5))
+
+
+def _containers(node, out):
+    if isinstance(node, dict):
+        out.append(node)
+        for v in node.values():
+            _containers(v, out)
+    elif isinstance(node, list):
+        out.append(node)
+        for v in node:
+            _containers(v, out)
+    return out
+
+
+@st.composite
+def broken_documents(draw):
+    doc = copy.deepcopy(BASE_DOC)
+    for _ in range(draw(st.integers(1, 3))):
+        nodes = _containers(doc, [])
+        node = draw(st.sampled_from(nodes))
+        action = draw(st.sampled_from(["set", "delete", "append"]))
+        if isinstance(node, dict):
+            if action == "delete" and node:
+                del node[draw(st.sampled_from(sorted(node)))]
+            else:
+                key = draw(st.one_of(st.sampled_from(sorted(node) or ["x"]), keys))
+                node[key] = draw(values)
+        elif action == "delete" and node:
+            node.pop(draw(st.integers(0, len(node) - 1)))
+        elif action == "append" or not node:
+            node.append(draw(values))
+        else:
+            node[draw(st.integers(0, len(node) - 1))] = draw(values)
+    return doc
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(broken_documents())
+def test_broken_documents_fail_cleanly(doc) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "doc.json"
+        path.write_text(json.dumps(doc))  # Python writes NaN/Infinity literals, as users' do
+        try:
+            featurize(path, Path(tmp) / "store")
+        except DataError as err:
+            text = str(err)
+            assert text and "\n" not in text and "Traceback" not in text
+        else:
+            counts = Store(Path(tmp) / "store").counts()
+            assert counts["interactions"] >= 1
