@@ -25,7 +25,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check unirec tests bench
 
 schemas: $(STAMP)
-	$(BIN)/python -m unirec.config > schemas/config.schema.json
+	$(BIN)/python -c "import json; from unirec.config import json_schema; \
+		print(json.dumps(json_schema(), indent=2, sort_keys=True))" > schemas/config.schema.json
 
 # The whole pipeline that exists so far, on a small synthetic dataset with images.
 demo: $(STAMP)
