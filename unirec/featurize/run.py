@@ -4,181 +4,129 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 
 from unirec import __version__
 from unirec.config import Config
-from unirec.errors import DataError
 from unirec.featurize.atomic import building
-from unirec.featurize.ingest import SECTIONS, load_sources
-from unirec.featurize.profile import Profile
-from unirec.featurize.validate import (
-    GROUPS,
-    Column,
-    Findings,
-    bad_timestamp_reason,
-    entity_columns,
-    interaction_columns,
-)
+from unirec.featurize.compile import compile_features, create_index_maps, create_train_window
+from unirec.featurize.ingest import SECTIONS
+from unirec.featurize.plan import make_plan
+from unirec.featurize.progress import Stages, describe_plan
+from unirec.featurize.raw import TABLE_OF, build_raw_tables
+from unirec.featurize.samples import build_samples
+from unirec.featurize.shards import write_shards
+from unirec.featurize.split import assign_splits
 
-TABLE_OF = {"user_data": "users", "item_data": "items", "interactions": "interactions"}
 STORE_FORMAT = 1
 
 
 def featurize(
-    data: str | Path, store: str | Path = "unirec-store", config: Config | None = None
+    data: str | Path,
+    store: str | Path = "unirec-store",
+    config: Config | None = None,
+    *,
+    plan_only: bool = False,
 ) -> dict[str, Any]:
     """Compile ``data`` (a JSON document or a folder of sections) into the store at ``store``.
 
-    Returns the report (also written to ``report.json``). Raises ``DataError`` on a
-    structural problem; the previous store, if any, is then left untouched.
+    Returns the report (also written to ``report.json``); with ``plan_only`` returns the
+    plan and writes nothing. Raises ``DataError`` on a structural problem; the previous
+    store, if any, is then left untouched.
     """
     cfg = config or Config()
     data, store = Path(data), Path(store)
     started = time.perf_counter()
+    if plan_only:
+        with tempfile.TemporaryDirectory(prefix="unirec-plan-") as tmp:
+            return _run(Path(tmp), data, store, cfg, started, plan_only=True)
     with building(store) as tmp:
-        con = duckdb.connect(str(tmp / "features.duckdb"))
-        try:
-            con.execute("SET TimeZone = 'UTC'")
-            con.execute(f"SET temp_directory = '{tmp / '.spill'}'")
-            if cfg.ingest.memory_limit:
-                con.execute(f"SET memory_limit = '{cfg.ingest.memory_limit}'")
-            report = _compile(con, data, cfg)
-            con.execute("CHECKPOINT")
-        finally:
-            con.close()
-        report["seconds"] = round(time.perf_counter() - started, 3)
-        manifest = _manifest(tmp, data, cfg, report)
+        report, manifest = _run(tmp, data, store, cfg, started)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
         (tmp / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     return report
 
 
-def _compile(con: duckdb.DuckDBPyConnection, data: Path, cfg: Config) -> dict[str, Any]:
-    source = load_sources(con, data, cfg.ingest)
-    findings = Findings()
-    seen = {s: con.execute(f"SELECT count(*) FROM src_{s}").fetchone()[0] for s in SECTIONS}
-    empty = cfg.validate_.empty_string_is_missing
-    for section in ("user_data", "item_data"):
-        prof, cols = entity_columns(con, section, findings, empty)
-        _entity_table(con, prof, cols, cfg.validate_.on_duplicate_id, findings)
-    prof, cols = interaction_columns(con)
-    _interactions_table(con, prof, cols, cfg, findings)
-    for s in SECTIONS:
-        con.execute(f"DROP TABLE IF EXISTS prof_{s}")
-        con.execute(f"DROP TABLE IF EXISTS src_{s}")
-    kept = {s: con.execute(f"SELECT count(*) FROM {TABLE_OF[s]}").fetchone()[0] for s in SECTIONS}
-    if kept["interactions"] == 0:
-        raise DataError("no interactions left to learn from", section="interactions")
-    return {
-        "unirec_version": __version__,
-        "input": {"path": str(data.absolute()), "form": source.form},
-        "sections": {
-            s: {"seen": seen[s], "kept": kept[s], "dropped": findings.dropped.get(s, {})}
-            for s in SECTIONS
-        },
-        "warnings": findings.warnings,
-    }
+def _run(tmp: Path, data: Path, store: Path, cfg: Config, started: float,
+         plan_only: bool = False) -> Any:
+    con = duckdb.connect(str(tmp / "features.duckdb"))
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(f"SET temp_directory = '{tmp / '.spill'}'")
+        if cfg.ingest.memory_limit:
+            con.execute(f"SET memory_limit = '{cfg.ingest.memory_limit}'")
+        with Stages(plan_only) as stages:
+            report = build_raw_tables(con, data, cfg, stages.next)
+            stages.next("split")
+            create_index_maps(con)
+            report["split"] = assign_splits(con, cfg.split)
+            stages.next("samples")
+            report["samples"] = build_samples(con, cfg.samples)
+            create_train_window(con)
+            specs = make_plan(con, cfg)
+            if plan_only:
+                return describe_plan(con, specs, cfg, report, _base_dir(data))
+            stages.next("features")
+            _carry_cache(store / "cache", tmp / "cache")
+            popularity = _popularity(con)
+            compiled = compile_features(con, specs, cfg, _base_dir(data), tmp, tmp / "cache",
+                                        popularity)
+            report["embeddings"] = compiled["embeddings"]
+            stages.next("shards")
+            report["shards"] = {
+                split: [p.name for p in write_shards(
+                    con, tmp / "shards", split, block_size=cfg.samples.block_size,
+                    shard_blocks=cfg.samples.shard_blocks, seed=cfg.samples.seed)]
+                for split in ("train", "val")
+            }
+            _drop_temporaries(con)
+            con.execute("CHECKPOINT")
+    finally:
+        con.close()
+    report["seconds"] = round(time.perf_counter() - started, 3)
+    return report, _manifest(tmp, data, cfg, report, compiled)
 
 
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+def _base_dir(data: Path) -> Path:
+    """Relative image paths resolve against the document's folder (or the input folder)."""
+    return (data if data.is_dir() else data.parent).absolute()
 
 
-def _entity_table(
-    con: duckdb.DuckDBPyConnection,
-    prof: Profile,
-    cols: list[Column],
-    on_duplicate: str,
-    findings: Findings,
-) -> None:
-    """users / items: id, position, then one struct column per feature group."""
-    table = TABLE_OF[prof.section]
-    id_col = cols[0]
-    select = [f"{id_col.expr} AS {id_col.name}", "pos AS position"]
-    for group in GROUPS:
-        members = [c for c in cols[1:] if c.group == group]
-        if members:
-            packed = ", ".join(f"{_ident(c.name)} := {c.expr}" for c in members)
-            select.append(f"struct_pack({packed}) AS {group}")
-    con.execute(f"CREATE TABLE {table} AS SELECT {', '.join(select)} FROM {prof.table} "
-                "ORDER BY pos")
-    dup = con.execute(
-        f"SELECT position, {id_col.name}, first FROM (SELECT position, {id_col.name}, "
-        f"min(position) OVER (PARTITION BY {id_col.name}) AS first FROM {table}) "
-        "WHERE position > first ORDER BY position"
-    ).fetchall()
-    if not dup:
+def _carry_cache(old: Path, new: Path) -> None:
+    """Hard-link the old store's embedding cache into the new one: re-featurizing unchanged
+    text and images costs nothing, and the old store stays byte-for-byte intact."""
+    if not old.is_dir():
         return
-    if on_duplicate == "error":
-        pos, rid, first = dup[0]
-        raise DataError(
-            f"duplicate {id_col.name} {rid!r}: {prof.section}[{first}] has it too "
-            f"(duplicate records: {len(dup)}; use --on-duplicate-id=first to keep the first)",
-            section=prof.section, position=pos, field=id_col.name,
-        )
-    con.execute(f"DELETE FROM {table} WHERE position IN (SELECT position FROM (SELECT "
-                f"position, min(position) OVER (PARTITION BY {id_col.name}) AS first "
-                f"FROM {table}) WHERE position > first)")
-    findings.drop(prof.section, "duplicate_id", len(dup))
+    for part in old.rglob("*.parquet"):
+        dest = new / part.relative_to(old)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(part, dest)
+        except OSError:
+            shutil.copy2(part, dest)
 
 
-def _interactions_table(
-    con: duckdb.DuckDBPyConnection,
-    prof: Profile,
-    cols: dict[str, Column],
-    cfg: Config,
-    findings: Findings,
-) -> None:
-    """Interactions keep input order; ids are matched to entities by their text form."""
-    select = ["pos AS position", f"{cols['user_id'].expr}::VARCHAR AS user_key",
-              f"{cols['item_id'].expr}::VARCHAR AS item_key"]
-    select += [f"{c.expr} AS {name}" for name, c in cols.items() if name not in ("user_id",
-                                                                                "item_id")]
-    fields = {f.name: f for f in prof.fields}
-    ts = fields["timestamp"]
-    select.append(f"{ts.t} AS ts_type")
-    con.execute(f"CREATE TEMP TABLE stage AS SELECT {', '.join(select)} FROM {prof.table}")
-    policy = cfg.validate_
-    for side, table, key, flag in (("user", "users", "user_id", policy.on_unknown_user),
-                                   ("item", "items", "item_id", policy.on_unknown_item)):
-        where = f"{side}_key NOT IN (SELECT {key}::VARCHAR FROM {table})"
-        bad = con.execute(f"SELECT position, {side}_key FROM stage WHERE {where} "
-                          "ORDER BY position").fetchall()
-        if bad and flag == "error":
-            section = "user_data" if side == "user" else "item_data"
-            raise DataError(
-                f"{key} {bad[0][1]!r} is not in {section} (interactions naming unknown "
-                f"{side}s: {len(bad)}; use --on-unknown-{side}=drop to skip such rows)",
-                section="interactions", position=bad[0][0], field=key,
-            )
-        con.execute(f"DELETE FROM stage WHERE {where}")
-        findings.drop("interactions", f"unknown_{side}", len(bad))
-    timed = con.execute("SELECT count(*) FROM stage WHERE ts_type NOT IN ('NULL') "
-                        "AND ts_type IS NOT NULL").fetchone()[0]
-    if timed:
-        bad = con.execute("SELECT position FROM stage WHERE timestamp IS NULL "
-                          "ORDER BY position").fetchall()
-        if bad and policy.on_bad_timestamp == "error":
-            raise DataError(
-                bad_timestamp_reason(prof, ts, bad[0][0])
-                + f" (interactions with this problem: {len(bad)}; "
-                "use --on-bad-timestamp=drop to skip them)",
-                section="interactions", position=bad[0][0], field="timestamp",
-            )
-        con.execute("DELETE FROM stage WHERE timestamp IS NULL")
-        findings.drop("interactions", "bad_timestamp", len(bad))
-    con.execute(
-        "CREATE TABLE interactions AS SELECT s.position, u.user_id, i.item_id, "
-        "s.interaction_type, s.timestamp, s.weight, s.rating FROM stage s "
-        "JOIN users u ON s.user_key = u.user_id::VARCHAR "
-        "JOIN items i ON s.item_key = i.item_id::VARCHAR ORDER BY s.position"
-    )
-    con.execute("DROP TABLE stage")
+def _popularity(con: duckdb.DuckDBPyConnection) -> np.ndarray:
+    """Train-window weight per item index (index 0 = padding), for the logQ correction."""
+    n_items = con.execute("SELECT count(*) FROM item_map").fetchone()[0]
+    pop = np.zeros(n_items + 1, np.float32)
+    rows = con.execute("SELECT item_index, train_weight FROM item_popularity").fetchnumpy()
+    pop[rows["item_index"].astype(np.int64)] = rows["train_weight"]
+    return pop
+
+
+def _drop_temporaries(con: duckdb.DuckDBPyConnection) -> None:
+    for (name,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary")\
+            .fetchall():
+        con.execute(f'DROP TABLE "{name}"')
 
 
 def _file_digest(path: Path) -> str:
@@ -192,7 +140,8 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def _manifest(store: Path, data: Path, cfg: Config, report: dict[str, Any]) -> dict[str, Any]:
+def _manifest(store: Path, data: Path, cfg: Config, report: dict[str, Any],
+              compiled: dict[str, Any]) -> dict[str, Any]:
     """The compiled plan: what is in the store, from which input, under which config."""
     con = duckdb.connect(str(store / "features.duckdb"), read_only=True)
     try:
@@ -212,5 +161,11 @@ def _manifest(store: Path, data: Path, cfg: Config, report: dict[str, Any]) -> d
         "config": cfg.to_dict(),
         "config_hash": cfg.hash(),
         "counts": {TABLE_OF[s]: report["sections"][s]["kept"] for s in SECTIONS},
+        "split": report["split"],
+        "samples": report["samples"],
+        "features": compiled["features"],
+        "tensors": compiled["tensors"],
+        "embeddings": {k: {"model": v["model"]} for k, v in compiled["embeddings"].items()},
+        "shards": report["shards"],
         "tables": tables,
     }

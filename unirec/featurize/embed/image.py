@@ -87,6 +87,9 @@ def convert_lite0_weights(dest: Path) -> Path:
     return dest
 
 
+_LOADED: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+
 class ImageEmbedder:
     """Embed image files with a frozen timm model's pooled features (float32).
 
@@ -258,13 +261,20 @@ class ImageEmbedder:
             return None
 
     def _load(self) -> Any:
-        """Create the feature model (num_classes=0) and its preprocessing, once."""
-        if self._net is None:
-            import timm.data
+        """Create the feature model (num_classes=0) and its preprocessing, once a process.
 
-            self._net = self._create(0)
-            cfg = timm.data.resolve_data_config({}, model=self._net)
-            self._transform = timm.data.create_transform(**cfg)
+        Frozen models never change, so every embedder of the same model id and device in
+        this process shares one instance (repeated featurize calls from Python, tests).
+        """
+        if self._net is None:
+            key = (self.model_id, str(self.device))
+            if key not in _LOADED:
+                import timm.data
+
+                net = self._create(0)
+                cfg = timm.data.resolve_data_config({}, model=net)
+                _LOADED[key] = (net, timm.data.create_transform(**cfg))
+            self._net, self._transform = _LOADED[key]
         return self._net
 
     def _create(self, num_classes: int) -> Any:

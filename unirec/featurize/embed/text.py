@@ -25,6 +25,9 @@ DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
 CHUNK_SIZE = 8192
 
 
+_LOADED: dict[tuple[str, str], Any] = {}
+
+
 class TextEmbedder:
     """Embed strings with a frozen sentence-transformers model; L2-normalised float32.
 
@@ -146,7 +149,13 @@ class TextEmbedder:
         return np.asarray(vectors, dtype=np.float32)
 
     def _load(self) -> Any:
-        """Import sentence-transformers and load the model, once."""
+        """Import sentence-transformers and load the model, once a process.
+
+        Frozen models never change, so embedders of the same model and device share one
+        instance (repeated featurize calls from Python pay the 6-11 s import once).
+        """
+        if self._st is None and (self._source, str(self.device)) in _LOADED:
+            self._st = _LOADED[(self._source, str(self.device))]
         if self._st is None:
             from sentence_transformers import SentenceTransformer
             from transformers.utils import logging as hf_logging
@@ -167,6 +176,7 @@ class TextEmbedder:
                 if quiet:
                     hf_logging.enable_progress_bar()
             self._st.eval()
+            _LOADED[(self._source, str(self.device))] = self._st
         return self._st
 
 

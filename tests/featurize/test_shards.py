@@ -1,0 +1,186 @@
+"""Shards: blocks of samples round-trip exactly, shuffle deterministically, split disjointly."""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from unirec.featurize.shards import FIELDS, read_blocks, rechunk, shard_summary, write_shards
+from unirec.train.data import ShardStream
+
+N_ROWS, L = 10_007, 5
+BLOCK, SHARD_BLOCKS = 100, 7
+
+
+def _samples_table(con: duckdb.DuckDBPyConnection) -> None:
+    """A ``samples`` table as featurize makes it, with a val split but no test split."""
+    con.execute(f"""
+        CREATE TABLE samples AS
+        SELECT CASE WHEN i % 10 < 8 THEN 'train' ELSE 'val' END AS split,
+               (i * 7919 % 523)::INTEGER AS user_index,
+               (i * 104729 % 2003 + 1)::INTEGER AS item_index,
+               TIMESTAMP '2020-01-01' + to_microseconds(i * 1_000_003) AS time,
+               (1 + i % 3 * 0.5)::FLOAT AS weight,
+               list_transform(range({L}), lambda k: CASE WHEN k < {L} - i % ({L} + 1) THEN 0
+                              ELSE ((i + k) % 2003 + 1) END)::INTEGER[] AS history,
+               (i % ({L} + 1))::INTEGER AS history_length,
+               (i * 3 + 11)::BIGINT AS position
+        FROM range({N_ROWS}) t(i)
+    """)
+
+
+def _expected(con: duckdb.DuckDBPyConnection, split: str) -> dict[str, np.ndarray]:
+    rows = con.sql(
+        "SELECT user_index, item_index, weight, epoch_us(time), history, history_length, "
+        "position FROM samples WHERE split = $s ORDER BY position", params={"s": split}
+    ).fetchall()
+    cols = list(zip(*rows, strict=True))
+    out = {k: np.asarray(c, dtype=dt) for (k, dt), c in zip(FIELDS.items(), cols, strict=True)}
+    return out
+
+
+def _concat(blocks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {k: np.concatenate([np.asarray(b[k]) for b in blocks]) for k in FIELDS}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    con = duckdb.connect()
+    _samples_table(con)
+    out = tmp_path_factory.mktemp("shards")
+    paths = {s: write_shards(con, out, s, block_size=BLOCK, shard_blocks=SHARD_BLOCKS, seed=3,
+                             shuffle=s == "train")
+             for s in ("train", "val", "test")}
+    yield con, out, paths
+    con.close()
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_blocks_round_trip_exactly(store, split):
+    con, out, paths = store
+    blocks = list(read_blocks(paths[split]))
+    for block in blocks:
+        assert {k: v.dtype.name for k, v in block.items()} == FIELDS
+        assert block["history"].shape[1] == L
+    sizes = [len(b["position"]) for b in blocks]
+    assert all(s == BLOCK for s in sizes[:-1]) and 0 < sizes[-1] <= BLOCK
+    assert len(paths[split]) == -(-len(blocks) // SHARD_BLOCKS)
+    assert [p.name for p in paths[split]] == [f"{split}-{i:06d}.tar"
+                                              for i in range(len(paths[split]))]
+    got, want = _concat(blocks), _expected(con, split)
+    order = np.argsort(got["position"])
+    for k in FIELDS:
+        np.testing.assert_array_equal(got[k][order], want[k], err_msg=k)
+    summary = shard_summary(paths[split])
+    assert summary == {"n_samples": len(want["position"]), "n_blocks": len(blocks),
+                       "n_shards": len(paths[split]), "history_length": L}
+    json.dumps(summary)
+
+
+def test_train_is_shuffled_deterministically(store, tmp_path):
+    con, out, paths = store
+    train = _concat(list(read_blocks(paths["train"])))["position"]
+    assert (np.diff(train) < 0).sum() > len(train) // 3  # far from sorted
+    again = write_shards(con, tmp_path / "again", "train", block_size=BLOCK,
+                         shard_blocks=SHARD_BLOCKS, seed=3)
+    assert [p.read_bytes() for p in again] == [p.read_bytes() for p in paths["train"]]
+    other = write_shards(con, tmp_path / "other", "train", block_size=BLOCK,
+                         shard_blocks=SHARD_BLOCKS, seed=4)
+    other_pos = _concat(list(read_blocks(other)))["position"]
+    assert not np.array_equal(other_pos, train)
+    assert np.array_equal(np.sort(other_pos), np.sort(train))
+    val = _concat(list(read_blocks(paths["val"])))["position"]
+    assert np.array_equal(val, np.sort(val))  # val is written in position order
+
+
+def test_empty_split_writes_nothing(store):
+    con, out, paths = store
+    assert paths["test"] == [] and not list(out.glob("test-*"))
+    assert list(read_blocks([])) == []
+    assert list(ShardStream([])) == []
+    assert shard_summary([]) == {"n_samples": 0, "n_blocks": 0, "n_shards": 0,
+                                 "history_length": 0}
+
+
+def _positions(batches) -> np.ndarray:
+    return np.concatenate([b["position"].numpy() for b in batches])
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_ranks_and_workers_read_disjoint_shards(store, num_workers):
+    con, out, paths = store
+    everything = np.sort(_positions(ShardStream(paths["train"])))
+    seen = []
+    for rank in (0, 1):
+        stream = ShardStream(paths["train"], rank=rank, world_size=2, epoch=1)
+        loader = DataLoader(stream, batch_size=None, num_workers=num_workers)
+        batches = list(loader)
+        assert all(isinstance(b["history"], torch.Tensor) for b in batches)
+        seen.append(_positions(batches))
+    assert len(seen[0]) and len(seen[1])
+    union = np.concatenate(seen)
+    assert len(np.unique(union)) == len(union)  # no duplicates, within or across ranks
+    assert np.array_equal(np.sort(union), everything)
+
+
+def test_shard_order_changes_with_epoch_only(store):
+    con, out, paths = store
+    first = [ShardStream(paths["train"], epoch=e).assignment()[0] for e in (0, 0, 1)]
+    assert first[0] == first[1] and first[0] != first[2]
+    fixed = ShardStream(paths["train"], shuffle_shards=False).assignment()[0]
+    assert fixed == sorted(paths["train"])
+
+
+@pytest.mark.parametrize("world_size,num_workers,n_shards", [(3, 0, 1), (2, 2, 1), (1, 2, 1),
+                                                             (2, 2, 3)])
+def test_fewer_shards_than_readers_split_blocks(store, world_size, num_workers, n_shards):
+    con, out, paths = store
+    few = paths["val"][:n_shards]  # val: 2,001 samples -> 21 blocks -> 3 shards of 7 blocks
+    assert len(few) == n_shards
+    seen = []
+    for rank in range(world_size):
+        stream = ShardStream(few, rank=rank, world_size=world_size)
+        got = _positions(DataLoader(stream, batch_size=None, num_workers=num_workers))
+        assert len(got)  # every rank gets data
+        seen.append(got)
+    union = np.concatenate(seen)
+    assert len(np.unique(union)) == len(union)
+    assert np.array_equal(np.sort(union), np.sort(_concat(list(read_blocks(few)))["position"]))
+
+
+def test_rebatching_keeps_every_sample(store):
+    con, out, paths = store
+    batches = list(ShardStream(paths["train"], batch_size=256))
+    sizes = [len(b["position"]) for b in batches]
+    assert all(s == 256 for s in sizes[:-1]) and 0 < sizes[-1] <= 256
+    assert all(b["history"].shape == (n, L) for b, n in zip(batches, sizes, strict=True))
+    want = np.sort(_concat(list(read_blocks(paths["train"])))["position"])
+    assert np.array_equal(np.sort(_positions(batches)), want)
+    dropped = list(ShardStream(paths["train"], batch_size=256, drop_last=True))
+    assert [len(b["position"]) for b in dropped] == (sizes if sizes[-1] == 256 else sizes[:-1])
+
+
+def test_rechunk_is_exact_across_uneven_blocks():
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(0, 50, 40)
+    blocks = [{"position": np.arange(s) + 1000 * i, "history": np.zeros((s, 2), np.int32)}
+              for i, s in enumerate(sizes)]
+    out = list(rechunk(blocks, 37))
+    assert [len(b["position"]) for b in out[:-1]] == [37] * (len(out) - 1)
+    assert np.array_equal(np.concatenate([b["position"] for b in out]),
+                          np.concatenate([b["position"] for b in blocks]))
+
+
+def test_bad_history_is_refused(tmp_path):
+    con = duckdb.connect()
+    con.execute("""CREATE TABLE samples AS SELECT 'train' AS split, 1 AS user_index,
+        2 AS item_index, TIMESTAMP '2020-01-01' AS time, 1.0::FLOAT AS weight,
+        [1, 2] AS history, 2 AS history_length, 0::BIGINT AS position
+        UNION ALL SELECT 'train', 1, 3, TIMESTAMP '2020-01-02', 1.0, [1, 2, 3], 3, 1""")
+    with pytest.raises(ValueError, match="exactly 2"):
+        write_shards(con, tmp_path, "train")

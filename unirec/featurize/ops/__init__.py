@@ -1,0 +1,11 @@
+"""Featurize ops, one small class a file, each registered in ``OPS`` by name.
+
+Each op's docstring states its reserved indices. A plugin op registers the same way
+(``@OPS.register("name")``) or through the ``unirec.ops`` entry-point group.
+"""
+
+from unirec.featurize.ops import categorify, embeddings, normalize, sequences  # noqa: F401
+from unirec.featurize.ops.base import Context, FeatureSpec, Op, Output
+from unirec.featurize.ops.registry import OPS
+
+__all__ = ["OPS", "Context", "FeatureSpec", "Op", "Output"]

@@ -1,0 +1,89 @@
+"""Plan: which op compiles each raw field, with which parameters, before any data moves.
+
+Defaults follow the field's group and SQL type (``categorical`` -> categorify, ...);
+``features.fields["side.group.field"]`` in the config overrides any of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+
+from unirec.config import Config
+from unirec.errors import ConfigError
+from unirec.featurize.ops import OPS, FeatureSpec
+from unirec.featurize.ops.base import SIDES
+from unirec.featurize.validate import GROUPS
+from unirec.registry import did_you_mean
+
+DEFAULT_OP = {"categorical": "categorify", "continuous": "normalize",
+              "text": "text_embedding", "image": "image_embedding"}
+
+
+def raw_fields(con: duckdb.DuckDBPyConnection, side: str) -> list[tuple[str, str, str]]:
+    """(group, field, SQL type) of every raw feature field on one side, in table order."""
+    table = SIDES[side][0]
+    present = {r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]
+    ).fetchall()}
+    out = []
+    for group in GROUPS:
+        if group in present:
+            rel = con.sql(f"SELECT {group}.* FROM {table} LIMIT 0")
+            out += [(group, col, str(t)) for col, t in zip(rel.columns, rel.types, strict=True)]
+    return out
+
+
+def _temporal_op(con: duckdb.DuckDBPyConnection, side: str, field: str, sql_type: str) -> str:
+    """Lists of strings are item ids; integer lists are ids only if every element is one."""
+    if sql_type == "DOUBLE[]":
+        return "float_sequence"
+    if sql_type == "VARCHAR[]":
+        return "id_sequence"
+    table = SIDES[side][0]
+    q = field.replace('"', '""')
+    unknown, total = con.execute(
+        f'SELECT count(*) FILTER (WHERE v NOT IN (SELECT item_id::VARCHAR FROM items)), '
+        f'count(*) FROM (SELECT unnest(temporal."{q}")::VARCHAR AS v FROM {table})'
+    ).fetchone()
+    return "id_sequence" if total and unknown == 0 else "float_sequence"
+
+
+def make_plan(con: duckdb.DuckDBPyConnection, cfg: Config) -> list[FeatureSpec]:
+    """Every enabled feature with its op and parameters."""
+    fc = cfg.features
+    specs: list[FeatureSpec] = []
+    known: list[str] = []
+    for side in SIDES:
+        for group, field, sql_type in raw_fields(con, side):
+            key = f"{side}.{group}.{field}"
+            known.append(key)
+            over = fc.fields.get(key)
+            if over is not None and not over.enabled:
+                continue
+            op = (over.op if over and over.op else None) or DEFAULT_OP.get(group) or \
+                _temporal_op(con, side, field, sql_type)
+            op_cls = OPS.get(op)
+            if sql_type not in op_cls.accepts:
+                raise ConfigError(f"features.fields[{key!r}]: op {op!r} takes "
+                                  f"{' or '.join(op_cls.accepts)} values, this field is "
+                                  f"{sql_type}")
+            specs.append(FeatureSpec(side, group, field, op, _params(op, sql_type, fc, over)))
+    for key in fc.fields:
+        if key not in known:
+            raise ConfigError(f"features.fields: no field {key!r} in the data"
+                              f"{did_you_mean(key, known)}; fields: {', '.join(known)}")
+    return specs
+
+
+def _params(op: str, sql_type: str, fc: Any, over: Any) -> dict[str, Any]:
+    pick = lambda name, default: (getattr(over, name, None) if over else None) or default  # noqa: E731
+    if op == "categorify":
+        return {"multi": sql_type.endswith("[]"), "min_count": pick("min_count", fc.min_count),
+                "max_len": pick("max_len", fc.max_values)}
+    if op == "normalize":
+        return {"transform": pick("transform", fc.transform)}
+    if op in ("id_sequence", "float_sequence"):
+        return {"max_len": pick("max_len", fc.sequence_length)}
+    return {}

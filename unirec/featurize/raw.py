@@ -1,0 +1,155 @@
+"""The typed raw tables ``users``, ``items``, ``interactions``: validated input, as given.
+
+Validation (validate.py) says what is wrong; this module turns the validated fields into
+tables, applies the drop policies and counts every row it drops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from unirec import __version__
+from unirec.config import Config
+from unirec.errors import DataError
+from unirec.featurize.ingest import SECTIONS, load_sources
+from unirec.featurize.profile import Profile
+from unirec.featurize.validate import (
+    GROUPS,
+    Column,
+    Findings,
+    bad_timestamp_reason,
+    entity_columns,
+    interaction_columns,
+)
+
+TABLE_OF = {"user_data": "users", "item_data": "items", "interactions": "interactions"}
+
+
+def build_raw_tables(con: duckdb.DuckDBPyConnection, data: Path, cfg: Config,
+                     stage: Callable[[str], None] = lambda name: None) -> dict[str, Any]:
+    """Read and validate into typed users/items/interactions (the raw, inspectable tables)."""
+    source = load_sources(con, data, cfg.ingest)
+    stage("validate")
+    findings = Findings()
+    seen = {s: con.execute(f"SELECT count(*) FROM src_{s}").fetchone()[0] for s in SECTIONS}
+    empty = cfg.validate_.empty_string_is_missing
+    for section in ("user_data", "item_data"):
+        prof, cols = entity_columns(con, section, findings, empty)
+        _entity_table(con, prof, cols, cfg.validate_.on_duplicate_id, findings)
+    prof, cols = interaction_columns(con)
+    _interactions_table(con, prof, cols, cfg, findings)
+    for s in SECTIONS:
+        con.execute(f"DROP TABLE IF EXISTS prof_{s}")
+        con.execute(f"DROP TABLE IF EXISTS src_{s}")
+    kept = {s: con.execute(f"SELECT count(*) FROM {TABLE_OF[s]}").fetchone()[0] for s in SECTIONS}
+    if kept["interactions"] == 0:
+        raise DataError("no interactions left to learn from", section="interactions")
+    return {
+        "unirec_version": __version__,
+        "input": {"path": str(data.absolute()), "form": source.form},
+        "sections": {
+            s: {"seen": seen[s], "kept": kept[s], "dropped": findings.dropped.get(s, {})}
+            for s in SECTIONS
+        },
+        "warnings": findings.warnings,
+    }
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _entity_table(
+    con: duckdb.DuckDBPyConnection,
+    prof: Profile,
+    cols: list[Column],
+    on_duplicate: str,
+    findings: Findings,
+) -> None:
+    """users / items: id, position, then one struct column per feature group."""
+    table = TABLE_OF[prof.section]
+    id_col = cols[0]
+    select = [f"{id_col.expr} AS {id_col.name}", "pos AS position"]
+    for group in GROUPS:
+        members = [c for c in cols[1:] if c.group == group]
+        if members:
+            packed = ", ".join(f"{_ident(c.name)} := {c.expr}" for c in members)
+            select.append(f"struct_pack({packed}) AS {group}")
+    con.execute(f"CREATE TABLE {table} AS SELECT {', '.join(select)} FROM {prof.table} "
+                "ORDER BY pos")
+    dup = con.execute(
+        f"SELECT position, {id_col.name}, first FROM (SELECT position, {id_col.name}, "
+        f"min(position) OVER (PARTITION BY {id_col.name}) AS first FROM {table}) "
+        "WHERE position > first ORDER BY position"
+    ).fetchall()
+    if not dup:
+        return
+    if on_duplicate == "error":
+        pos, rid, first = dup[0]
+        raise DataError(
+            f"duplicate {id_col.name} {rid!r}: {prof.section}[{first}] has it too "
+            f"(duplicate records: {len(dup)}; use --on-duplicate-id=first to keep the first)",
+            section=prof.section, position=pos, field=id_col.name,
+        )
+    con.execute(f"DELETE FROM {table} WHERE position IN (SELECT position FROM (SELECT "
+                f"position, min(position) OVER (PARTITION BY {id_col.name}) AS first "
+                f"FROM {table}) WHERE position > first)")
+    findings.drop(prof.section, "duplicate_id", len(dup))
+
+
+def _interactions_table(
+    con: duckdb.DuckDBPyConnection,
+    prof: Profile,
+    cols: dict[str, Column],
+    cfg: Config,
+    findings: Findings,
+) -> None:
+    """Interactions keep input order; ids are matched to entities by their text form."""
+    select = ["pos AS position", f"{cols['user_id'].expr}::VARCHAR AS user_key",
+              f"{cols['item_id'].expr}::VARCHAR AS item_key"]
+    select += [f"{c.expr} AS {name}" for name, c in cols.items() if name not in ("user_id",
+                                                                                "item_id")]
+    fields = {f.name: f for f in prof.fields}
+    ts = fields["timestamp"]
+    select.append(f"{ts.t} AS ts_type")
+    con.execute(f"CREATE TEMP TABLE stage AS SELECT {', '.join(select)} FROM {prof.table}")
+    policy = cfg.validate_
+    for side, table, key, flag in (("user", "users", "user_id", policy.on_unknown_user),
+                                   ("item", "items", "item_id", policy.on_unknown_item)):
+        where = f"{side}_key NOT IN (SELECT {key}::VARCHAR FROM {table})"
+        bad = con.execute(f"SELECT position, {side}_key FROM stage WHERE {where} "
+                          "ORDER BY position").fetchall()
+        if bad and flag == "error":
+            section = "user_data" if side == "user" else "item_data"
+            raise DataError(
+                f"{key} {bad[0][1]!r} is not in {section} (interactions naming unknown "
+                f"{side}s: {len(bad)}; use --on-unknown-{side}=drop to skip such rows)",
+                section="interactions", position=bad[0][0], field=key,
+            )
+        con.execute(f"DELETE FROM stage WHERE {where}")
+        findings.drop("interactions", f"unknown_{side}", len(bad))
+    timed = con.execute("SELECT count(*) FROM stage WHERE ts_type NOT IN ('NULL') "
+                        "AND ts_type IS NOT NULL").fetchone()[0]
+    if timed:
+        bad = con.execute("SELECT position FROM stage WHERE timestamp IS NULL "
+                          "ORDER BY position").fetchall()
+        if bad and policy.on_bad_timestamp == "error":
+            raise DataError(
+                bad_timestamp_reason(prof, ts, bad[0][0])
+                + f" (interactions with this problem: {len(bad)}; "
+                "use --on-bad-timestamp=drop to skip them)",
+                section="interactions", position=bad[0][0], field="timestamp",
+            )
+        con.execute("DELETE FROM stage WHERE timestamp IS NULL")
+        findings.drop("interactions", "bad_timestamp", len(bad))
+    con.execute(
+        "CREATE TABLE interactions AS SELECT s.position, u.user_id, i.item_id, "
+        "s.interaction_type, s.timestamp, s.weight, s.rating FROM stage s "
+        "JOIN users u ON s.user_key = u.user_id::VARCHAR "
+        "JOIN items i ON s.item_key = i.item_id::VARCHAR ORDER BY s.position"
+    )
+    con.execute("DROP TABLE stage")
