@@ -7,13 +7,14 @@ import json
 import duckdb
 import numpy as np
 import pytest
-import torch
 from torch.utils.data import DataLoader
 
 from unirec.featurize.shards import FIELDS, read_blocks, rechunk, shard_summary, write_shards
 from unirec.train.data import ShardStream
 
 N_ROWS, L = 10_007, 5
+# DataLoader workers fork; Python >= 3.12 warns when forking a process with threads (DuckDB's).
+FORK_OK = pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 BLOCK, SHARD_BLOCKS = 100, 7
 
 
@@ -111,6 +112,7 @@ def _positions(batches) -> np.ndarray:
     return np.concatenate([b["position"].numpy() for b in batches])
 
 
+@FORK_OK
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_ranks_and_workers_read_disjoint_shards(store, num_workers):
     con, out, paths = store
@@ -120,7 +122,10 @@ def test_ranks_and_workers_read_disjoint_shards(store, num_workers):
         stream = ShardStream(paths["train"], rank=rank, world_size=2, epoch=1)
         loader = DataLoader(stream, batch_size=None, num_workers=num_workers)
         batches = list(loader)
-        assert all(isinstance(b["history"], torch.Tensor) for b in batches)
+        for b in batches:  # workers ship each block as views of one buffer: same values
+            assert {k: str(t.dtype) for k, t in b.items()} == {k: f"torch.{d}"
+                                                               for k, d in FIELDS.items()}
+            assert b["history"].shape == (len(b["position"]), L)
         seen.append(_positions(batches))
     assert len(seen[0]) and len(seen[1])
     union = np.concatenate(seen)
@@ -136,6 +141,7 @@ def test_shard_order_changes_with_epoch_only(store):
     assert fixed == sorted(paths["train"])
 
 
+@FORK_OK
 @pytest.mark.parametrize("world_size,num_workers,n_shards", [(3, 0, 1), (2, 2, 1), (1, 2, 1),
                                                              (2, 2, 3)])
 def test_fewer_shards_than_readers_split_blocks(store, world_size, num_workers, n_shards):
@@ -155,7 +161,7 @@ def test_fewer_shards_than_readers_split_blocks(store, world_size, num_workers, 
 
 def test_rebatching_keeps_every_sample(store):
     con, out, paths = store
-    batches = list(ShardStream(paths["train"], batch_size=256))
+    batches = list(ShardStream(paths["train"], batch_size=256, device="cpu"))
     sizes = [len(b["position"]) for b in batches]
     assert all(s == 256 for s in sizes[:-1]) and 0 < sizes[-1] <= 256
     assert all(b["history"].shape == (n, L) for b, n in zip(batches, sizes, strict=True))
@@ -163,6 +169,14 @@ def test_rebatching_keeps_every_sample(store):
     assert np.array_equal(np.sort(_positions(batches)), want)
     dropped = list(ShardStream(paths["train"], batch_size=256, drop_last=True))
     assert [len(b["position"]) for b in dropped] == (sizes if sizes[-1] == 256 else sizes[:-1])
+
+
+@FORK_OK
+def test_device_needs_no_workers(store):
+    con, out, paths = store
+    loader = DataLoader(ShardStream(paths["val"], device="cpu"), batch_size=None, num_workers=1)
+    with pytest.raises(RuntimeError, match="num_workers=0"):
+        list(loader)
 
 
 def test_rechunk_is_exact_across_uneven_blocks():

@@ -65,5 +65,5 @@ def plan_rows(plan: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append({"side": f["side"], "feature": f["name"], "op": f["op"],
                          "output": o["column"], "dtype": o["dtype"],
                          "shape": "x".join(map(str, o["shape"])) or "scalar",
-                         "vocab": f.get("vocab_size")})
+                         "vocab": f.get("vocab_size") if o["column"] == f["name"] else None})
     return rows

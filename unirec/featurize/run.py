@@ -80,6 +80,12 @@ def _run(tmp: Path, data: Path, store: Path, cfg: Config, started: float,
             compiled = compile_features(con, specs, cfg, _base_dir(data), tmp, tmp / "cache",
                                         popularity)
             report["embeddings"] = compiled["embeddings"]
+            image = compiled["embeddings"].get("image", {})
+            if image.get("unreadable"):
+                report["warnings"].append({
+                    "section": "images", "field": "image", "count": image["unreadable"],
+                    "message": "unreadable images (missing or not decodable, e.g. "
+                    f"{image['unreadable_examples'][0]}): zero vectors, .missing = 1"})
             stages.next("shards")
             report["shards"] = {
                 split: [p.name for p in write_shards(
