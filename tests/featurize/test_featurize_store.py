@@ -105,7 +105,9 @@ def test_shards_read_back_to_the_samples_table(built) -> None:
     store = Store(built[1])
     for split in ("train", "val"):
         paths = sorted((built[1] / "shards").glob(f"{split}-*.tar"))
-        assert [p.name for p in paths] == store.manifest["shards"][split]
+        assert [p.name for p in paths] == store.manifest["shards"][split]["files"]
+        assert store.manifest["shards"][split]["n_samples"] == sum(
+            len(b["item"]) for b in read_blocks(paths))
         blocks = list(read_blocks(paths))
         got = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
         table = store.sql(f"SELECT * FROM samples WHERE split = '{split}' ORDER BY position")

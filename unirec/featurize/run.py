@@ -23,7 +23,7 @@ from unirec.featurize.plan import make_plan
 from unirec.featurize.progress import Stages, describe_plan
 from unirec.featurize.raw import TABLE_OF, build_raw_tables
 from unirec.featurize.samples import build_samples
-from unirec.featurize.shards import write_shards
+from unirec.featurize.shards import shard_summary, write_shards
 from unirec.featurize.split import assign_splits
 
 STORE_FORMAT = 1
@@ -87,12 +87,14 @@ def _run(tmp: Path, data: Path, store: Path, cfg: Config, started: float,
                     "message": "unreadable images (missing or not decodable, e.g. "
                     f"{image['unreadable_examples'][0]}): zero vectors, .missing = 1"})
             stages.next("shards")
-            report["shards"] = {
-                split: [p.name for p in write_shards(
-                    con, tmp / "shards", split, block_size=cfg.samples.block_size,
-                    shard_blocks=cfg.samples.shard_blocks, seed=cfg.samples.seed)]
-                for split in ("train", "val")
-            }
+            report["shards"] = {}
+            for split in ("train", "val"):
+                paths = write_shards(con, tmp / "shards", split,
+                                     block_size=cfg.samples.block_size,
+                                     shard_blocks=cfg.samples.shard_blocks,
+                                     seed=cfg.samples.seed, shuffle=split == "train")
+                report["shards"][split] = {"files": [p.name for p in paths],
+                                           **shard_summary(paths)}
             _drop_temporaries(con)
             con.execute("CHECKPOINT")
     finally:
