@@ -94,6 +94,33 @@ def featurize(data: Path, store: Path, config_file: Path | None, overrides: tupl
 
 
 @cli.command()
+@STORE_OPTION
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="A JSON or TOML config file (its train section applies).")
+@click.option("--set", "overrides", multiple=True, metavar="train.KEY=VALUE",
+              help="Override one config field, e.g. --set train.dim=128; repeatable.")
+@click.option("--epochs", type=click.IntRange(1), help="train.epochs")
+@click.option("--fusion", type=str, help="train.fusion: simple or attention.")
+@click.option("--loss", type=str, help="train.loss: softmax, bce or bpr.")
+@click.option("--resume", is_flag=True, help="Continue from the last epoch's checkpoint.")
+def fit(store: Path, config_file: Path | None, overrides: tuple[str, ...], epochs: int | None,
+        fusion: str | None, loss: str | None, resume: bool) -> None:
+    """Train the two-tower model on the store; writes STORE/model."""
+    from unirec.config import load_config
+    from unirec.train import fit as run
+
+    cfg = load_config(config_file, overrides, {"train.epochs": epochs, "train.fusion": fusion,
+                                               "train.loss": loss})
+    summary = run(store, cfg, resume=resume)
+    if not summary:  # a non-zero torchrun rank
+        return
+    best = summary["best"]
+    metrics = ", ".join(f"{k[4:]}={v:.4f}" for k, v in best.items() if k.startswith("val_"))
+    click.echo(f"trained {summary['epochs']} epochs; best epoch {summary['best_epoch']}: "
+               f"{metrics or 'no validation slice'}; model in {store / 'model'}")
+
+
+@cli.command()
 @click.argument("query")
 @STORE_OPTION
 @FORMAT_OPTION

@@ -202,6 +202,55 @@ class ImageConfig(_Section):
     device: str = Field("auto", description="'auto' uses CUDA when present, else the CPU.")
 
 
+class TrainConfig(_Section):
+    """The two-tower model and its training loop."""
+
+    dim: int = Field(64, ge=4, description="Width of every feature token and of the final "
+                     "user/item vectors; 64 is plenty below a million items.")
+    fusion: str = Field("simple", description="How a tower combines its feature tokens: "
+                        "'simple' (concat + MLP) or 'attention' (transformer over tokens).")
+    history: Literal["attention", "transformer", "mean", "none"] = Field(
+        "attention", description="How the user tower reads the sample's recent items: "
+        "'attention' pools them with recency positions, queried by the latest (cheap, and "
+        "next-item patterns need it); 'transformer' adds a self-attention layer (GPU); "
+        "'mean' averages; 'none' ignores history.")
+    user_id: bool = Field(True, description="Learn a free embedding per user id. Off for "
+                          "pure content models.")
+    item_id: bool = Field(True, description="Learn a free embedding per item id. Items "
+                          "without training interactions never use theirs (cold start).")
+    id_dropout: float = Field(0.1, ge=0.0, le=1.0, description="Share of training samples "
+                              "whose id embeddings are hidden, so the content path learns to "
+                              "carry cold items alone.")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout inside the towers.")
+    loss: str = Field("softmax", description="'softmax' (in-batch + sampled negatives, "
+                      "logQ), 'bce' or 'bpr'; custom losses register by name.")
+    temperature: float = Field(0.07, gt=0.0, description="Softmax temperature over cosine "
+                               "scores; lower sharpens, tuned on validation.")
+    negatives: int = Field(256, ge=0, description="Extra sampled negatives per batch, "
+                           "shared by all rows, on top of the in-batch ones.")
+    negative_sampler: Literal["uniform", "popularity"] = Field(
+        "uniform", description="Where extra negatives come from; uniform covers the long "
+        "tail that in-batch (popularity-distributed) negatives miss.")
+    logq: bool = Field(True, description="Subtract log sampling probability from negative "
+                       "logits: in-batch negatives over-penalise popular items otherwise.")
+    negative_ratio: int = Field(4, ge=1, description="bce/bpr: sampled negatives per positive.")
+    epochs: int = Field(30, ge=1, description="Upper bound; early stopping usually ends sooner.")
+    patience: int = Field(3, ge=1, description="Epochs without validation improvement "
+                          "before stopping.")
+    batch_size: int = Field(1024, ge=2, description="Samples per step; large batches give "
+                            "more in-batch negatives and amortise per-step overheads on CPU.")
+    lr: float = Field(2e-3, gt=0.0, description="AdamW learning rate.")
+    weight_decay: float = Field(1e-5, ge=0.0, description="AdamW weight decay.")
+    eval_k: int = Field(10, ge=1, description="K of the validation Recall/NDCG@K.")
+    seed: int = Field(0, description="Seeds torch, numpy and Python for reproducible runs.")
+    device: str = Field("auto", description="'auto' picks CUDA when present, else CPU.")
+    compile: Literal["auto", "true", "false"] = Field(
+        "auto", description="torch.compile the model: 'auto' compiles on CUDA only; on CPU "
+        "the 20-70 s first compile pays only for long runs.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="'auto' uses bf16 autocast on CUDA and fp32 on CPU.")
+
+
 class Config(_Section):
     """Everything unirec can be told; each section maps to one stage."""
 
@@ -213,6 +262,7 @@ class Config(_Section):
                                      description=FeaturesConfig.__doc__)
     text: TextConfig = Field(default_factory=TextConfig, description=TextConfig.__doc__)
     image: ImageConfig = Field(default_factory=ImageConfig, description=ImageConfig.__doc__)
+    train: TrainConfig = Field(default_factory=TrainConfig, description=TrainConfig.__doc__)
     split: SplitConfig = Field(default_factory=SplitConfig, description=SplitConfig.__doc__)
     samples: SamplesConfig = Field(default_factory=SamplesConfig,
                                    description=SamplesConfig.__doc__)

@@ -1,1 +1,12 @@
-"""The training core: stream shards, encode features, train two towers (see DESIGN.md)."""
+"""The training core: encoders, fusion, towers, losses, and the loop (``fit``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def fit(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """See :func:`unirec.train.loop.fit` (imported lazily: it imports torch)."""
+    from unirec.train.loop import fit as _fit
+
+    return _fit(*args, **kwargs)

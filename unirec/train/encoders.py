@@ -1,0 +1,198 @@
+"""One encoder per feature kind, looked up by the op that compiled the feature.
+
+Every encoder turns its feature's columns (gathered rows of the entity tensors) into one
+token of width ``dim``. Built-ins register with ``@ENCODERS.register(op)`` exactly as a
+plugin does; plugins may also arrive through the ``unirec.encoders`` entry-point group, or
+``unirec.add_encoder(op, factory)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from unirec.registry import Registry
+
+ENCODERS: Registry[type] = Registry("encoder", entry_point_group="unirec.encoders")
+
+Rows = dict[str, torch.Tensor]
+
+
+class Shared(nn.Module):
+    """What several encoders read: frozen embedding tables and the item-id table."""
+
+    def __init__(self, text: torch.Tensor | None, image: torch.Tensor | None,
+                 item_table: nn.Embedding) -> None:
+        super().__init__()
+        # frozen vectors live on the device once; they are data, not weights
+        self.register_buffer("text", text if text is not None else torch.zeros(1, 1),
+                             persistent=False)
+        self.register_buffer("image", image if image is not None else torch.zeros(1, 1),
+                             persistent=False)
+        self.item_table = item_table
+
+
+class Encoder(nn.Module):
+    """Base: ``feature`` is the manifest entry (name, op, params, outputs, vocab_size)."""
+
+    def __init__(self, feature: dict[str, Any], dim: int, shared: Shared) -> None:
+        super().__init__()
+        self.name = feature["name"]
+        self.feature = feature
+        self.columns = [o["column"] for o in feature["outputs"]]
+
+    def forward(self, rows: Rows) -> torch.Tensor:  # (B, dim)
+        raise NotImplementedError
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over dim 1 of (B, L, d) where mask (B, L) is True; zeros when nothing is."""
+    m = mask.unsqueeze(-1).to(x.dtype)
+    return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+@ENCODERS.register("categorify")
+class CategoricalEncoder(Encoder):
+    """An embedding per vocabulary index (0 = OOV/missing = zero); multi-valued: mean."""
+
+    def __init__(self, feature: dict[str, Any], dim: int, shared: Shared) -> None:
+        super().__init__(feature, dim, shared)
+        self.table = nn.Embedding(feature["vocab_size"], dim, padding_idx=0)
+        nn.init.normal_(self.table.weight, std=0.05)
+        with torch.no_grad():
+            self.table.weight[0].zero_()
+
+    def forward(self, rows: Rows) -> torch.Tensor:
+        idx = rows[self.name].long()  # (B,) or (B, max_len)
+        if idx.dim() == 1:
+            return self.table(idx)
+        return masked_mean(self.table(idx), idx > 0)
+
+
+@ENCODERS.register("normalize")
+class ContinuousEncoder(Encoder):
+    """A projection of (value, missing flag)."""
+
+    def __init__(self, feature: dict[str, Any], dim: int, shared: Shared) -> None:
+        super().__init__(feature, dim, shared)
+        self.proj = nn.Linear(2, dim)
+
+    def forward(self, rows: Rows) -> torch.Tensor:
+        x = torch.stack([rows[self.name], rows[f"{self.name}.missing"]], dim=-1).float()
+        return self.proj(x)
+
+
+@ENCODERS.register("text_embedding")
+class TextEncoder(Encoder):
+    """A trained projection of the frozen sentence embedding (row 0 = no text = zeros)."""
+
+    def __init__(self, feature: dict[str, Any], dim: int, shared: Shared) -> None:
+        super().__init__(feature, dim, shared)
+        self.shared = [shared]  # a list: not registered twice as a submodule
+        self.proj = nn.Linear(shared.text.shape[1], dim)
+
+    def forward(self, rows: Rows) -> torch.Tensor:
+        return self.proj(self.shared[0].text[rows[self.name].long()])
+
+
+@ENCODERS.register("image_embedding")
+class ImageEncoder(Encoder):
+    """A trained projection of the frozen image features plus the missing flag."""
+
+    def __init__(self, feature: dict[str, Any], dim: int, shared: Shared) -> None:
+        super().__init__(feature, dim, shared)
+        self.shared = [shared]
+        self.proj = nn.Linear(shared.image.shape[1] + 1, dim)
+
+    def forward(self, rows: Rows) -> torch.Tensor:
+        vec = self.shared[0].image[rows[self.name].long()]
+        flag = rows[f"{self.name}.missing"].float().unsqueeze(-1)
+        return self.proj(torch.cat([vec, flag], dim=-1))
+
+
+@ENCODERS.register("id_sequence")
+class IdSequenceEncoder(Encoder):
+    """Mean of the shared item-id embeddings of the listed items, then a projection."""
+
+    def __init__(self, feature: dict[str, Any], dim: int, shared: Shared) -> None:
+        super().__init__(feature, dim, shared)
+        self.shared = [shared]
+        self.proj = nn.Linear(shared.item_table.embedding_dim, dim)
+
+    def forward(self, rows: Rows) -> torch.Tensor:
+        idx = rows[self.name].long()
+        return self.proj(masked_mean(self.shared[0].item_table(idx), idx > 0))
+
+
+@ENCODERS.register("float_sequence")
+class FloatSequenceEncoder(Encoder):
+    """A small MLP over the padded values and the relative length."""
+
+    def __init__(self, feature: dict[str, Any], dim: int, shared: Shared) -> None:
+        super().__init__(feature, dim, shared)
+        self.max_len = feature["outputs"][0]["shape"][0]
+        self.mlp = nn.Sequential(nn.Linear(self.max_len + 1, dim), nn.GELU(),
+                                 nn.Linear(dim, dim))
+
+    def forward(self, rows: Rows) -> torch.Tensor:
+        length = rows[f"{self.name}.length"].float().unsqueeze(-1) / self.max_len
+        return self.mlp(torch.cat([rows[self.name].float(), length], dim=-1))
+
+
+class IdEncoder(nn.Module):
+    """A free embedding per entity index, hidden for entities never seen in training
+    (their row was never trained) and, with ``id_dropout``, for some training rows."""
+
+    def __init__(self, table: nn.Embedding, trained: torch.Tensor, id_dropout: float) -> None:
+        super().__init__()
+        self.table = table
+        self.register_buffer("trained", trained.float(), persistent=False)  # (N+1,)
+        self.id_dropout = id_dropout
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        keep = self.trained[idx]
+        if self.training and self.id_dropout > 0:
+            keep = keep * (torch.rand_like(keep) >= self.id_dropout).float()
+        return self.table(idx) * keep.unsqueeze(-1)
+
+
+class HistoryEncoder(nn.Module):
+    """The user's recent items (left-padded, most recent last) over the item-id table.
+
+    ``attention`` (default): attention pooling with recency positions, queried by the most
+    recent item: O(B·L·d), cheap on CPU, and it lets the last items steer the summary.
+    ``transformer``: one self-attention layer read at the most recent position (SASRec-like;
+    ~4x the cost, for GPUs). ``mean``: a masked mean.
+    """
+
+    def __init__(self, item_table: nn.Embedding, length: int, dim: int, mode: str,
+                 dropout: float) -> None:
+        super().__init__()
+        self.item_table = item_table
+        self.mode = mode
+        self.proj = nn.Linear(item_table.embedding_dim, dim)
+        self.pos = nn.Parameter(torch.randn(length, dim) * 0.02)
+        if mode == "attention":
+            self.query = nn.Linear(dim, dim)
+        elif mode == "transformer":
+            self.layer = nn.TransformerEncoderLayer(dim, nhead=2, dim_feedforward=2 * dim,
+                                                    dropout=dropout, batch_first=True)
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        idx = history.long()  # (B, L)
+        mask = idx > 0
+        x = self.proj(self.item_table(idx))  # (B, L, dim)
+        if self.mode == "mean":
+            return masked_mean(x, mask)
+        x = x + self.pos[-idx.shape[1]:]
+        if self.mode == "attention":
+            q = self.query(x[:, -1])  # (B, dim): the most recent slot asks
+            scores = torch.einsum("bld,bd->bl", x, q) / x.shape[-1] ** 0.5
+            scores = scores.masked_fill(~mask, float("-inf"))
+            weights = torch.softmax(scores, dim=1).nan_to_num(0.0)  # empty history -> zeros
+            return torch.einsum("bl,bld->bd", weights, x)
+        pad = ~mask
+        pad[:, -1] = False  # an empty history still attends to one (zero) slot
+        return self.layer(x, src_key_padding_mask=pad)[:, -1]

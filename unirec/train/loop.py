@@ -1,0 +1,198 @@
+"""The training loop, top to bottom: stream shards -> gather features on the device ->
+forward -> loss -> AdamW step; validate with full ranking each epoch; early-stop;
+checkpoint every epoch; write the model and its embeddings.
+
+Under ``torchrun`` each rank reads its own shards (DDP: gloo on CPU, NCCL on GPU) and
+rank 0 validates and writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.distributed.algorithms.join import Join
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from unirec.config import Config, TrainConfig
+from unirec.metrics import ranking_metrics, topk
+from unirec.store import Store
+from unirec.train.checkpoint import load_checkpoint, save_checkpoint, save_weights
+from unirec.train.data import ShardStream
+from unirec.train.inputs import Inputs, load_inputs
+from unirec.train.losses import LOSSES, LossInput
+from unirec.train.outputs import write_outputs
+from unirec.train.towers import TwoTower
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); joins the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+class Sampler:
+    """Extra negatives and the logQ terms: log of how often each item shows up as one."""
+
+    def __init__(self, popularity: torch.Tensor, cfg: TrainConfig, batch: int, n_neg: int):
+        self.n_items = len(popularity)
+        pop = popularity.clone().double()
+        pop[0] = 0
+        self.p_batch = pop / pop.sum().clamp(min=1e-12)  # in-batch items follow popularity
+        uniform = torch.ones_like(pop)
+        uniform[0] = 0
+        self.p_neg = (pop if cfg.negative_sampler == "popularity" else uniform)
+        self.p_neg = self.p_neg / self.p_neg.sum()
+        expected = batch * self.p_batch + n_neg * self.p_neg  # expected count as a negative
+        self.logq = torch.log(expected.clamp(min=1e-12)).float()
+        self.n_neg = n_neg
+
+    def sample(self) -> torch.Tensor:
+        if self.n_neg == 0:
+            return torch.zeros(0, dtype=torch.long, device=self.p_neg.device)
+        return torch.multinomial(self.p_neg.float(), self.n_neg, replacement=True)
+
+
+def _positive_mask(keys: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
+                   n_items: int) -> torch.Tensor:
+    """(B, C): True where items[c] is among users[b]'s training positives."""
+    q = users.unsqueeze(1) * n_items + items.unsqueeze(0)
+    pos = torch.searchsorted(keys, q).clamp(max=len(keys) - 1)
+    return keys[pos] == q
+
+
+@torch.no_grad()
+def validate(model: TwoTower, inp: Inputs, k: int, device: torch.device, chunk: int = 1024
+             ) -> dict[str, float]:
+    """Full-ranking Recall/NDCG@K over every item for users with a validation slice."""
+    if not len(inp.val_users):
+        return {}
+    model.eval()
+    items = torch.arange(inp.n_items, device=device)
+    item_vecs = torch.cat([model.item(items[i:i + chunk]) for i in range(0, len(items), chunk)])
+    recs = []
+    indptr, indices = inp.val_exclude
+    for s in range(0, len(inp.val_users), chunk):
+        users = torch.from_numpy(inp.val_users[s:s + chunk]).to(device)
+        hist = torch.from_numpy(inp.val_history[s:s + chunk]).to(device)
+        scores = (model.user(users, hist) @ item_vecs.T).float().cpu().numpy()
+        scores[:, 0] = -np.inf  # the padding item
+        e = min(s + chunk, len(inp.val_users))
+        sub = (indptr[s:e + 1] - indptr[s], indices[indptr[s]:indptr[e]])
+        recs.append(topk(scores, k, exclude=sub))
+    model.train()
+    m = ranking_metrics(np.concatenate(recs), *inp.val_truth, k=k, n_items=inp.n_items - 1)
+    return {f"val_{name}": value for name, value in m.items() if "@" in name or
+            name == "coverage"}
+
+
+def fit(store: str | Path = "unirec-store", config: Config | None = None, *,
+        resume: bool = False, progress: bool | None = None) -> dict[str, Any]:
+    """Train the two-tower model on ``store``; write ``store/model``. Returns the summary."""
+    cfg = (config or Config()).train
+    st = Store(store)
+    rank, world = _distributed()
+    device = _device(cfg.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", rank % torch.cuda.device_count())
+    _seed(cfg.seed + rank)
+    inp = load_inputs(st)
+    model = TwoTower(inp.manifest, inp.users, inp.items, inp.text, inp.image,
+                     inp.user_trained, cfg).to(device)
+    keys = inp.positive_keys.to(device)
+    n_neg = cfg.negatives if cfg.loss == "softmax" else cfg.negative_ratio
+    sampler = Sampler(inp.items["popularity"].to(device), cfg, cfg.batch_size, n_neg)
+    loss_fn = LOSSES.get(cfg.loss)()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    out = st.path / "model"
+    ckpt = out / "checkpoint"
+    state: dict[str, Any] = {"epoch": 0, "best": -1.0, "bad_epochs": 0, "history": []}
+    if resume and (ckpt / "checkpoint.json").exists():
+        state = load_checkpoint(ckpt, model, opt)
+    elif rank == 0:
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+    net: Any = DistributedDataParallel(model) if world > 1 else model
+    if cfg.compile == "true" or (cfg.compile == "auto" and device.type == "cuda"):
+        net = torch.compile(net)
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    stream = ShardStream(inp.train_shards, rank=rank, world_size=world, seed=cfg.seed,
+                         batch_size=cfg.batch_size, drop_last=False)
+    for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+        stream.set_epoch(epoch)
+        started, seen, total = time.perf_counter(), 0, 0.0
+        bar = tqdm(desc=f"epoch {epoch}", unit=" samples", leave=False,
+                   disable=None if progress is None else not progress)
+        with Join([net]) if world > 1 else contextlib.nullcontext():
+            for batch in stream:
+                b = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                user, item = b["user"].long(), b["item"].long()
+                negs = sampler.sample()
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    u, v, nv = net(user, b["history"], item, negs)
+                    loss = loss_fn(LossInput(
+                        user_vec=u.float(), item_vec=v.float(), neg_vec=nv.float(),
+                        logq_items=sampler.logq[item], logq_neg=sampler.logq[negs],
+                        mask_batch=_positive_mask(keys, user, item, inp.n_items),
+                        mask_neg=_positive_mask(keys, user, negs, inp.n_items),
+                        weight=b["weight"].float(), temperature=cfg.temperature,
+                        logq=cfg.logq))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                seen += len(user)
+                total += loss.item() * len(user)
+                bar.update(len(user))
+        bar.close()
+        train_s = time.perf_counter() - started
+        stop = torch.zeros(1)
+        if rank == 0:
+            row = {"epoch": epoch, "train_loss": total / max(seen, 1), "samples": seen,
+                   "samples_per_s": seen * world / train_s, "train_seconds": round(train_s, 3),
+                   **validate(model, inp, cfg.eval_k, device)}
+            score = row.get(f"val_ndcg@{cfg.eval_k}", -row["train_loss"])
+            improved = score > state["best"]
+            state.update(epoch=epoch, best=max(score, state["best"]),
+                         bad_epochs=0 if improved else state["bad_epochs"] + 1)
+            state["history"].append(row)
+            if improved:
+                save_weights(out / "best.safetensors", model, {"epoch": str(epoch)})
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+            save_checkpoint(ckpt, model, opt, state)
+            stop[0] = float(state["bad_epochs"] >= cfg.patience)
+        if world > 1:
+            dist.broadcast(stop, src=0)
+        if stop.item():
+            break
+    summary: dict[str, Any] = {}
+    if rank == 0:
+        summary = write_outputs(st, model, inp, cfg, state, device)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary

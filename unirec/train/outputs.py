@@ -1,0 +1,74 @@
+"""What fit leaves behind: ``store/model`` (weights, config, embeddings, metrics, plot) and
+``user_embeddings`` / ``item_embeddings`` tables for SQL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import torch
+
+from unirec.config import TrainConfig
+from unirec.store import DB_FILE, Store
+from unirec.train.checkpoint import load_weights, save_weights
+from unirec.train.inputs import Inputs, serving_histories
+from unirec.train.plot import plot_metrics
+from unirec.train.towers import TwoTower
+
+
+@torch.no_grad()
+def embed_all(model: TwoTower, n: int, side: str, device: torch.device,
+              history: np.ndarray | None = None, chunk: int = 4096) -> np.ndarray:
+    """(n, dim) float32 vectors for entity indices 0..n-1 (row 0 = padding)."""
+    model.eval()
+    out = []
+    tower = model.user if side == "user" else model.item
+    for s in range(0, n, chunk):
+        idx = torch.arange(s, min(s + chunk, n), device=device)
+        hist = torch.from_numpy(history[s:s + chunk]).to(device) if history is not None \
+            else None
+        out.append(tower(idx, hist).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def _write_table(store: Path, name: str, index: str, id_col: str, map_name: str,
+                 vectors: np.ndarray) -> None:
+    flat = pa.array(vectors[1:].reshape(-1), pa.float32())
+    arrow = pa.table({index: np.arange(1, len(vectors), dtype=np.int32),
+                      "embedding": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])})
+    con = duckdb.connect(str(store / DB_FILE))
+    try:
+        con.register("_emb", arrow)
+        con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT m.{index}, m.{id_col}, "
+                    f"e.embedding FROM _emb e JOIN {map_name} m USING ({index}) "
+                    f"ORDER BY m.{index}")
+    finally:
+        con.close()
+
+
+def write_outputs(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
+                  state: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Best weights -> embeddings for every user (with their latest history) and item."""
+    out = store.path / "model"
+    load_weights(out / "best.safetensors", model)
+    save_weights(out / "model.safetensors", model, {"format": "unirec-two-tower"})
+    length = inp.manifest["samples"]["history_length"]
+    users = embed_all(model, inp.n_users, "user", device, serving_histories(store, length))
+    items = embed_all(model, inp.n_items, "item", device)
+    np.save(out / "user_embeddings.npy", users)
+    np.save(out / "item_embeddings.npy", items)
+    _write_table(store.path, "user_embeddings", "user_index", "user_id", "user_map", users)
+    _write_table(store.path, "item_embeddings", "item_index", "item_id", "item_map", items)
+    best = max(state["history"], key=lambda r: r.get(f"val_ndcg@{cfg.eval_k}",
+                                                      -r["train_loss"]))
+    summary = {"epochs": state["epoch"], "best_epoch": best["epoch"], "best": best,
+               "n_users": inp.n_users - 1, "n_items": inp.n_items - 1, "dim": cfg.dim}
+    (out / "config.json").write_text(json.dumps({
+        "train": cfg.model_dump(mode="json"), "store_config_hash":
+        inp.manifest["config_hash"], "summary": summary}, indent=1) + "\n")
+    plot_metrics(out / "metrics.jsonl", out / "metrics.png")
+    return summary

@@ -1,0 +1,104 @@
+"""The two towers: features -> tokens (encoders) -> one vector (fusion), L2-normalised.
+
+Entity feature tensors sit on the device as buffers, so a batch is an index gather, not a
+data-loader round trip. Row 0 of every table is the padding/unknown entity.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unirec.config import TrainConfig
+from unirec.errors import ConfigError
+from unirec.train.encoders import ENCODERS, HistoryEncoder, IdEncoder, Rows, Shared
+from unirec.train.fusion import FUSIONS
+
+
+class Tower(nn.Module):
+    """One side's features, its optional id embedding and (users) recent history."""
+
+    def __init__(self, side: str, features: list[dict[str, Any]], table: dict[str, torch.Tensor],
+                 cfg: TrainConfig, shared: Shared, ids: IdEncoder | None,
+                 history: HistoryEncoder | None) -> None:
+        super().__init__()
+        self.side = side
+        self.encoders = nn.ModuleList(ENCODERS.get(f["op"])(f, cfg.dim, shared) for f in features)
+        self.columns = sorted({c for e in self.encoders for c in e.columns})
+        for i, col in enumerate(self.columns):  # buffer names cannot hold dots
+            self.register_buffer(f"_col{i}", table[col], persistent=False)
+        self.ids = ids
+        self.history = history
+        n_tokens = len(self.encoders) + (ids is not None) + (history is not None)
+        if n_tokens == 0:
+            raise ConfigError(f"the {side} tower has no inputs: enable train.{side}_id or give "
+                              f"{side}s features")
+        self.fusion = FUSIONS.get(cfg.fusion)(n_tokens, cfg.dim, cfg.dropout)
+
+    def gather(self, idx: torch.Tensor) -> Rows:
+        """Feature rows of entity indices ``idx`` (B,)."""
+        return {col: getattr(self, f"_col{i}")[idx] for i, col in enumerate(self.columns)}
+
+    def encode(self, rows: Rows, idx: torch.Tensor | None = None,
+               history: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, dim) unit vectors from feature rows (and ids/history where the tower has them).
+
+        ``idx`` None (a new entity, e.g. a cold-start record) skips the id embedding.
+        """
+        tokens = [enc(rows) for enc in self.encoders]
+        if self.ids is not None:
+            tokens.append(self.ids(idx) if idx is not None else
+                          torch.zeros_like(tokens[0]) if tokens else self._zeros(history))
+        if self.history is not None:
+            tokens.append(self.history(history))
+        return F.normalize(self.fusion(torch.stack(tokens, dim=1)), dim=-1)
+
+    def _zeros(self, history: torch.Tensor | None) -> torch.Tensor:
+        n = history.shape[0] if history is not None else 1
+        return torch.zeros(n, self.ids.table.embedding_dim, device=self.ids.table.weight.device)
+
+    def forward(self, idx: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:
+        return self.encode(self.gather(idx), idx, history)
+
+
+class TwoTower(nn.Module):
+    """User tower · item tower / temperature = the score of a (user, item) pair."""
+
+    def __init__(self, manifest: dict[str, Any], users: dict[str, torch.Tensor],
+                 items: dict[str, torch.Tensor], text: torch.Tensor | None,
+                 image: torch.Tensor | None, user_trained: torch.Tensor,
+                 cfg: TrainConfig) -> None:
+        super().__init__()
+        n_items = items["_index"].shape[0]
+        n_users = users["_index"].shape[0]
+        self.item_table = nn.Embedding(n_items, cfg.dim, padding_idx=0)
+        nn.init.normal_(self.item_table.weight, std=0.05)
+        with torch.no_grad():
+            self.item_table.weight[0].zero_()
+        shared = Shared(text, image, self.item_table)
+        feats = manifest["features"]
+        user_ids = item_ids = None
+        if cfg.user_id:
+            self.user_table = nn.Embedding(n_users, cfg.dim, padding_idx=0)
+            nn.init.normal_(self.user_table.weight, std=0.05)
+            user_ids = IdEncoder(self.user_table, user_trained, cfg.id_dropout)
+        if cfg.item_id:
+            item_ids = IdEncoder(self.item_table, items["popularity"] > 0, cfg.id_dropout)
+        history = None
+        if cfg.history != "none":
+            history = HistoryEncoder(self.item_table, manifest["samples"]["history_length"],
+                                     cfg.dim, cfg.history, cfg.dropout)
+        self.user = Tower("user", [f for f in feats if f["side"] == "user"], users, cfg,
+                          shared, user_ids, history)
+        self.item = Tower("item", [f for f in feats if f["side"] == "item"], items, cfg,
+                          shared, item_ids, None)
+        self.shared = shared
+        self.temperature = cfg.temperature
+
+    def forward(self, user: torch.Tensor, history: torch.Tensor, item: torch.Tensor,
+                negatives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Unit vectors of the users, their positive items and the sampled negatives."""
+        return self.user(user, history), self.item(item), self.item(negatives)
