@@ -28,6 +28,37 @@ if TYPE_CHECKING:
     from unirec.registry import Registry
     from unirec.store import Store
 
+def register_encoder(op: str, encoder: Any = None, *, replace: bool = False) -> Any:
+    """Register a tower encoder for features compiled by ``op`` (decorator or call).
+
+    The class is built as ``Encoder(feature, dim, shared)`` and returns one (B, dim) token;
+    see ``unirec.train.encoders`` for the built-ins, registered the same way.
+    """
+    from unirec.train.encoders import ENCODERS
+
+    return ENCODERS.register(op, encoder, replace=replace)
+
+
+def add_encoder(op: str, encoder: Any) -> Any:
+    """The seed's ``pipeline.add_encoder(kind, Encoder)``: use ``encoder`` for ``op`` features,
+    replacing the built-in."""
+    return register_encoder(op, encoder, replace=True)
+
+
+def register_loss(name: str, loss: Any = None, *, replace: bool = False) -> Any:
+    """Register a training loss: a class whose instances map a ``LossInput`` to a scalar."""
+    from unirec.train.losses import LOSSES
+
+    return LOSSES.register(name, loss, replace=replace)
+
+
+def fit(store: Any = "unirec-store", config: Any = None, **kwargs: Any) -> dict[str, Any]:
+    """Train the two-tower model on a store (see ``unirec.train.loop.fit``)."""
+    from unirec.train import fit as _fit
+
+    return _fit(store, config, **kwargs)
+
+
 _LAZY = {
     "Store": ("unirec.store", "Store"),
     "Config": ("unirec.config", "Config"),
@@ -46,6 +77,10 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "add_encoder",
+    "fit",
+    "register_encoder",
+    "register_loss",
     "Config",
     "ConfigError",
     "DataError",
