@@ -28,11 +28,13 @@ schemas: $(STAMP)
 	$(BIN)/python -c "import json; from unirec.config import json_schema; \
 		print(json.dumps(json_schema(), indent=2, sort_keys=True))" > schemas/config.schema.json
 
-# The whole pipeline that exists so far, on a small synthetic dataset with images.
+# The whole pipeline that exists so far (generate, featurize, fit, inspect with SQL), on a
+# small synthetic dataset with images.
 demo: $(STAMP)
 	$(BIN)/unirec datasets synthetic --users 500 --items 200 --interactions 20000 --images \
 		--out demo/data
 	$(BIN)/unirec featurize demo/data/data.json --store demo/store
+	$(BIN)/unirec fit --store demo/store --epochs 10
 	$(BIN)/unirec tables --counts --store demo/store
 	$(BIN)/unirec sql "SELECT categorical.category AS category, count(*) AS interactions \
 		FROM interactions JOIN items USING (item_id) GROUP BY ALL ORDER BY 2 DESC LIMIT 5" \
