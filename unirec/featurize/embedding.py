@@ -15,14 +15,6 @@ from unirec.config import Config
 from unirec.featurize.embed import EmbeddingCache, ImageEmbedder, TextEmbedder
 
 
-def _device(name: str) -> str:
-    if name != "auto":
-        return name
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def _namespace(kind: str, model_id: str) -> str:
     return f"{kind}-{hashlib.sha256(model_id.encode()).hexdigest()[:12]}"
 
@@ -53,7 +45,7 @@ def embed_pools(con: duckdb.DuckDBPyConnection, cfg: Config, cache_root: Path
     vec = np.zeros((0, 0), np.float32)
     started = time.perf_counter()
     if texts:
-        emb = TextEmbedder(cfg.text.model, _device(cfg.text.device), cfg.text.batch_size)
+        emb = TextEmbedder(cfg.text.model, cfg.text.device, cfg.text.batch_size)
         vec = emb.embed(texts, EmbeddingCache(cache_root, _namespace("text", emb.model_id)))
         report["text"] = {"model": emb.model_id, "strings": len(texts),
                           "embedded": emb.n_encoded, "model_calls": emb.n_model_calls,
@@ -67,7 +59,7 @@ def embed_pools(con: duckdb.DuckDBPyConnection, cfg: Config, cache_root: Path
     vec, missing = np.zeros((0, 0), np.float32), np.zeros(0, bool)
     started = time.perf_counter()
     if paths:
-        emb = ImageEmbedder(cfg.image.model, cfg.image.checkpoint, _device(cfg.image.device),
+        emb = ImageEmbedder(cfg.image.model, cfg.image.checkpoint, cfg.image.device,
                             cfg.image.batch_size)
         vec, missing = emb.embed(paths, EmbeddingCache(cache_root,
                                                        _namespace("image", emb.model_id)))

@@ -165,3 +165,13 @@ class EmbeddingCache:
             f"embedding cache {self.path} holds {self.dim}-d vectors but was given {got}-d "
             "ones (use one cache namespace per model, or delete that folder)"
         )
+
+
+def resolve_device(name: str) -> str:
+    """'auto' -> 'cuda' when present, else 'cpu'. Called only when a model must load, so a
+    fully cached featurize never imports torch."""
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from unirec.errors import ConfigError
-from unirec.featurize.embed.cache import EmbeddingCache
+from unirec.featurize.embed.cache import EmbeddingCache, resolve_device
 
 DEFAULT_IMAGE_MODEL = "tf_efficientnet_lite0"
 # Images decoded and embedded between cache writes: an interrupted run keeps its work.
@@ -267,6 +267,7 @@ class ImageEmbedder:
         this process shares one instance (repeated featurize calls from Python, tests).
         """
         if self._net is None:
+            self.device = resolve_device(self.device)
             key = (self.model_id, str(self.device))
             if key not in _LOADED:
                 import timm.data

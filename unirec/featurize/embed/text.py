@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from unirec.errors import ConfigError, StoreError
-from unirec.featurize.embed.cache import EmbeddingCache
+from unirec.featurize.embed.cache import EmbeddingCache, resolve_device
 
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
 # Strings sent to the model per encode() call. Each call's vectors are cached before the
@@ -154,6 +154,7 @@ class TextEmbedder:
         Frozen models never change, so embedders of the same model and device share one
         instance (repeated featurize calls from Python pay the 6-11 s import once).
         """
+        self.device = resolve_device(self.device)
         if self._st is None and (self._source, str(self.device)) in _LOADED:
             self._st = _LOADED[(self._source, str(self.device))]
         if self._st is None:
