@@ -141,8 +141,10 @@ def test_drop_policies_count_every_dropped_row(tmp_path, doc) -> None:
         "dropped": {"unknown_user": 1, "unknown_item": 2, "bad_timestamp": 1}}
     assert report["sections"]["user_data"]["dropped"] == {"duplicate_id": 1}
     assert store.sql("SELECT continuous.age AS a FROM users WHERE user_id = 1")["a"][0] == 30.0
-    assert report["warnings"] == [{"section": "item_data", "field": "categorical.cat",
-                                   "count": 1, "message": "empty strings treated as missing"}]
+    assert report["warnings"][0] == {"section": "item_data", "field": "categorical.cat",
+                                     "count": 1, "message": "empty strings treated as missing"}
+    # BASE_DOC's one image path points nowhere: counted, never silently zeroed
+    assert report["warnings"][1]["section"] == "images" and report["warnings"][1]["count"] == 1
     assert store.sql("SELECT categorical.cat AS c FROM items WHERE item_id = 11")["c"][0] is None
 
 

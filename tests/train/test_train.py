@@ -127,7 +127,7 @@ def _popularity_recall(inputs, k: int = 10) -> float:
 def test_both_fusions_learn_the_checkerboard(tmp_path, checkerboard_store, fusion) -> None:
     """A known right answer: validation Recall@10 at least 3x popularity's."""
     store = copy_store(checkerboard_store, tmp_path / "store")
-    cfg = Config(train=TrainConfig(fusion=fusion, epochs=10, patience=10, batch_size=256))
+    cfg = Config(train=TrainConfig(fusion=fusion, epochs=6, patience=6, batch_size=512))
     summary = fit(store, cfg, progress=False)
     rows = _metrics(store)
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
