@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import featurize, ingest
+from bench import featurize, fit_speed, ingest
 from bench.harness import ROOT, environment
 
 
@@ -53,7 +53,10 @@ STEPS: list[Step] = [
     Step("featurize", "Featurize: the whole compiler at scale",
          lambda quick: featurize.run([100_000] if quick else [1_000_000, 10_000_000]),
          featurize.markdown),
-    # Next: quality on MovieLens-100K (temporal, cold_item), fit, recommend.
+    Step("fit", "Fit: training samples/s, eager against torch.compile",
+         lambda quick: fit_speed.run(50_000 if quick else 200_000, epochs=2 if quick else 3),
+         fit_speed.markdown),
+    # Next: quality on MovieLens-100K (temporal, cold_item), recommend.
 ]
 
 INTRO = """# Benchmarks
