@@ -136,10 +136,11 @@ class Profile:
         if hit is not None:
             pos = hit[0]
             shown = self.value(f, pos) if f is not None else None
-            raise self.fail(f, pos, reason.format(value=_short(shown)))
+            raise self.fail(f, pos, reason.format(value=short_value(shown)))
 
 
-def _short(value: str | None, limit: int = 40) -> str:
+def short_value(value: str | None, limit: int = 40) -> str:
+    """A value for an error message: repr'd, cut to ``limit`` characters, or 'null'."""
     if value is None:
         return "null"
     text = value if len(value) <= limit else value[: limit - 1] + "…"

@@ -20,6 +20,7 @@ from unirec.featurize.profile import (
     Field,
     Profile,
     build_profile,
+    short_value,
     type_class,
     type_word,
 )
@@ -118,8 +119,7 @@ def _bad_types(p: Profile, f: Field, allowed: tuple[str, ...], want: str) -> Non
 
 
 def _val(p: Profile, f: Field, pos: int) -> str:
-    v = p.value(f, pos)
-    return "null" if v is None else repr(v if len(v) <= 40 else v[:39] + "…")
+    return short_value(p.value(f, pos))
 
 
 def _same_class(p: Profile, f: Field, types: dict) -> None:
