@@ -71,8 +71,9 @@ def markdown(res: dict[str, Any]) -> str:
              "|---|---|---:|---:|---:|"]
     for name, v in res["variants"].items():
         by = v["samples_per_s_by_epoch"]
-        lines.append(f"| {name} | {', '.join(f'{x:,}' for x in by)} | "
-                     f"{by[-1] if by else 'failed':,} | {v['wall_s']} | {v['peak_rss_mb']:,} |")
+        last = f"{by[-1]:,}" if by else "failed"
+        lines.append(f"| {name} | {', '.join(f'{x:,}' for x in by)} | {last} | "
+                     f"{v['wall_s']} | {v['peak_rss_mb']:,} |")
     if "compiled_over_eager" in res:
         lines += ["", f"Compiled / eager, last epoch: **{res['compiled_over_eager']}x**."]
     return "\n".join(lines) + "\n"

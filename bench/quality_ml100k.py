@@ -71,22 +71,21 @@ TARGETS = {"temporal": {"ndcg@10": 0.25, "best_peer": "EASE", "best_peer_ndcg@10
 REFIT = "refit"
 ROUNDS: dict[str, list[list[dict[str, Any] | str]]] = {
     "temporal": [
-        [{"train.temperature": 0.05}, {"train.temperature": 0.1}, {"train.temperature": 0.2}],
-        [{"train.lr": 1e-3}, {"train.lr": 5e-3}],
+        [{"train.temperature": 0.1}, {"train.temperature": 0.3}, {"train.lr": 2e-3}],
         [REFIT],
         [{"train.dim": 128}, {"train.negatives": 0}],
         [{"train.history": "mean"}, {"train.id_dropout": 0.3}],
+        [{"samples.history_length": 20}, {"samples.history_length": 100}],
         [{"train.batch_size": 256}, {"train.fusion": "attention"}],
     ],
     # Early stopping watches warm validation items while the metric is on cold ones, so the
-    # id path (id_dropout, item_id) and the epoch cap come first.
+    # id path (item_id, id_dropout) and the epoch count come first.
     "cold_item": [
         [{"train.item_id": False}, {"train.id_dropout": 0.3}, {"train.id_dropout": 0.6}],
-        [{"train.epochs": 2}, {"train.epochs": 5}],
-        [{"train.temperature": 0.05}, {"train.temperature": 0.15}],
-        [{"train.negatives": 0}, {"train.lr": 1e-3}],
-        [{"train.dim": 128}, {"train.fusion": "attention"}],
-        [REFIT],
+        [{"train.temperature": 0.07}, {"train.temperature": 0.1}],
+        [{"train.epochs": 3}, {"train.lr": 2e-3}],
+        [{"train.negatives": 0}, {"train.dim": 128}],
+        [{"train.fusion": "attention"}, REFIT],
     ],
 }
 
@@ -214,7 +213,9 @@ def _unirec(*args: str) -> list[str]:
 
 
 def _sets(overrides: dict[str, Any]) -> list[str]:
-    return [a for k, v in sorted(overrides.items()) for a in ("--set", f"{k}={v}")]
+    """``--set`` arguments; non-strings as JSON, so booleans arrive as booleans."""
+    return [a for k, v in sorted(overrides.items())
+            for a in ("--set", f"{k}={v if isinstance(v, str) else json.dumps(v)}")]
 
 
 class Pipeline:
@@ -225,8 +226,11 @@ class Pipeline:
     fits must not share one).
     """
 
-    def __init__(self, work: Path, threads: int, timeout_s: float) -> None:
+    def __init__(self, work: Path, threads: int, timeout_s: float,
+                 config: Path | None = None) -> None:
         self.work, self.timeout_s = work, timeout_s
+        # a config file reaches what --set cannot (features.fields keys hold dots)
+        self.config = ["--config", str(config.resolve())] if config else []
         self.env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                     "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         self.stores: dict[str, tuple[Path, float]] = {}
@@ -242,10 +246,10 @@ class Pipeline:
     def _featurize(self, key: str, split_dir: Path, overrides: dict[str, Any]
                    ) -> tuple[Path, float]:
         if key not in self.stores:
-            store = self.work / "stores" / f"base-{len(self.stores)}"
+            store = self.work / "stores" / f"base-{os.getpid()}-{len(self.stores)}"
             shutil.rmtree(store, ignore_errors=True)
             run = measure(_unirec("featurize", str(split_dir / "train.json"), "--store",
-                                  str(store), "--split", "none", *_sets(overrides)),
+                                  str(store), "--split", "none", *self.config, *_sets(overrides)),
                           poll_s=0.05, timeout_s=self.timeout_s, env=self.env)
             if run.rc:
                 raise RuntimeError(f"featurize failed ({run.killed or run.rc}):\n{run.tail}")
@@ -263,7 +267,8 @@ class Pipeline:
         shutil.rmtree(store, ignore_errors=True)
         shutil.copytree(base, store, ignore=shutil.ignore_patterns("model"))
         try:
-            run = measure(_unirec("fit", "--store", str(store), *_sets(train)), poll_s=0.05,
+            run = measure(_unirec("fit", "--store", str(store), *self.config, *_sets(train)),
+                          poll_s=0.05,
                           timeout_s=self.timeout_s, env=self.env)
             if run.rc:
                 return {"settings": settings, "error": run.killed or run.tail[-2000:],
@@ -275,12 +280,17 @@ class Pipeline:
             metrics = evaluate(split_dir, recs)
             history = [json.loads(line) for line in
                        (store / "model" / "metrics.jsonl").read_text().splitlines()]
+            # what the settings resolved to: the defaults move as unirec is tuned
+            resolved = json.loads((store / "model" / "config.json").read_text())["train"]
+            manifest = json.loads((store / "manifest.json").read_text())
+            resolved.update({f"{sec}.{k}": v for sec in ("split", "samples")
+                             for k, v in manifest["config"][sec].items()})
         finally:
             shutil.rmtree(store, ignore_errors=True)
         best = max(history, key=lambda r: r.get("val_ndcg@10", -r["train_loss"]))
         keep = ("recall@10", "ndcg@10", "hr@10", "precision@10", "map@10", "coverage",
                 "n_users_evaluated", "train_violations")
-        return {"settings": settings, **{k: metrics[k] for k in keep},
+        return {"settings": settings, "resolved": resolved, **{k: metrics[k] for k in keep},
                 "featurize_s": featurize_s, "fit_s": run.wall_s,
                 "fit_cpu_s": run.cpu_s, "others_cores": run.others_cores,
                 "recommend_s": round(recommend_s, 3), "epochs": len(history),
@@ -350,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--protocol", choices=[*PROTOCOLS, "both"], default="both")
     p.add_argument("--set", dest="sets", action="append", default=[],
                    metavar="SECTION.KEY=VALUE", help="fixed setting (train.* go to fit)")
+    p.add_argument("--config", type=Path, default=None,
+                   help="config file for featurize and fit (e.g. features.fields overrides)")
     p.add_argument("--tune", action="store_true", help="tune on a carve of train first")
     p.add_argument("--budget-min", type=float, default=40.0,
                    help="tuning minutes, all protocols together (default 40)")
@@ -371,9 +383,10 @@ def main(argv: list[str] | None = None) -> int:
     protocols = list(PROTOCOLS) if args.protocol == "both" else [args.protocol]
     fixed = _parse_sets(args.sets)
     write_splits(data, args.work / "splits")
-    pipe = Pipeline(args.work, args.threads, args.timeout)
+    pipe = Pipeline(args.work, args.threads, args.timeout, args.config)
     report: dict[str, Any] = {"environment": environment(), "k": K, "targets": TARGETS,
                               "threads_per_fit": args.threads, "fixed_settings": fixed,
+                              "config_file": args.config.read_text() if args.config else None,
                               "protocols": {}}
     if args.tune:
         write_tuning_splits(data, args.work / "splits", args.work / "tuning")

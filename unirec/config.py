@@ -246,7 +246,7 @@ class TrainConfig(_Section):
     eval_k: int = Field(10, ge=1, description="K of the validation Recall/NDCG@K.")
     seed: int = Field(0, description="Seeds torch, numpy and Python for reproducible runs.")
     device: str = Field("auto", description="'auto' picks CUDA when present, else CPU.")
-    compile: Literal["auto", "true", "false"] = Field(
+    compile: bool | Literal["auto"] = Field(
         "auto", description="torch.compile the model: 'auto' compiles on CUDA only; on CPU "
         "the 20-70 s first compile pays only for long runs.")
     precision: Literal["auto", "fp32", "bf16"] = Field(

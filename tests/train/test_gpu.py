@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.gpu,
 
 def test_cuda_bf16_compiled_training_learns(tmp_path, checkerboard_store) -> None:
     store = copy_store(checkerboard_store, tmp_path / "store")
-    cfg = Config(train=TrainConfig(device="cuda", precision="bf16", compile="true", epochs=5,
+    cfg = Config(train=TrainConfig(device="cuda", precision="bf16", compile=True, epochs=5,
                                    batch_size=512))
     summary = fit(store, cfg, progress=False)
     assert summary["best"]["val_recall@10"] > 0.2

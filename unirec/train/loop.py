@@ -137,7 +137,7 @@ def fit(store: str | Path = "unirec-store", config: Config | None = None, *,
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
     net: Any = DistributedDataParallel(model) if world > 1 else model
-    if cfg.compile == "true" or (cfg.compile == "auto" and device.type == "cuda"):
+    if cfg.compile is True or (cfg.compile == "auto" and device.type == "cuda"):
         net = torch.compile(net)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     stream = ShardStream(inp.train_shards, rank=rank, world_size=world, seed=cfg.seed,
