@@ -27,7 +27,7 @@ VARIANTS = {"eager": ["--set", "train.compile=false"],
             "compiled": ["--set", "train.compile=true"]}
 
 
-def run(n: int = 200_000, epochs: int = 3, batch_size: int = 4096) -> dict[str, Any]:
+def run(n: int = 200_000, epochs: int = 3, batch_size: int = 1024) -> dict[str, Any]:
     """Featurize once, then fit each variant on a fresh copy of the store."""
     with tempfile.TemporaryDirectory(prefix="unirec-bench-fit-") as tmp:
         work = Path(tmp)
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--interactions", type=int, default=200_000)
     ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--batch-size", type=int, default=4096)
+    ap.add_argument("--batch-size", type=int, default=1024)
     args = ap.parse_args(argv)
     res = run(args.interactions, args.epochs, args.batch_size)
     print(json.dumps(res, indent=1))
