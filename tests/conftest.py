@@ -97,6 +97,18 @@ def synthetic_store(tmp_path_factory) -> Path:
     return root / "store"
 
 
+@pytest.fixture(scope="session")
+def fitted_store(tmp_path_factory, synthetic_store) -> Path:
+    """A copy of ``synthetic_store`` with a small model fitted (3 epochs, dim 32): what the
+    serving tests query. Read-only for its users: copy it before writing."""
+    from unirec import fit
+    from unirec.config import Config, TrainConfig
+
+    store = copy_store(synthetic_store, tmp_path_factory.mktemp("fitted") / "store")
+    fit(store, Config(train=TrainConfig(epochs=3, dim=32, batch_size=256)), progress=False)
+    return store
+
+
 def copy_store(src: Path, dst: Path) -> Path:
     """A private copy of a store, for tests that write a model into it."""
     import shutil

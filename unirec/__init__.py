@@ -25,6 +25,9 @@ from unirec.featurize import featurize  # noqa: E402
 
 if TYPE_CHECKING:
     from unirec.config import Config, load_config
+    from unirec.serve.api import recommend, score, similar
+    from unirec.serve.evaluate import evaluate
+    from unirec.serve.recommender import Recommender
     from unirec.registry import Registry
     from unirec.store import Store
 
@@ -60,6 +63,11 @@ def fit(store: Any = "unirec-store", config: Any = None, **kwargs: Any) -> dict[
 
 
 _LAZY = {
+    "recommend": ("unirec.serve.api", "recommend"),
+    "similar": ("unirec.serve.api", "similar"),
+    "score": ("unirec.serve.api", "score"),
+    "evaluate": ("unirec.serve.evaluate", "evaluate"),
+    "Recommender": ("unirec.serve.recommender", "Recommender"),
     "Store": ("unirec.store", "Store"),
     "Config": ("unirec.config", "Config"),
     "load_config": ("unirec.config", "load_config"),
@@ -78,6 +86,11 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "add_encoder",
+    "evaluate",
+    "recommend",
+    "Recommender",
+    "score",
+    "similar",
     "fit",
     "register_encoder",
     "register_loss",

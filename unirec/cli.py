@@ -13,20 +13,8 @@ from typing import Any
 import click
 
 from unirec import __version__
+from unirec.cli_common import FORMAT_OPTION, STORE_OPTION
 from unirec.errors import UnirecError
-
-STORE_OPTION = click.option(
-    "--store",
-    type=click.Path(file_okay=False, path_type=Path),
-    default="unirec-store",
-    envvar="UNIREC_STORE",
-    show_default=True,
-    help="The feature store folder (env UNIREC_STORE).",
-)
-FORMAT_OPTION = click.option(
-    "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
-    show_default=True, help="table for people, json or csv for programs.",
-)
 
 
 class UnirecGroup(click.Group):
@@ -174,9 +162,11 @@ def datasets() -> None:
               show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--images/--no-images", default=False, help="Also draw one small PNG per item.")
-@click.option("--format", "fmt", type=click.Choice(["document", "jsonl", "parquet"]),
+@click.option("--format", "fmt",
+              type=click.Choice(["document", "folder", "jsonl", "parquet"]),
               default="document", show_default=True,
-              help="One data.json document, or a folder of users/items/interactions files.")
+              help="One data.json document, or a folder of users/items/interactions files: "
+              "folder (= jsonl) or parquet, the streaming form for large inputs.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output folder.")
 def synthetic(n_users: int, n_items: int, n_interactions: int, seed: int, images: bool,
@@ -191,8 +181,26 @@ def synthetic(n_users: int, n_items: int, n_interactions: int, seed: int, images
         write_document(data, out / "data.json")
         click.echo(str(out / "data.json"))
     else:
-        write_folder(data, out, fmt=fmt)
+        write_folder(data, out, fmt="jsonl" if fmt == "folder" else fmt)
         click.echo(str(out))
+
+
+@datasets.command("movielens")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The JSON document to write.")
+def movielens(path: Path, out: Path) -> None:
+    """Convert raw MovieLens-100K or -1M files in PATH into one input document.
+
+    The layout is detected from the files present (u.data/u.item/u.user or
+    ratings.dat/movies.dat/users.dat). MovieLens may not be redistributed: keep the output
+    out of version control.
+    """
+    from unirec.datasets import convert_movielens, write_document
+
+    frames = convert_movielens(path)
+    write_document(frames, out)
+    click.echo(str(out))
 
 
 def _print_plan(plan: dict[str, Any]) -> None:
@@ -221,6 +229,16 @@ def _render(frame: Any, fmt: str) -> None:
     from unirec.render import render
 
     click.echo(render(frame, fmt), nl=False)
+
+
+def _add_serving_commands() -> None:
+    from unirec.serve.commands import COMMANDS
+
+    for command in COMMANDS:
+        cli.add_command(command)
+
+
+_add_serving_commands()
 
 
 def main() -> None:

@@ -63,6 +63,11 @@ class NotFittedError(StoreError):
     """A model is needed but ``unirec fit`` has not been run on this store."""
 
 
+class QueryError(UnirecError):
+    """A serving request (recommend, similar, score) names an id the model does not know,
+    or asks for something impossible (k < 1, an empty candidate set)."""
+
+
 class UnknownComponentError(UnirecError, KeyError):
     """A registry was asked for a name it does not hold."""
 

@@ -1,5 +1,28 @@
-"""The featurize stage: compile a JSON document (or a folder of sections) into a store."""
+"""The featurize stage: compile a JSON document (or a folder of sections) into a store.
 
-from unirec.featurize.run import featurize
+``featurize`` is a thin wrapper so that ``import unirec`` does not pull in polars, pyarrow
+and the compiler: the serving path (``unirec recommend``) must start in well under a second.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from unirec.config import Config
+
+
+def featurize(data: str | Path, store: str | Path = "unirec-store",
+              config: Config | None = None, *, plan_only: bool = False) -> dict[str, Any]:
+    """Compile ``data`` (a JSON document or a folder of sections) into the store at ``store``.
+
+    Returns the report (also written to ``report.json``); with ``plan_only`` returns the
+    plan and writes nothing. See ``unirec.featurize.run.featurize``.
+    """
+    from unirec.featurize.run import featurize as run
+
+    return run(data, store, config, plan_only=plan_only)
+
 
 __all__ = ["featurize"]

@@ -13,6 +13,7 @@ import pyarrow as pa
 import torch
 
 from unirec.config import TrainConfig
+from unirec.serve.bundle import write_bundle
 from unirec.store import DB_FILE, Store
 from unirec.train.checkpoint import load_weights, save_weights
 from unirec.train.inputs import Inputs, serving_histories
@@ -63,6 +64,7 @@ def write_outputs(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
     np.save(out / "item_embeddings.npy", items)
     _write_table(store.path, "user_embeddings", "user_index", "user_id", "user_map", users)
     _write_table(store.path, "item_embeddings", "item_index", "item_id", "item_map", items)
+    write_bundle(store, out, inp.items["popularity"].numpy())
     best = max(state["history"], key=lambda r: r.get(f"val_ndcg@{cfg.eval_k}",
                                                       -r["train_loss"]))
     summary = {"epochs": state["epoch"], "best_epoch": best["epoch"], "best": best,

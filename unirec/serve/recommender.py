@@ -1,0 +1,217 @@
+"""Answering queries from a fitted model: top-K for known users, similar items, scores.
+
+numpy only, on purpose: the vectors were computed by ``fit`` (users with their latest
+history), so a known user's top-K is one matrix-vector product over memory-mapped item
+vectors and an exact partial sort. No torch, polars or DuckDB import on this path (a test
+checks ``sys.modules``), which is what lets ``unirec recommend`` answer in a fraction of a
+second. New users or items given as feature records go through the towers instead
+(``unirec.serve.cold``), then come back here as vectors.
+
+Scores are cosine similarities (both towers emit unit vectors). Ties break by the lower
+item index, i.e. the item's position in the input, so answers are reproducible.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unirec.errors import NotFittedError, QueryError, StoreError
+from unirec.metrics import Csr, topk
+
+FALLBACKS = ("popular",)
+_CACHE: dict[tuple[str, float], Recommender] = {}
+_BLOCK = 1024  # users scored at once in batch mode: (1024, n_items) float32 temporaries
+
+
+class Recommender:
+    """A fitted model's vectors, ids and seen sets, loaded once per process."""
+
+    def __init__(self, model_dir: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]):
+        self.model_dir = model_dir
+        self.meta = meta
+        self.users: np.ndarray = arrays["user_embeddings"]
+        self.items: np.ndarray = arrays["item_embeddings"]
+        self._a = arrays
+
+    # ---- loading -------------------------------------------------------------------
+    @classmethod
+    def load(cls, store: str | Path = "unirec-store") -> Recommender:
+        """The model in ``store/model``; cached per process until ``fit`` rewrites it."""
+        model_dir = Path(store) / "model"
+        meta_path = model_dir / "bundle.json"
+        if not meta_path.is_file():
+            if not (Path(store) / "manifest.json").is_file():
+                raise StoreError(f"no feature store at {str(store)!r}: run `unirec featurize "
+                                 f"DATA --store {store}` first")
+            raise NotFittedError(f"no fitted model in {str(store)!r}: run `unirec fit --store "
+                                 f"{store}` first")
+        key = (str(meta_path.absolute()), meta_path.stat().st_mtime)
+        if key not in _CACHE:
+            _CACHE[key] = cls._read(Path(store), model_dir, meta_path)
+        return _CACHE[key]
+
+    @classmethod
+    def _read(cls, store: Path, model_dir: Path, meta_path: Path) -> Recommender:
+        meta = json.loads(meta_path.read_text())
+        manifest = json.loads((store / "manifest.json").read_text())
+        identity = {"input_sha256": manifest["input"].get("sha256"),
+                    "config_hash": manifest["config_hash"], "counts": manifest["counts"]}
+        if meta["store"] != identity:
+            raise NotFittedError(f"the model in {str(model_dir)!r} was trained before the store "
+                                 f"was featurized again: run `unirec fit --store {store}`")
+        arrays = {p.stem: np.load(p, mmap_mode="r") for p in model_dir.glob("*.npy")}
+        return cls(model_dir, arrays, meta)
+
+    # ---- ids -----------------------------------------------------------------------
+    @property
+    def n_users(self) -> int:
+        return len(self.users) - 1
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items) - 1
+
+    def _index(self, side: str, ids: Sequence[Any]) -> np.ndarray:
+        """Indices of ``ids`` (strings from a command line are fine); -1 where unknown."""
+        sorted_ids = self._a[f"{side}_sorted_ids"]
+        if sorted_ids.dtype.kind == "i":
+            keys = np.array([_as_int(v) for v in ids], dtype=np.int64)
+        else:
+            keys = np.asarray([str(v) for v in ids], dtype=sorted_ids.dtype if len(ids) else str)
+        if len(sorted_ids) == 0:
+            return np.full(len(keys), -1, np.int64)
+        pos = np.searchsorted(sorted_ids, keys).clip(max=len(sorted_ids) - 1)
+        found = sorted_ids[pos] == keys
+        return np.where(found, self._a[f"{side}_sorted_index"][pos], -1)
+
+    def user_index(self, ids: Sequence[Any]) -> np.ndarray:
+        return self._index("user", ids)
+
+    def item_index(self, ids: Sequence[Any], *, what: str = "item") -> np.ndarray:
+        """Indices of known items; a ``QueryError`` naming the first unknown one."""
+        idx = self._index("item", ids)
+        missing = np.flatnonzero(idx < 0)
+        if len(missing):
+            raise QueryError(f"{what} {ids[missing[0]]!r} is not in the catalogue "
+                             f"({len(missing)} unknown of {len(ids)}; {self.n_items} items)")
+        return idx
+
+    def item_ids(self, idx: np.ndarray) -> np.ndarray:
+        return self._a["item_ids"][idx]
+
+    def user_ids(self, idx: np.ndarray) -> np.ndarray:
+        return self._a["user_ids"][idx]
+
+    def titles(self, idx: np.ndarray) -> list[str] | None:
+        """The readable item field (``bundle.json``'s ``title_field``) of item indices."""
+        if "item_titles" not in self._a:
+            return None
+        data, off = self._a["item_titles"], self._a["item_title_offsets"]
+        return [bytes(data[off[i]:off[i + 1]]).decode() if i > 0 else "" for i in idx]
+
+    @property
+    def title_field(self) -> str | None:
+        return self.meta.get("title_field")
+
+    # ---- ranking -------------------------------------------------------------------
+    def seen(self, users: np.ndarray) -> Csr:
+        """CSR of the items each of ``users`` (indices, -1 = none) interacted with."""
+        indptr, indices = self._a["seen_indptr"], self._a["seen_indices"]
+        users = np.asarray(users, np.int64)
+        known = users > 0
+        lo = np.where(known, indptr[np.maximum(users, 0)], 0)
+        hi = np.where(known, indptr[np.maximum(users, 0) + 1], 0)
+        lengths = hi - lo
+        out_ptr = np.concatenate([[0], np.cumsum(lengths)])
+        take = np.repeat(lo - out_ptr[:-1], lengths) + np.arange(out_ptr[-1])
+        return out_ptr, np.asarray(indices[take], np.int64)
+
+    def rank(self, vectors: np.ndarray, k: int, exclude: Csr | None = None,
+             candidates: np.ndarray | None = None, skip_self: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-``k`` item indices and scores for query ``vectors`` (n, dim).
+
+        ``candidates`` (item indices) restricts the catalogue; ``exclude`` (CSR over the rows)
+        removes items per row. Rows with fewer allowed items are padded with index -1 and
+        score NaN.
+        """
+        if k < 1:
+            raise QueryError(f"k must be at least 1, got {k}")
+        vectors = np.atleast_2d(np.asarray(vectors, np.float32))
+        n = len(vectors)
+        idx = np.full((n, k), -1, np.int64)
+        out = np.full((n, k), np.nan, np.float32)
+        for lo in range(0, n, _BLOCK):
+            hi = min(lo + _BLOCK, n)
+            scores = vectors[lo:hi] @ self.items.T  # (b, n_items + 1), column 0 = padding
+            scores[:, 0] = -np.inf
+            if candidates is not None:
+                allowed = np.zeros(scores.shape[1], bool)
+                allowed[candidates] = True
+                scores[:, ~allowed] = -np.inf
+            if skip_self is not None:
+                scores[np.arange(hi - lo), skip_self[lo:hi]] = -np.inf
+            block_ex = None
+            if exclude is not None:
+                ptr, ind = exclude
+                block_ex = (ptr[lo:hi + 1] - ptr[lo], ind[ptr[lo]:ptr[hi]])
+            got = topk(scores, k, block_ex)
+            idx[lo:hi] = got
+            out[lo:hi] = np.where(got > 0, np.take_along_axis(scores, np.maximum(got, 0), 1),
+                                  np.nan)
+        return idx, out
+
+    def popular(self, n: int, k: int, exclude: Csr | None = None,
+                candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Most-trained-on items (ties by index) for ``n`` users: the cold-start fallback."""
+        pop = np.asarray(self._a["popularity"], np.float64).copy()
+        pop[0] = -np.inf
+        if candidates is not None:
+            allowed = np.zeros(len(pop), bool)
+            allowed[candidates] = True
+            pop[~allowed] = -np.inf
+        scores = np.broadcast_to(pop, (n, len(pop)))
+        idx = topk(scores, k, exclude)
+        return idx, np.where(idx > 0, pop[np.maximum(idx, 0)], np.nan).astype(np.float32)
+
+    def recommend_index(self, users: np.ndarray, k: int = 10, *, exclude_seen: bool = True,
+                        candidates: np.ndarray | None = None, fallback: str | None = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (item indices, scores) for user indices; -1 = unknown (needs ``fallback``)."""
+        users = np.asarray(users, np.int64)
+        if fallback is not None and fallback not in FALLBACKS:
+            raise QueryError(f"unknown fallback {fallback!r}; choose from {', '.join(FALLBACKS)}")
+        exclude = self.seen(users) if exclude_seen else None
+        known = users > 0
+        if not known.all() and fallback is None:
+            raise QueryError("unknown users need a fallback")
+        idx = np.full((len(users), k), -1, np.int64)
+        scores = np.full((len(users), k), np.nan, np.float32)
+        rows = np.flatnonzero(known)
+        if len(rows):
+            ex = _rows_csr(exclude, rows) if exclude is not None else None
+            idx[rows], scores[rows] = self.rank(self.users[users[rows]], k, ex, candidates)
+        cold = np.flatnonzero(~known)
+        if len(cold):
+            idx[cold], scores[cold] = self.popular(len(cold), k, None, candidates)
+        return idx, scores
+
+
+def _rows_csr(csr: Csr, rows: np.ndarray) -> Csr:
+    ptr, ind = csr
+    lengths = (ptr[1:] - ptr[:-1])[rows]
+    out = np.concatenate([[0], np.cumsum(lengths)])
+    take = np.repeat(ptr[rows] - out[:-1], lengths) + np.arange(out[-1])
+    return out, ind[take]
+
+
+def _as_int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return np.iinfo(np.int64).min  # an id no int64 catalogue holds: reported unknown
