@@ -91,19 +91,16 @@ def topk(scores: np.ndarray, k: int, exclude: Csr | np.ndarray | None = None) ->
             a, b = int(indptr[lo]), int(indptr[hi])
             rows = np.repeat(np.arange(hi - lo), np.diff(indptr[lo : hi + 1]))
             work[rows, np.asarray(indices[a:b], dtype=np.int64)] = -np.inf
-        # The kk-th largest score per row; everything above it is in, and of the items tied
-        # with it only the lowest indices fill the remaining places.
+        # The kk-th largest score per row: only items at or above it can be in the top-k.
+        # Sorting just those by (row, -score, item) keeps ties on the lower item index.
         kth = np.partition(work, n_items - kk, axis=1)[:, n_items - kk : n_items - kk + 1]
-        above = work > kth
-        tied = work == kth
-        need = kk - above.sum(axis=1, keepdims=True)
-        chosen = above | (tied & (np.cumsum(tied, axis=1) <= need))
-        idx = np.nonzero(chosen)[1].reshape(hi - lo, kk)  # ascending item index per row
-        sel = np.take_along_axis(work, idx, axis=1)
-        order = np.argsort(-sel, axis=1, kind="stable")
-        idx = np.take_along_axis(idx, order, axis=1)
-        idx[np.take_along_axis(sel, order, axis=1) == -np.inf] = -1
-        out[lo:hi, :kk] = idx
+        rows, cols = np.nonzero((work >= kth) & (work > -np.inf))
+        vals = work[rows, cols]
+        order = np.lexsort((cols, -vals, rows))
+        rows, cols = rows[order], cols[order]
+        place = np.arange(len(rows)) - np.searchsorted(rows, rows)  # rank within its row
+        keep = place < kk
+        out[lo + rows[keep], place[keep]] = cols[keep]
     return out
 
 

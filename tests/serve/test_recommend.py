@@ -224,3 +224,22 @@ def test_known_user_path_never_imports_torch(fitted_store, ref) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY []" in proc.stdout, proc.stdout
+
+
+def test_ann_agrees_with_exact_and_caches_its_index(fitted_store, ref, tmp_path) -> None:
+    pytest.importorskip("usearch", reason="the ann extra (usearch) is not installed")
+    store = tmp_path / "store"
+    shutil.copytree(fitted_store, store)
+    users = [ref["user_ids"][i] for i in range(1, 41)]
+    exact, _ = unirec.recommend(users, 10, store=store)
+    approx, scores = unirec.recommend(users, 10, store=store, ann=True)
+    assert (store / "model" / "items.usearch").is_file()
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact, strict=True)])
+    assert recall >= 0.9, recall
+    assert (np.diff(scores, axis=1) <= 1e-6).all(), "best first"
+    for row, u in enumerate(users):  # seen items stay excluded on the approximate path too
+        index = ref["user_ids"].index(u)
+        assert not set(approx[row]) & {ref["item_ids"][i] for i in ref["seen"][index]}
+    out = invoke("recommend", "--user", users[0], "--ann", "-k", "3", "--store", store,
+                 "--format", "json")
+    assert [r["item_id"] for r in json.loads(out.stdout)] == list(approx[0][:3])

@@ -82,21 +82,22 @@ def _ids(rec: Recommender, idx: np.ndarray) -> np.ndarray:
 
 def recommend(users: Any = None, k: int = 10, *, store: StorePath = "unirec-store",
               exclude_seen: bool = True, candidates: Sequence[Any] | str | Path | None = None,
-              fallback: str | None = None, user_records: list[dict[str, Any]] | None = None
-              ) -> tuple[np.ndarray, np.ndarray]:
+              fallback: str | None = None, user_records: list[dict[str, Any]] | None = None,
+              ann: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` ``(item_ids, scores)`` for one user id, many (a list), or new user records.
 
     One id gives 1-D arrays (fewer than ``k`` when the catalogue runs out); a list of ids or
     ``user_records`` gives ``(n, k)`` arrays, short rows padded with score NaN. Seen items are
     excluded unless ``exclude_seen=False``; ``candidates`` (ids or a CSV path) restricts the
-    catalogue; ``fallback="popular"`` answers unknown users with the most popular items.
+    catalogue; ``fallback="popular"`` answers unknown users with the most popular items;
+    ``ann`` uses the approximate index (the ``ann`` extra) instead of the exact scan.
     """
     rec = Recommender.load(store)
     cand = candidate_index(rec, candidates)
     if user_records is not None:
         vectors = record_vectors(store, rec, "user", user_records)
         exclude = _history_exclude(rec, user_records) if exclude_seen else None
-        idx, scores = rec.rank(vectors, k, exclude, cand)
+        idx, scores = rec.rank(vectors, k, exclude, cand, ann=ann)
         return _ids(rec, idx), scores
     if users is None:
         raise QueryError("give a user id, a list of user ids, or user_records")
@@ -106,7 +107,7 @@ def recommend(users: Any = None, k: int = 10, *, store: StorePath = "unirec-stor
     if fallback is None and (index < 0).any():
         raise QueryError(_unknown_message(rec, ids[int(np.argmax(index < 0))]))
     idx, scores = rec.recommend_index(index, k, exclude_seen=exclude_seen, candidates=cand,
-                                      fallback=fallback)
+                                      fallback=fallback, ann=ann)
     if many:
         return _ids(rec, idx), scores
     keep = idx[0] > 0

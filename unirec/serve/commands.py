@@ -93,12 +93,14 @@ def _with_titles(store: Path, columns: dict[str, Any], item_ids: np.ndarray) -> 
 @CANDIDATES_OPTION
 @click.option("--fallback", type=click.Choice(["popular"]),
               help="Answer unknown users with the most popular items instead of an error.")
+@click.option("--ann", is_flag=True, help="Approximate search (HNSW, the ann extra) instead "
+              "of the exact scan: for catalogues of millions. Built on first use.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write here instead of stdout (--all-users: .parquet writes Parquet).")
 @FORMAT_OPTION
 def recommend(store: Path, user: str | None, users: str | None, users_file: Path | None,
               all_users: bool, user_json: str | None, k: int, include_seen: bool,
-              candidates: Path | None, fallback: str | None, out: Path | None,
+              candidates: Path | None, fallback: str | None, ann: bool, out: Path | None,
               fmt: str) -> None:
     """Top-K items for users, with the items they have seen left out."""
     from unirec.serve import api
@@ -111,7 +113,8 @@ def recommend(store: Path, user: str | None, users: str | None, users_file: Path
     if all_users:
         _all_users(store, k, not include_seen, candidates, out, fmt)
         return
-    opts = {"store": store, "exclude_seen": not include_seen, "candidates": candidates}
+    opts = {"store": store, "exclude_seen": not include_seen, "candidates": candidates,
+            "ann": ann}
     if user_json is not None:
         records = _records(user_json, "--user-json")
         ids, scores = api.recommend(k=k, user_records=records, **opts)
