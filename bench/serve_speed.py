@@ -218,7 +218,8 @@ def markdown(res: dict[str, Any]) -> str:
     lines = [f"One known user's top-10 (seen items excluded), exact, numpy only, one thread. "
              f"Real store: {res['store']}, fitted through the CLI.", "",
              "| where | items | p50 ms | p99 ms | bound ms (stream the item matrix once) | "
-             "p50 / bound | batch users/s | peak RSS MB |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "p50 / bound | batch users/s | peak RSS MB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     if "error" not in ip:
         lines.append(f"| `unirec.recommend` on {res['store']} | {ip['items']:,} | "
                      f"{ip['p50_ms']} | {ip['p99_ms']} | | | {ip['users_per_s']:,} (all "

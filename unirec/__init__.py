@@ -25,10 +25,10 @@ from unirec.featurize import featurize  # noqa: E402
 
 if TYPE_CHECKING:
     from unirec.config import Config, load_config
+    from unirec.registry import Registry
     from unirec.serve.api import recommend, score, similar
     from unirec.serve.evaluate import evaluate
     from unirec.serve.recommender import Recommender
-    from unirec.registry import Registry
     from unirec.store import Store
 
 def register_encoder(op: str, encoder: Any = None, *, replace: bool = False) -> Any:
