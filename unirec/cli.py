@@ -200,7 +200,36 @@ def movielens(path: Path, out: Path) -> None:
 
     frames = convert_movielens(path)
     write_document(frames, out)
+    click.echo(f"{frames['user_data'].height} users, {frames['item_data'].height} items, "
+               f"{frames['interactions'].height} ratings", err=True)
     click.echo(str(out))
+
+
+@cli.command()
+@click.option("--onnx", "onnx_dir", type=click.Path(file_okay=False, path_type=Path),
+              required=True, help="Folder for user_tower.onnx, item_tower.onnx, towers.json.")
+@STORE_OPTION
+def export(onnx_dir: Path, store: Path) -> None:
+    """Export the fitted user and item towers as ONNX (dynamic batch size)."""
+    from unirec.serve.export import export_onnx
+
+    spec = export_onnx(store, onnx_dir)
+    for side, tower in spec["towers"].items():
+        names = ", ".join(i["name"] for i in tower["inputs"])
+        click.echo(f"{onnx_dir / tower['file']}: {side} tower ({names}) -> {spec['dim']}-d")
+
+
+@cli.command()
+@STORE_OPTION
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--cold/--no-cold", default=True, show_default=True,
+              help="Load the towers for POSTed records of new users/items (imports torch).")
+def serve(store: Path, host: str, port: int, cold: bool) -> None:
+    """Serve recommendations over HTTP (JSON): /recommend, /similar, /health."""
+    from unirec.serve.http import serve as run
+
+    run(store, host, port, cold=cold)
 
 
 def _print_plan(plan: dict[str, Any]) -> None:

@@ -1,5 +1,8 @@
-"""Datasets for tests, demos and benchmarks: a synthetic generator with planted structure."""
+"""Datasets for tests, demos and benchmarks: a synthetic generator with planted structure,
+and a converter for raw MovieLens files (which may not be redistributed, so are never shipped).
+"""
 
+from unirec.datasets.movielens import convert_movielens, detect_layout
 from unirec.datasets.synthetic import (
     Synthetic,
     default_shape,
@@ -9,5 +12,5 @@ from unirec.datasets.synthetic import (
     write_folder,
 )
 
-__all__ = ["Synthetic", "default_shape", "generate", "synthesize", "write_document",
-           "write_folder"]
+__all__ = ["Synthetic", "convert_movielens", "default_shape", "detect_layout", "generate",
+           "synthesize", "write_document", "write_folder"]

@@ -1,10 +1,22 @@
 """Synthetic users, items and interactions with planted, learnable structure, at any scale.
 
 Why: tests and benchmarks need inputs of any size (100 to 10M interactions) whose signal is
-known. Each user prefers 1-3 item categories fixed by their occupation and age group; most
-interactions fall in those categories, with Zipf popularity inside each category. Item titles,
-tags, prices and images carry the category, so content models can learn it too. Everything is
-built as numpy/Polars columns (no per-interaction Python), so 10M interactions take seconds.
+known, in every feature kind, so a model that reads a kind well can be seen to win by it:
+
+- categorical/continuous: each user prefers 1-3 item categories fixed by their occupation and
+  age group; 80% of interactions fall in them. Inside a category, items made for the user's
+  age group (``audience``) and for the climate of the user's ``country`` (``weather``) are
+  drawn several times more often ("locations to weather items, age groups to products").
+- text: titles and descriptions name the category's keywords, the weather and the audience.
+- image: a PNG whose hue and shape encode the category.
+- temporal: ``prev_interactions`` come from the preferred categories; ``price_history`` ends
+  just before the current price and falls for items on sale, which are twice as popular
+  (rising prices: half as popular).
+- interactions: timestamped view/click/cart/purchase; carts and purchases concentrate on the
+  preferred categories.
+
+Everything is built as numpy/Polars columns (no per-interaction Python), so 10M interactions
+take ~20 s to generate and write; only ``--images`` writes one file per item.
 """
 
 from __future__ import annotations
@@ -38,7 +50,22 @@ ADJECTIVES = ("classic", "modern", "compact", "deluxe", "vintage", "smart", "pre
 NOUNS = ("edition", "set", "pack", "collection", "bundle", "model", "series", "kit", "pair",
          "box", "version", "selection", "classic", "special", "essentials", "original")
 GLOBAL_TAGS = ("new", "sale", "bestseller", "eco", "gift", "limited", "imported", "refurbished")
-INTERACTION_TYPES = ("view", "click", "purchase")
+INTERACTION_TYPES = ("view", "click", "cart", "purchase")
+# The climate of each country, and the weather an item is made for ("any": none in particular).
+CLIMATE_OF = {"GB": "rainy", "FR": "rainy", "JP": "rainy", "DE": "snowy", "CA": "snowy",
+              "US": "sunny", "BR": "sunny", "IN": "sunny", "ES": "sunny", "IT": "sunny"}
+CLIMATES = ("rainy", "snowy", "sunny")
+WEATHERS = (*CLIMATES, "any")
+WEATHER_PHRASES = ("waterproof for rainy days", "insulated for snowy winters",
+                   "light and cool for sunny summers", "good in any weather")
+AUDIENCES = ("young", "adult", "senior")  # one per age group (AGE_EDGES)
+AUDIENCE_PHRASES = ("a favourite with students and teens", "made for busy professionals",
+                    "easy to use for seniors")
+P_WEATHER_ITEM = 0.5  # share of items made for one weather; the rest are "any"
+BOOST_CLIMATE = 4.0  # draw weight of an item made for the user's climate, within a category
+BOOST_AUDIENCE = 3.0  # draw weight of an item made for the user's age group
+TREND_POPULARITY = (2.0, 1.0, 0.5)  # falling (on sale), flat, rising price: popularity factor
+TREND_STEP = 0.08  # relative price change per step back in a falling/rising history
 SECTIONS = {"user_data": "users", "item_data": "items", "interactions": "interactions"}
 AGE_EDGES = (30.0, 50.0)  # age groups: <30, 30-49, 50+
 P_PREFERRED = 0.8  # share of interactions drawn from the user's preferred categories
@@ -90,14 +117,14 @@ def synthesize(n_users: int, n_items: int, n_interactions: int, seed: int = 0,
     if n_users < 1 or n_items < 1 or n_interactions < 0:
         raise ValueError("need n_users >= 1, n_items >= 1 and n_interactions >= 0")
     rng = np.random.default_rng(seed)
-    cat, pop, items = _items(rng, n_items)
-    sampler = _ItemSampler(cat, pop)
-    preferred, n_pref, users = _users(rng, n_users, np.unique(cat), sampler)
-    interactions = _interactions(rng, n_interactions, preferred, n_pref, cat, sampler)
+    cat, items = _items(rng, n_items)
+    samplers = _Samplers(cat, items)
+    preferred, n_pref, context, users = _users(rng, n_users, np.unique(cat), samplers)
+    interactions = _interactions(rng, n_interactions, preferred, n_pref, context, cat, samplers)
     if images_dir is not None:
         paths = _draw_images(rng, Path(images_dir), cat)
         items = items.with_columns(pl.struct(pl.Series("main_image", paths)).alias("image"))
-    return Synthetic(users, items, interactions, preferred)
+    return Synthetic(users, items.drop("_pop", "_weather", "_audience"), interactions, preferred)
 
 
 def write_document(doc: dict[str, Any] | Synthetic, path: Path) -> None:
@@ -134,18 +161,18 @@ def _as_frames(doc: dict[str, Any] | Synthetic) -> dict[str, pl.DataFrame]:
 
 
 class _ItemSampler:
-    """Draws items by popularity, optionally within given categories, via one searchsorted."""
+    """Draws items by weight, optionally within given categories, via one searchsorted."""
 
-    def __init__(self, cat: np.ndarray, pop: np.ndarray) -> None:
+    def __init__(self, cat: np.ndarray, weight: np.ndarray) -> None:
         self.order = np.argsort(cat, kind="stable")
-        cat_sorted, w = cat[self.order], pop[self.order]
-        totals = np.bincount(cat, weights=pop, minlength=len(CATEGORIES))
+        cat_sorted, w = cat[self.order], weight[self.order]
+        totals = np.bincount(cat, weights=weight, minlength=len(CATEGORIES))
         before = np.concatenate([[0.0], np.cumsum(totals)[:-1]])
         within = (np.cumsum(w) - before[cat_sorted]) / totals[cat_sorted]
         last = np.r_[cat_sorted[1:] != cat_sorted[:-1], True]
         within[last] = 1.0  # each category's keys run over (c, c + 1], ending exactly at c + 1
         self.keys = cat_sorted + np.minimum(within, 1.0)
-        self.cdf = np.cumsum(pop) / pop.sum()
+        self.cdf = np.cumsum(weight) / weight.sum()
 
     def in_categories(self, rng: np.random.Generator, cats: np.ndarray) -> np.ndarray:
         idx = np.searchsorted(self.keys, cats + rng.random(len(cats)), side="right")
@@ -155,12 +182,42 @@ class _ItemSampler:
         return np.minimum(np.searchsorted(self.cdf, rng.random(n), side="right"), len(self.cdf) - 1)
 
 
-def _items(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, pl.DataFrame]:
+class _Samplers:
+    """One sampler per user context (climate x age group), plus plain popularity.
+
+    Why per context: boosting the items made for a user's climate and age group is a
+    reweighting of popularity, so 9 precomputed samplers replace any per-row weighting.
+    """
+
+    def __init__(self, cat: np.ndarray, items: pl.DataFrame) -> None:
+        pop, weather, audience = (items[c].to_numpy() for c in ("_pop", "_weather", "_audience"))
+        self.popular = _ItemSampler(cat, pop)
+        self.by_context = [
+            _ItemSampler(cat, pop * np.where(weather == c, BOOST_CLIMATE, 1.0)
+                         * np.where(audience == g, BOOST_AUDIENCE, 1.0))
+            for c in range(len(CLIMATES)) for g in range(len(AUDIENCES))]
+
+    def in_categories(self, rng: np.random.Generator, cats: np.ndarray,
+                      context: np.ndarray) -> np.ndarray:
+        """Row r: an item of category ``cats[r]`` drawn for a user of ``context[r]``."""
+        out = np.empty(len(cats), dtype=np.int64)
+        for c, sampler in enumerate(self.by_context):
+            rows = np.flatnonzero(context == c)
+            out[rows] = sampler.in_categories(rng, cats[rows])
+        return out
+
+
+def _items(rng: np.random.Generator, n: int) -> tuple[np.ndarray, pl.DataFrame]:
+    """Items plus hidden columns ``_pop``, ``_weather``, ``_audience`` the samplers read."""
     n_cat = len(CATEGORIES)
     cat_p = 1.0 / np.sqrt(np.arange(n_cat) + 2.0)
     cat = rng.choice(n_cat, size=n, p=cat_p / cat_p.sum())
     cat[: min(n, n_cat)] = np.arange(min(n, n_cat))  # every category has items when n >= 20
-    pop = 1.0 / (rng.permutation(n) + 1.0) ** 0.8  # Zipf popularity over a random ranking
+    trend = rng.integers(0, len(TREND_POPULARITY), n)  # 0 falling, 1 flat, 2 rising
+    pop = np.array(TREND_POPULARITY)[trend] / (rng.permutation(n) + 1.0) ** 0.8  # Zipf
+    weather = np.where(rng.random(n) < P_WEATHER_ITEM, rng.integers(0, len(CLIMATES), n),
+                       len(CLIMATES))
+    audience = rng.integers(0, len(AUDIENCES), n)
     log_mu = rng.permutation(np.linspace(np.log(5.0), np.log(500.0), n_cat))
     price = np.round(np.exp(log_mu[cat] + 0.4 * rng.standard_normal(n)), 2)
     own = cat * 3 + rng.integers(0, 3, n)
@@ -168,32 +225,59 @@ def _items(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, pl
     g2 = (g1 + 1 + rng.integers(0, len(GLOBAL_TAGS) - 1, n)) % len(GLOBAL_TAGS)
     second = np.where(rng.random(n) < 0.5, cat * 3 + (own - cat * 3 + 1) % 3, len(_KEYWORDS) + g1)
     tags = np.stack([own, second, len(_KEYWORDS) + g2], axis=1)
-    words = pl.DataFrame({"a": np.array(ADJECTIVES)[rng.integers(0, len(ADJECTIVES), n)],
-                          "k": _KEYWORDS[cat * 3 + rng.integers(0, 3, n)],
-                          "n": np.array(NOUNS)[rng.integers(0, len(NOUNS), n)]})
-    title = words.select(pl.concat_str("a", "k", "n", separator=" ")).to_series()
-    history = np.round(price[:, None] * (1 + 0.05 * rng.standard_normal((n, MAX_SEQ))), 2)
+    # oldest first, ending one step before now: falling prices were higher before
+    steps = np.arange(MAX_SEQ, 0, -1)
+    history = price[:, None] * (1 + TREND_STEP * (1 - trend)[:, None] * steps
+                                + 0.01 * rng.standard_normal((n, MAX_SEQ)))
     frame = pl.DataFrame({
         "item_id": np.arange(1, n + 1, dtype=np.int64),
         "categorical": pl.DataFrame({
             "category": pl.Series(list(CATEGORIES)).gather(cat),
             "tags": _lists(tags, rng.integers(1, 4, n)).list.eval(
                 pl.element().replace_strict(range(len(_TAGS)), list(_TAGS))),
+            "weather": pl.Series(WEATHERS).gather(weather),
+            "audience": pl.Series(AUDIENCES).gather(audience),
         }).to_struct(),
         "continuous": pl.DataFrame({"price": price}).to_struct(),
-        "text": pl.DataFrame({"title": title}).to_struct(),
-        "temporal": pl.DataFrame({
-            "price_history": _lists(history, rng.integers(0, MAX_SEQ + 1, n))}).to_struct(),
+        "text": _texts(rng, cat, weather, audience).to_struct(),
+        "temporal": pl.DataFrame({"price_history": _lists(
+            np.round(history, 2), rng.integers(0, MAX_SEQ + 1, n), last=True)}).to_struct(),
+        "_pop": pop, "_weather": weather, "_audience": audience,
     })
-    return cat, pop, frame
+    return cat, frame
 
 
-def _users(rng: np.random.Generator, n: int, present: np.ndarray,
-           sampler: _ItemSampler) -> tuple[np.ndarray, np.ndarray, pl.DataFrame]:
+def _texts(rng: np.random.Generator, cat: np.ndarray, weather: np.ndarray,
+           audience: np.ndarray) -> pl.DataFrame:
+    """Title "<adjective> <keyword> <noun>"; a description naming the category, its three
+    keywords, the weather and the audience, so a text encoder can read all three links."""
+    n = len(cat)
+    first = rng.integers(0, 3, n)
+    kw = [pl.Series(_KEYWORDS[cat * 3 + (first + j) % 3]) for j in range(3)]
+    words = pl.DataFrame({
+        "adj": np.array(ADJECTIVES)[rng.integers(0, len(ADJECTIVES), n)],
+        "noun": np.array(NOUNS)[rng.integers(0, len(NOUNS), n)],
+        "k0": kw[0], "k1": kw[1], "k2": kw[2],
+        "cat": pl.Series(list(CATEGORIES)).gather(cat),
+        "weather": pl.Series(WEATHER_PHRASES).gather(weather),
+        "audience": pl.Series(AUDIENCE_PHRASES).gather(audience),
+    })
+    return words.select(
+        pl.concat_str("adj", "k0", "noun", separator=" ").alias("title"),
+        pl.format("A {} {} {} from our {} range, {} and {}; {}, {}.", "adj", "k0", "noun",
+                  "cat", "k1", "k2", "weather", "audience").alias("description"))
+
+
+def _users(rng: np.random.Generator, n: int, present: np.ndarray, samplers: _Samplers
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, pl.DataFrame]:
+    """Users, their preferred categories (n, 3), how many they keep, and their context."""
     occ_p = 1.0 / (np.arange(len(OCCUPATIONS)) + 3.0)
     occ = rng.choice(len(OCCUPATIONS), size=n, p=occ_p / occ_p.sum())
     age = np.round(np.clip(rng.normal(38.0, 13.0, n), 18.0, 80.0))
     group = np.digitize(age, AGE_EDGES)
+    country = rng.integers(0, len(COUNTRIES), n)
+    climate = np.array([CLIMATES.index(CLIMATE_OF[c]) for c in COUNTRIES])[country]
+    context = climate * len(AUDIENCES) + group
     # the planted truth: 3 distinct categories per (occupation, age group); a user keeps 1-3
     pool = np.resize(present, max(3, len(present)))
     pair = pool[np.argsort(rng.random((len(OCCUPATIONS) * 3, len(pool))), axis=1)[:, :3]]
@@ -201,23 +285,24 @@ def _users(rng: np.random.Generator, n: int, present: np.ndarray,
     preferred = np.where(np.arange(3) < n_pref[:, None], pair[occ * 3 + group], -1)
     income = np.round(np.exp(10.4 + 0.012 * (age - 38.0) + 0.5 * rng.standard_normal(n)), 2)
     slot = (rng.random((n, MAX_SEQ)) * n_pref[:, None]).astype(np.int64)
-    prev = sampler.in_categories(rng, preferred[np.arange(n)[:, None], slot].ravel()) + 1
+    prev = samplers.in_categories(rng, preferred[np.arange(n)[:, None], slot].ravel(),
+                                  np.repeat(context, MAX_SEQ)) + 1
     frame = pl.DataFrame({
         "user_id": np.arange(1, n + 1, dtype=np.int64),
         "categorical": pl.DataFrame({
             "occupation": pl.Series(OCCUPATIONS).gather(occ),
-            "country": pl.Series(COUNTRIES).gather(rng.integers(0, len(COUNTRIES), n)),
+            "country": pl.Series(COUNTRIES).gather(country),
             "gender": pl.Series(GENDERS).gather(rng.integers(0, len(GENDERS), n)),
         }).to_struct(),
         "continuous": pl.DataFrame({"age": age, "income": income}).to_struct(),
         "temporal": pl.DataFrame({"prev_interactions": _lists(
             prev.reshape(n, MAX_SEQ), rng.integers(0, MAX_SEQ + 1, n))}).to_struct(),
     })
-    return preferred, n_pref, frame
+    return preferred, n_pref, context, frame
 
 
 def _interactions(rng: np.random.Generator, n: int, preferred: np.ndarray, n_pref: np.ndarray,
-                  cat: np.ndarray, sampler: _ItemSampler) -> pl.DataFrame:
+                  context: np.ndarray, cat: np.ndarray, samplers: _Samplers) -> pl.DataFrame:
     n_users = len(preferred)
     activity = rng.lognormal(0.0, 1.0, n_users)
     base = 1 if n >= n_users else 0  # every user interacts when there are enough interactions
@@ -226,12 +311,14 @@ def _interactions(rng: np.random.Generator, n: int, preferred: np.ndarray, n_pre
     from_pref = rng.random(n) < P_PREFERRED
     slot = (rng.random(n) * n_pref[user]).astype(np.int64)
     item = np.empty(n, dtype=np.int64)
-    item[from_pref] = sampler.in_categories(rng, preferred[user[from_pref], slot[from_pref]])
-    item[~from_pref] = sampler.anywhere(rng, int((~from_pref).sum()))
+    pref_user = user[from_pref]
+    item[from_pref] = samplers.in_categories(rng, preferred[pref_user, slot[from_pref]],
+                                             context[pref_user])
+    item[~from_pref] = samplers.popular.anywhere(rng, int((~from_pref).sum()))
     in_pref = (cat[item][:, None] == preferred[user]).any(axis=1)
-    p_buy = np.where(in_pref, 0.12, 0.03)
+    p_buy = np.where(in_pref, 0.12, 0.03)  # the same for carts: both follow the preferences
     r = rng.random(n)
-    kind = np.where(r < p_buy, 2, np.where(r < p_buy + 0.2, 1, 0))
+    kind = np.select([r < p_buy, r < 2 * p_buy, r < 2 * p_buy + 0.2], [3, 2, 1], 0)
     # per user: a start in the first half-year, then exponential gaps scaled to end by year end
     start = T0 + rng.random(n_users) * SPAN / 2
     cum = np.cumsum(rng.exponential(1.0, n))
@@ -249,10 +336,13 @@ def _interactions(rng: np.random.Generator, n: int, preferred: np.ndarray, n_pre
     })
 
 
-def _lists(matrix: np.ndarray, lengths: np.ndarray) -> pl.Series:
-    """Rows of ``matrix`` cut to ``lengths``: variable-length list column without a loop."""
+def _lists(matrix: np.ndarray, lengths: np.ndarray, last: bool = False) -> pl.Series:
+    """Rows of ``matrix`` cut to ``lengths`` (first or ``last`` values): variable-length list
+    column without a loop."""
     frame = pl.DataFrame({"m": matrix, "n": lengths})
-    return frame.select(pl.col("m").arr.to_list().list.head(pl.col("n"))).to_series()
+    rows = pl.col("m").arr.to_list()
+    cut = rows.list.tail(pl.col("n")) if last else rows.list.head(pl.col("n"))
+    return frame.select(cut).to_series()
 
 
 def _draw_images(rng: np.random.Generator, directory: Path, cat: np.ndarray) -> list[str]:
