@@ -21,13 +21,22 @@ files) as child processes, so the numbers include no shortcut a user would not h
   search is a coordinate search in priority order (one setting at a time from the best so
   far) because one fit costs minutes on a shared 2-core CPU; it stops starting trials once
   ``--budget-min`` is spent. The winner by tuning NDCG@10 (temporal) or Recall@10 (cold_item)
-  then runs once on the real protocol. Every trial is saved.
+  then runs once on the real protocol. Every trial is saved, with the settings it resolved
+  to (defaults move as unirec is tuned).
+- **Refit**: the store's validation slice is each user's most recent interactions, the ones
+  nearest the test window, and fit never trains on them. The ``refit`` entry of ``ROUNDS``
+  (second for temporal, last for cold_item) retrains the incumbent with
+  ``split.val_fraction=0`` for its best epoch count (``fit`` then runs without validation and
+  keeps the lowest-loss epoch); the tuning metric decides whether it is kept, and rounds after
+  it start from the winner. It is skipped when ``--set split.val_fraction=...`` fixes the
+  slice.
 - **Threads**: fits run with ``OMP_NUM_THREADS=1`` by default (``--threads``). On a loaded
   2-core box torch's default of one OpenMP thread per core spin-waits against other processes:
   measured 800 ms per 256-sample step with 2 threads against 75 ms with 1.
 
 Usage: python -m bench.quality_ml100k [--protocol temporal|cold_item|both]
-       [--set train.x=y ...] [--tune] [--budget-min 40] [--jobs 1] [--out PATH]
+       [--set train.x=y ...] [--config FILE] [--tune] [--budget-min 40] [--jobs 1]
+       [--threads 1] [--work /tmp/unirec-quality-ml100k] [--out PATH]
 """
 
 from __future__ import annotations
@@ -66,8 +75,11 @@ TARGETS = {"temporal": {"ndcg@10": 0.25, "best_peer": "EASE", "best_peer_ndcg@10
                          "best_peer_recall@10": 0.402}}
 # Coordinate search: rounds of one-setting changes, each tried against the best settings so
 # far, most influential first; a round's trials run side by side (--jobs). The defaults
-# (unirec.config.TrainConfig) are the start and run with round 1. "refit" (last) retrains
-# the incumbent on the whole training part (no validation slice) for its best epoch count.
+# (unirec.config.TrainConfig) are the start and run with round 1. REFIT retrains the
+# incumbent on the whole training part (no validation slice) for its best epoch count; when it
+# wins, later rounds start from it (no validation slice, that epoch count). temporal tries it
+# second (the budget rarely reaches the last rounds, and the held-out slice is the part of
+# train nearest the test window); cold_item last (its validation slice is warm items).
 REFIT = "refit"
 ROUNDS: dict[str, list[list[dict[str, Any] | str]]] = {
     "temporal": [

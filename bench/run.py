@@ -6,15 +6,19 @@ title, how to run it in full and quick form, how to render it), so quality on Mo
 training and serving join later as further entries of ``STEPS`` and further sections of
 ``docs/benchmarks.md`` without touching the others.
 
-Full (``make bench``): ingest at 100k and 1M interactions (3 runs), featurize at 1M and 10M;
+Full (``make bench``): ingest at 100k and 1M interactions (3 runs), featurize at 1M and 10M,
+fit speed, quality on MovieLens-100K (unirec's defaults against tuned peers, both protocols);
 writes ``bench/results/<date>.json`` (merged with any steps already written that day) and
-rewrites each step's section of ``docs/benchmarks.md`` between its markers.
-Quick (``make bench-quick``, ~5 min): ingest at 100k (2 runs), featurize at 100k; writes
+rewrites each step's section of ``docs/benchmarks.md`` between its markers (and a step's
+figures, e.g. ``docs/benchmarks-quality.png``).
+Quick (``make bench-quick``, ~5 min): ingest at 100k (2 runs), featurize at 100k, a short fit,
+quality on the temporal protocol only (unirec for 2 epochs, one point per peer); writes
 ``bench/results/<date>-quick.json`` and leaves the published figures in docs alone unless
 ``--docs`` is given.
 
 Usage: python -m bench.run [--quick] [--only ingest,featurize] [--out PATH] [--docs PATH]
-       python -m bench.run --render bench/results/<date>.json   (re-render docs, measure nothing)
+       python -m bench.run --render bench/results/<date>.json   (re-render docs and figures,
+                                                                  measure nothing)
 """
 
 from __future__ import annotations
@@ -31,18 +35,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import featurize, fit_speed, ingest
+from bench import featurize, fit_speed, ingest, quality
 from bench.harness import ROOT, environment
 
 
 @dataclass(frozen=True)
 class Step:
-    """One benchmark: ``run(quick)`` returns its JSON-able results, ``markdown`` renders them."""
+    """One benchmark: ``run(quick)`` returns its JSON-able results, ``markdown`` renders them;
+    ``figures(results, folder)``, if any, draws its charts next to the docs."""
 
     name: str
     title: str
     run: Callable[[bool], dict[str, Any]]
     markdown: Callable[[dict[str, Any]], str]
+    figures: Callable[[dict[str, Any], Path], list[Path]] | None = None
 
 
 STEPS: list[Step] = [
@@ -56,7 +62,9 @@ STEPS: list[Step] = [
     Step("fit", "Fit: training samples/s, eager against torch.compile",
          lambda quick: fit_speed.run(50_000 if quick else 200_000, epochs=2 if quick else 3),
          fit_speed.markdown),
-    # Next: quality on MovieLens-100K (temporal, cold_item), recommend.
+    Step("quality", "Quality on MovieLens-100K: unirec's defaults against tuned peers",
+         quality.run, quality.markdown, quality.figures),
+    # Next: recommend (serving latency).
 ]
 
 INTRO = """# Benchmarks
@@ -75,8 +83,9 @@ the **ratios** unirec / peer: these machines are shared and noisy, absolute seco
 stable. Each run also records how many cores *other* processes kept busy meanwhile
 (`others' cores`) and the load average, so a slow run can be told from a busy machine.
 
-Sections for quality on MovieLens-100K, training and serving are added as further steps of
-`bench/run.py`.
+Quality is measured on MovieLens-100K instead, under the shared protocol, against peers re-run
+and tuned in the same session (section "Quality on MovieLens-100K" and
+[its chart](benchmarks-quality.png)). Serving is added as a further step of `bench/run.py`.
 """
 
 
@@ -123,10 +132,13 @@ def write_docs(path: Path, env: dict[str, Any], results: dict[str, dict[str, Any
     """Rewrite the environment block and each measured step's section; keep everything else."""
     text = path.read_text() if path.exists() else INTRO
     text = _set_section(text, "environment", "Machine", machine(env))
+    path.parent.mkdir(parents=True, exist_ok=True)
     for step in STEPS:
         if step.name in results:
             text = _set_section(text, step.name, step.title, render(step, results[step.name]))
-    path.parent.mkdir(parents=True, exist_ok=True)
+            if step.figures and "error" not in results[step.name]:
+                for figure in step.figures(results[step.name], path.parent):
+                    print(f"drawn: {figure}")
     path.write_text(text.rstrip() + "\n")
 
 

@@ -1,0 +1,217 @@
+"""The ``quality`` step of ``make bench``: unirec's defaults against tuned peers on ML-100K.
+
+Why: PROTOCOL.md asks whether unirec's top-10 lists beat what a user would otherwise pick, with
+the peers re-run in the same session and tuned as honestly as unirec. So, in one run:
+
+- the shared ``ml100k_split.py`` writes the two protocols (temporal, cold_item) and
+  ``bench.quality_ml100k``'s carve writes their tuning protocols (cut from train the way test
+  is cut from everything; test is never read while tuning);
+- **unirec** runs as a user runs it, with its defaults, through the CLI (``unirec featurize``
+  then ``unirec fit``, ``bench.quality_ml100k.Pipeline``; its defaults were themselves chosen
+  on the tuning carve, with ``python -m bench.quality_ml100k --tune``);
+- each **peer** (``bench.peers``) tries its grid on the tuning carve, keeps the point with the
+  best tuning NDCG@10 (temporal) or Recall@10 (cold_item), refits on the whole training part
+  and is scored on the real test; stochastic peers are the mean of ``SEEDS`` seeds;
+- everyone's lists go through the shared ``evaluate.py`` as a child process, unirec's too.
+
+Quick (``make bench-quick``): temporal only, unirec for 2 epochs, one grid point per peer.
+Nothing derived from MovieLens is kept (licence): splits, stores and lists live in a temporary
+folder under /tmp; only metrics reach ``bench/results``. Without the data the step says so.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
+
+from bench import peers, quality_report
+from bench import quality_ml100k as qm
+
+SEEDS = 3  # stochastic peers (ALS, LightFM, Random): the mean of this many seeds on test
+METRICS = ("recall@10", "ndcg@10", "hr@10", "coverage")
+CHART = "benchmarks-quality.png"  # next to docs/benchmarks.md
+
+
+class Catalogue:
+    """Every user and item of ML-100K in id order, and the items' content as matrices."""
+
+    def __init__(self, data: Path) -> None:
+        mod = qm.split_module()
+        users, items = mod.load_users(str(data)), mod.load_items(str(data))
+        names = mod.load_genre_names(str(data))
+        self.user_ids = np.array(sorted(users), np.int64)
+        self.item_ids = np.array(sorted(items), np.int64)
+        years = sorted({it["year"] for it in items.values() if it["year"]})
+        decades = sorted({y[:3] for y in years})
+        cols = {**{f"genre={g}": c for c, g in enumerate(names)}}
+        cols.update({f"year={y}": len(cols) + c for c, y in enumerate(years)})
+        cols.update({f"decade={d}0s": len(cols) + c for c, d in enumerate(decades)})
+        rows, feats = [], []
+        for r, iid in enumerate(self.item_ids):
+            it = items[int(iid)]
+            keys = [f"genre={g}" for g in it["genres"]]
+            keys += [f"year={it['year']}", f"decade={it['year'][:3]}0s"] if it["year"] else []
+            rows += [r] * len(keys)
+            feats += [cols[k] for k in keys]
+        content = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, feats)),
+                                shape=(len(self.item_ids), len(cols)))
+        self.genres = content[:, :len(names)].tocsr()  # GenrePop: genres only
+        self.content = content  # LightFM: genres, year and decade
+
+    def features(self, name: str) -> sp.csr_matrix:
+        return self.genres if name == "GenrePop" else self.content
+
+    def train_matrix(self, split_dir: Path) -> sp.csr_matrix:
+        pairs = np.array(sorted(qm._pairs(split_dir / "train.csv")), np.int64).reshape(-1, 2)
+        return peers.binary(np.searchsorted(self.user_ids, pairs[:, 0]),
+                            np.searchsorted(self.item_ids, pairs[:, 1]),
+                            len(self.user_ids), len(self.item_ids))
+
+    def candidates(self, split_dir: Path) -> np.ndarray | None:
+        path = split_dir / "cold_items.csv"
+        return np.isin(self.item_ids, qm._ids(path)) if path.is_file() else None
+
+    def write_recs(self, top: np.ndarray, path: Path) -> None:
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["user_id", "item_id", "rank"])
+            for u, row in zip(self.user_ids, top, strict=True):
+                w.writerows([int(u), int(self.item_ids[c]), rank]
+                            for rank, c in enumerate(row, start=1) if c >= 0)
+
+
+def _evaluator() -> Any:
+    """The protocol's ``evaluate.py`` imported, to score tuning trials in process."""
+    spec = importlib.util.spec_from_file_location("protocol_evaluate",
+                                                  qm.PROTOCOL_DIR / "evaluate.py")
+    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+def _fit_top(name: str, params: dict[str, Any], x: sp.csr_matrix, cat: Catalogue,
+             cands: np.ndarray | None) -> tuple[np.ndarray, float]:
+    """Fit peer ``name`` on ``x``; its top-10 lists and fit seconds."""
+    t0 = time.perf_counter()
+    model = peers.PEERS[name](**params).fit(x, cat.features(name))
+    fit_s = time.perf_counter() - t0
+    return peers.top_k(model.scores(x), x, qm.K, cands), fit_s
+
+
+def tune_peer(name: str, grid: list[dict[str, Any]], split_dir: Path, cat: Catalogue,
+              ev: Any) -> dict[str, Any]:
+    """Every grid point on the tuning protocol ``split_dir`` (seed 0); the best and all."""
+    metric = qm.TARGET_METRIC[split_dir.name]
+    x, cands = cat.train_matrix(split_dir), cat.candidates(split_dir)
+    test, train = ev.read_pairs(split_dir / "test.csv"), ev.read_pairs(split_dir / "train.csv")
+    cand_ids = set(cat.item_ids[cands].tolist()) if cands is not None else None
+    t0, trials = time.perf_counter(), []
+    for params in grid:
+        top, fit_s = _fit_top(name, params, x, cat, cands)
+        recs = {int(u): [int(cat.item_ids[c]) for c in row if c >= 0]
+                for u, row in zip(cat.user_ids, top, strict=True)}
+        m = ev.evaluate(test, train, recs, qm.K, cand_ids)
+        trials.append({"params": params, metric: round(m[metric], 5), "fit_s": round(fit_s, 2)})
+    best = max(trials, key=lambda t: t[metric])  # first of equals: grids list simpler first
+    return {"metric": metric, "best": best["params"], "trials": trials,
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def test_peer(name: str, params: dict[str, Any], split_dir: Path, cat: Catalogue,
+              work: Path, seeds: int) -> dict[str, Any]:
+    """Refit on the protocol's whole train part and score with ``evaluate.py`` (seed mean)."""
+    x, cands = cat.train_matrix(split_dir), cat.candidates(split_dir)
+    runs = []
+    stochastic = peers.PEERS[name].stochastic
+    for seed in range(seeds if stochastic else 1):
+        top, fit_s = _fit_top(name, {**params, "seed": seed} if stochastic else params, x,
+                              cat, cands)
+        recs = work / f"{split_dir.name}-{name}-{seed}.csv"
+        cat.write_recs(top, recs)
+        runs.append({**qm.evaluate(split_dir, recs), "fit_s": fit_s})
+    row = {k: statistics.fmean(r[k] for r in runs) for k in (*METRICS, "fit_s")}
+    row.update(train_violations=sum(r["train_violations"] for r in runs), seeds=len(runs))
+    if len(runs) > 1:
+        row["sd"] = {k: statistics.stdev(r[k] for r in runs) for k in ("recall@10", "ndcg@10")}
+    return row
+
+
+def run_unirec(pipe: qm.Pipeline, split_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """unirec's defaults (plus ``settings``) through the CLI; the row and the whole result."""
+    res = pipe.run(split_dir, settings)
+    if "error" in res:
+        return {"model": "unirec", "error": str(res["error"])[-500:], "settings": settings}
+    return {"model": "unirec", "params": settings, **{k: res[k] for k in METRICS},
+            "fit_s": res["featurize_s"] + res["fit_s"], "train_violations":
+            res["train_violations"], "seeds": 1, "unirec": res}
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """The step: every protocol, peers tuned then tested, unirec with its defaults."""
+    data = qm.find_data()
+    if data is None:
+        return {"benchmark": "quality", "skipped": "MovieLens-100K not found (set "
+                "UNIREC_ML100K or put it in ../shared/data/ml-100k)"}
+    protocols = ["temporal"] if quick else list(qm.PROTOCOLS)
+    grids = peers.QUICK if quick else peers.GRIDS
+    settings = {"train.epochs": 2} if quick else {}
+    out: dict[str, Any] = {"benchmark": "quality", "k": qm.K, "targets": qm.TARGETS,
+                           "seeds": 1 if quick else SEEDS, "threads": 1, "protocols": {},
+                           "unavailable": {}}
+    with tempfile.TemporaryDirectory(prefix="unirec-bench-quality-") as tmp:
+        work = Path(tmp)
+        qm.write_splits(data, work / "splits")
+        qm.write_tuning_splits(data, work / "splits", work / "tuning")
+        cat, ev = Catalogue(data), _evaluator()
+        pipe = qm.Pipeline(work, threads=1, timeout_s=1800)
+        for name in protocols:
+            t0, rows = time.perf_counter(), []
+            with threadpool_limits(1):
+                for peer in peers.ON[name]:
+                    why = peers.available(peer)
+                    if why:
+                        out["unavailable"][peer] = why
+                        continue
+                    tuning = tune_peer(peer, grids[peer], work / "tuning" / name, cat, ev)
+                    row = test_peer(peer, tuning["best"], work / "splits" / name, cat, work,
+                                    out["seeds"])
+                    rows.append({"model": peer, "params": tuning["best"], **row,
+                                 "tuning": tuning})
+                    _say(name, rows[-1])
+            peers_s = time.perf_counter() - t0
+            rows.append(run_unirec(pipe, work / "splits" / name, settings))
+            _say(name, rows[-1])
+            out["protocols"][name] = {"rows": rows, "peers_seconds": round(peers_s, 1),
+                                      "unirec_seconds": round(time.perf_counter() - t0
+                                                              - peers_s, 1)}
+    return out
+
+
+def _say(protocol: str, row: dict[str, Any]) -> None:
+    text = row.get("error") or " ".join(f"{k}={row[k]:.4f}" for k in METRICS)
+    print(f"  [{protocol}] {row['model']} {row.get('params')}: {text}", file=sys.stderr,
+          flush=True)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The section: how it was measured, one table per protocol, unirec against the targets."""
+    return quality_report.markdown(result, CHART)
+
+
+def figures(result: dict[str, Any], folder: Path) -> list[Path]:
+    """The chart of unirec against the peers, next to the docs (nothing if skipped/failed)."""
+    if "protocols" not in result or not result["protocols"]:
+        return []
+    path = folder / CHART
+    quality_report.draw(result, path)
+    return [path]

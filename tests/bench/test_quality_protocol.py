@@ -1,0 +1,91 @@
+"""The quality step's wiring: shared splits -> peers -> shared evaluate.py, and its rendering.
+
+The MovieLens part skips when the data is absent (it may not be redistributed, so a fresh
+checkout may lack it); it fits nothing heavier than MostPop. The rendering part needs nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from bench import quality, quality_report
+from bench import quality_ml100k as qm
+
+DATA = qm.find_data()
+needs_data = pytest.mark.skipif(
+    DATA is None, reason="MovieLens-100K not found: set UNIREC_ML100K or put it in "
+    "../shared/data/ml-100k (the quality bench skips the same way)")
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("ml100k")
+    qm.write_splits(DATA, work / "splits")
+    qm.write_tuning_splits(DATA, work / "splits", work / "tuning")
+    return work
+
+
+@needs_data
+def test_splits_catalogue_and_the_shared_evaluator_agree(splits: Path) -> None:
+    cat, ev = quality.Catalogue(DATA), quality._evaluator()
+    assert (len(cat.user_ids), len(cat.item_ids)) == (943, 1682)
+    x = cat.train_matrix(splits / "splits" / "temporal")
+    assert x.nnz == 80_367  # PROTOCOL.md's temporal train rows
+    assert cat.candidates(splits / "splits" / "cold_item").sum() == 135
+    assert cat.candidates(splits / "splits" / "temporal") is None
+    row = quality.test_peer("MostPop", {}, splits / "splits" / "temporal", cat, splits, 1)
+    # PROTOCOL.md's reference figures for MostPop, through the shared evaluate.py
+    assert row["recall@10"] == pytest.approx(0.111, abs=0.001)
+    assert row["ndcg@10"] == pytest.approx(0.111, abs=0.001)
+    assert row["train_violations"] == 0
+    # tuning scores in process with the same evaluate.py; the carve never holds test rows
+    tuning = quality.tune_peer("MostPop", [{}], splits / "tuning" / "temporal", cat, ev)
+    assert tuning["best"] == {} and 0 < tuning["trials"][0]["ndcg@10"] < 1
+    test_pairs = qm._pairs(splits / "splits" / "temporal" / "test.csv")
+    for part in ("train.csv", "test.csv"):
+        assert not qm._pairs(splits / "tuning" / "temporal" / part) & test_pairs
+
+
+def fake_result(unirec_ndcg: float = 0.234) -> dict:
+    def row(model: str, ndcg: float, recall: float, **extra: object) -> dict:
+        return {"model": model, "params": {}, "recall@10": recall, "ndcg@10": ndcg,
+                "hr@10": 0.7, "coverage": 0.3, "fit_s": 1.0, "seeds": 1, **extra}
+
+    tuning = {"metric": "ndcg@10", "best": {}, "trials": [{}], "seconds": 0.1}
+    return {"benchmark": "quality", "k": 10, "targets": qm.TARGETS, "seeds": 3,
+            "unavailable": {"LightFM": "lightfm is not installed"},
+            "protocols": {
+                "temporal": {"rows": [row("EASE", 0.192, 0.19, tuning=tuning),
+                                      row("unirec", unirec_ndcg, 0.23)]},
+                "cold_item": {"rows": [row("GenrePop", 0.2, 0.30, tuning=tuning),
+                                       {"model": "unirec", "error": "fit failed: boom"}]}}}
+
+
+def test_markdown_says_by_how_much_unirec_misses_the_target() -> None:
+    text = quality.markdown(fake_result())
+    assert "short by 0.016" in text and "EASE 0.192: +0.042" in text
+    assert "unirec did not finish" in text and "failed: `fit failed: boom`" in text
+    assert "Not run: LightFM" in text and quality.CHART in text
+    assert "meets it" in quality.markdown(fake_result(unirec_ndcg=0.26))
+    assert "skipped" in quality.markdown({"benchmark": "quality", "skipped": "no data"})
+
+
+def test_render_rewrites_the_section_and_draws_the_chart(tmp_path: Path) -> None:
+    from bench import run
+
+    env = {"cpus": 2, "cpu": "x", "memory_gb": 1, "python": "3", "platform": "p",
+           "commit": "abc"}
+    result = {**fake_result(), "quick": False, "date": "2026-01-01", "commit": "abc",
+              "seconds": 1.0, "load_avg_before": [0, 0, 0], "load_avg_after": [0, 0, 0]}
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text("# Benchmarks\n\nhand-written notes stay\n")
+    run.write_docs(docs, env, {"quality": copy.deepcopy(result)})
+    text = docs.read_text()
+    assert "<!-- bench:quality -->" in text and "hand-written notes stay" in text
+    png = tmp_path / quality.CHART
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    quality_report.draw({**result, "protocols": {"temporal": result["protocols"]["temporal"]}},
+                        png)  # one protocol draws too
