@@ -67,15 +67,6 @@ def record_vectors(store: StorePath, rec: Recommender, side: str,
     return embed_records(store, side, records)
 
 
-def _history_exclude(rec: Recommender, records: list[dict[str, Any]]) -> tuple[np.ndarray,
-                                                                               np.ndarray]:
-    """CSR of the items cold users list in their ``history`` (they have seen those)."""
-    lists = [rec.item_index([str(i) for i in r.get("history") or []], what="history item")
-             for r in records]
-    indptr = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(np.int64)
-    return indptr, (np.concatenate(lists) if lists else np.zeros(0)).astype(np.int64)
-
-
 def _ids(rec: Recommender, idx: np.ndarray) -> np.ndarray:
     return rec.item_ids(np.maximum(idx, 0))
 
@@ -96,7 +87,10 @@ def recommend(users: Any = None, k: int = 10, *, store: StorePath = "unirec-stor
     cand = candidate_index(rec, candidates)
     if user_records is not None:
         vectors = record_vectors(store, rec, "user", user_records)
-        exclude = _history_exclude(rec, user_records) if exclude_seen else None
+        from unirec.serve.cold import history_csr, record_history_index
+
+        exclude = history_csr(record_history_index(store, user_records)) if exclude_seen \
+            else None
         idx, scores = rec.rank(vectors, k, exclude, cand, ann=ann)
         return _ids(rec, idx), scores
     if users is None:

@@ -1,0 +1,132 @@
+"""Export the trained towers as ONNX, for serving stacks that run no Python or no torch.
+
+Each tower becomes one graph from its compiled feature columns (the rows of
+``tensors/{users,items}.safetensors``, i.e. what ``featurize`` or
+``unirec.serve.records`` produce) plus the entity ``index`` (0 = a new entity: the id
+embedding is skipped, as for cold start) and, for users, ``history`` (item indices, most
+recent last, left-padded with 0), to the tower's unit vector. The batch dimension is
+dynamic. The frozen text/image tables are constants inside the graphs (their feature
+columns are row indices into them), as is the item-id table the history reads.
+
+``towers.json`` beside the graphs lists every input's name, dtype and shape.
+
+Exporter: ``torch.onnx.export(..., dynamo=False)``, the TorchScript tracer: under a second
+per tower, outputs equal to torch's to ~1e-7. torch 2.14's default (``dynamo=True``) was
+tried: ``torch.export`` needs its non-strict fallback on these towers, takes ~14 s per tower
+on CPU, and its graph failed to load in onnxruntime ("duplicate definition of name
+embedding"); the tracer is the reliable path for these plain tensor programs.
+The opset is pinned so runtimes know what to expect. The tracer drops inputs a tower never
+reads (e.g. the ``.length`` column of a multi-valued categorical): ``towers.json`` lists the
+graph's actual inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from unirec.errors import MissingExtraError
+from unirec.train.restore import load_model
+from unirec.train.towers import Tower
+
+OPSET = 18
+FORMAT = "unirec-onnx/1"
+
+
+class TowerGraph(nn.Module):
+    """A tower as a function of positional tensors: columns, then index, then history."""
+
+    def __init__(self, tower: Tower) -> None:
+        super().__init__()
+        self.tower = tower
+        self.columns = list(tower.columns)
+        self.has_index = tower.ids is not None
+        self.has_history = tower.history is not None
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        rows = dict(zip(self.columns, inputs[: len(self.columns)], strict=True))
+        rest = list(inputs[len(self.columns):])
+        idx = rest.pop(0) if self.has_index else None
+        history = rest.pop(0) if self.has_history else None
+        return self.tower.encode(rows, idx, history)
+
+
+def tower_inputs(tower: Tower, history_length: int) -> list[dict[str, Any]]:
+    """Name, dtype, shape and meaning of each graph input, in order."""
+    out = []
+    for col in tower.columns:
+        buf = tower.gather(torch.zeros(1, dtype=torch.long))[col]
+        out.append({"name": col, "dtype": str(buf.dtype).removeprefix("torch."),
+                    "shape": ["batch", *buf.shape[1:]],
+                    "meaning": f"compiled feature column (tensors/{tower.side}s.safetensors)"})
+    if tower.ids is not None:
+        out.append({"name": "index", "dtype": "int64", "shape": ["batch"],
+                    "meaning": f"{tower.side} index ({tower.side}_map); 0 = a new {tower.side} "
+                               "(no id embedding)"})
+    if tower.history is not None:
+        out.append({"name": "history", "dtype": "int64", "shape": ["batch", history_length],
+                    "meaning": "item indices, most recent last, left-padded with 0"})
+    return out
+
+
+def example_inputs(tower: Tower, idx: torch.Tensor, history: torch.Tensor | None
+                   ) -> tuple[torch.Tensor, ...]:
+    """Real rows of entities ``idx`` in graph-input order (also what tests feed both)."""
+    rows = tower.gather(idx)
+    args = [rows[c] for c in tower.columns]
+    if tower.ids is not None:
+        args.append(idx)
+    if tower.history is not None:
+        args.append(history if history is not None else
+                    torch.zeros(len(idx), tower.history.pos.shape[0], dtype=torch.long))
+    return tuple(args)
+
+
+def _export(graph: TowerGraph, args: tuple[torch.Tensor, ...], names: list[str],
+            path: Path) -> None:
+    axes = {name: {0: "batch"} for name in names}
+    axes["embedding"] = {0: "batch"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer chatter about deprecation and constants
+        torch.onnx.export(graph, args, str(path), input_names=names,
+                          output_names=["embedding"], dynamic_axes=axes, opset_version=OPSET,
+                          dynamo=False)
+
+
+@torch.no_grad()
+def export_onnx(store: str | Path, out: str | Path) -> dict[str, Any]:
+    """Write ``out/user_tower.onnx``, ``out/item_tower.onnx`` and ``out/towers.json``.
+
+    Returns the ``towers.json`` content.
+    """
+    try:
+        import onnx
+    except ImportError:
+        raise MissingExtraError("ONNX export needs the onnx extra: pip install "
+                                "'unirec[onnx]'") from None
+    model = load_model(store)
+    length = int(model.user.history.pos.shape[0]) if model.user.history is not None else 0
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    spec: dict[str, Any] = {"format": FORMAT, "exporter": "torch.onnx.export (TorchScript)",
+                            "opset": OPSET, "dim": int(model.item_table.embedding_dim),
+                            "towers": {}}
+    for side, tower in (("user", model.user), ("item", model.item)):
+        idx = torch.tensor([1, 0])  # any entity, and the padding row: traced once
+        hist = torch.zeros(len(idx), length, dtype=torch.long) if length else None
+        inputs = tower_inputs(tower, length)
+        file = f"{side}_tower.onnx"
+        _export(TowerGraph(tower).eval(), example_inputs(tower, idx, hist),
+                [i["name"] for i in inputs], out / file)
+        used = {i.name for i in onnx.load(str(out / file)).graph.input}
+        spec["towers"][side] = {"file": file, "inputs": [i for i in inputs if i["name"] in used],
+                                "output": {"name": "embedding", "dtype": "float32",
+                                           "shape": ["batch", spec["dim"]],
+                                           "meaning": "L2-normalised vector; score = dot"}}
+    (out / "towers.json").write_text(json.dumps(spec, indent=1) + "\n")
+    return spec

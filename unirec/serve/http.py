@@ -1,0 +1,196 @@
+"""An HTTP JSON API over a fitted store: ``unirec serve`` (FastAPI + uvicorn).
+
+Endpoints (every answer is JSON; items are ``{"item_id", "score", "title"?}``, best first):
+
+- ``GET /recommend?user=ID&k=10[&exclude_seen=true][&fallback=popular]``: a known user's
+  top-K from the precomputed vectors (numpy). An unknown user is 404 unless
+  ``fallback=popular``, which answers with the most popular items (``"fallback": "popular"``
+  in the answer says so).
+- ``POST /recommend`` with ``{"user_id": ID, "k": 10, ...}`` (as above) or ``{"user":
+  {record}, "k": 10, "exclude_seen": true}``: a new user described in the input format
+  (``categorical``, ``continuous``, ..., ``history``: known item ids, most recent last),
+  encoded by the user tower; the history's items are excluded unless ``exclude_seen`` is false.
+- ``GET /similar?item=ID&k=10`` and ``POST /similar`` with ``{"item": {record}, "k": 10}``.
+- ``GET /health``: model loaded, counts.
+
+Errors are ``{"error": "one line"}``, never a traceback: an id the model does not know is
+404; any other problem with the request (k < 1, malformed JSON, a missing or extra field, a
+bad record, an unknown history item) is 400; a store that was re-featurized or re-fitted
+under the server is 503. The model loads once, when the app is created.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
+
+from unirec.errors import QueryError, StoreError, UnirecError
+from unirec.serve import api
+from unirec.serve.recommender import Recommender
+
+Id = int | str
+
+
+class NotFound(UnirecError):
+    """An id in the request path/query/body that the model does not know (HTTP 404)."""
+
+
+class RecommendBody(BaseModel):
+    """``POST /recommend``: exactly one of ``user`` (a record) or ``user_id``."""
+
+    model_config = ConfigDict(extra="forbid")
+    user: dict[str, Any] | None = None
+    user_id: Id | None = None
+    k: int = Field(10, ge=1)
+    exclude_seen: bool = True
+    fallback: Literal["popular"] | None = None
+
+
+class SimilarBody(BaseModel):
+    """``POST /similar``: a new item's record (or a known ``item_id``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    item: dict[str, Any] | None = None
+    item_id: Id | None = None
+    k: int = Field(10, ge=1)
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _items(rec: Recommender, ids: np.ndarray, scores: np.ndarray) -> list[dict[str, Any]]:
+    """JSON rows, padding (NaN score: the catalogue ran out) left out."""
+    ids, scores = np.ravel(ids), np.ravel(scores)
+    keep = ~np.isnan(scores)
+    ids, scores = ids[keep], scores[keep]
+    titles = rec.titles(rec.item_index(list(ids))) if rec.title_field and len(ids) else None
+    rows = [{"item_id": _plain(i), "score": float(s)} for i, s in zip(ids, scores, strict=True)]
+    for row, title in zip(rows, titles or [], strict=False):
+        row["title"] = title
+    return rows
+
+
+def _message(exc: RequestValidationError) -> str:
+    """Pydantic's first complaint as one line: where, then what."""
+    err = exc.errors()[0]
+    if err.get("type") == "json_invalid":
+        return f"malformed JSON body: {err.get('ctx', {}).get('error', err['msg'])}"
+    where = ".".join(str(p) for p in err.get("loc", ())[1:]) or "body"
+    return f"{where}: {err['msg']}"
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(store: str | Path = "unirec-store", *, cold: bool = True) -> FastAPI:
+    """The API over ``store``; vectors (and with ``cold``, the towers) load now, once."""
+    store = Path(store)
+    rec = Recommender.load(store)
+    encoder = None
+    if cold:
+        from unirec.serve.cold import cold_encoder  # torch: once, at start-up
+
+        encoder = cold_encoder(store)
+    app = FastAPI(title="unirec", summary="Recommendations from a fitted unirec store")
+
+    @app.exception_handler(NotFound)
+    async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
+        return _error(404, str(exc))
+
+    @app.exception_handler(UnirecError)
+    async def _bad(request: Request, exc: UnirecError) -> JSONResponse:
+        return _error(503 if isinstance(exc, StoreError) else 400, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(400, _message(exc))
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        return _error(500, f"internal error ({type(exc).__name__}); see the server log")
+
+    def known_user(user: Id, k: int, exclude_seen: bool, fallback: str | None
+                   ) -> dict[str, Any]:
+        index = int(rec.user_index([user])[0])
+        if index < 0 and fallback is None:
+            raise NotFound(f"user {user!r} is not in the store ({rec.n_users} users): POST "
+                           "their features as {\"user\": {...}}, or add fallback=popular")
+        ids, scores = api.recommend(user, min(k, rec.n_items), store=store,
+                                    exclude_seen=exclude_seen, fallback=fallback)
+        out = {"user": _plain(rec.user_ids(np.array([index]))[0]) if index > 0 else user,
+               "items": _items(rec, ids, scores)}
+        return out if index > 0 else {**out, "fallback": fallback}
+
+    def need_cold(what: str) -> None:
+        if encoder is None:
+            raise UnirecError(f"{what} records need the towers: start the server with cold "
+                              "start enabled")
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "store": str(store), "users": rec.n_users,
+                "items": rec.n_items, "dim": int(rec.items.shape[1]),
+                "cold_start": encoder is not None, "title_field": rec.title_field}
+
+    @app.get("/recommend")
+    def recommend_get(user: str, k: int = Query(10, ge=1), exclude_seen: bool = True,
+                      fallback: Literal["popular"] | None = None) -> dict[str, Any]:
+        return known_user(user, k, exclude_seen, fallback)
+
+    @app.post("/recommend")
+    def recommend_post(body: RecommendBody) -> dict[str, Any]:
+        if (body.user is None) == (body.user_id is None):
+            raise UnirecError("give exactly one of user (a record of a new user) or user_id")
+        if body.user_id is not None:
+            return known_user(body.user_id, body.k, body.exclude_seen, body.fallback)
+        need_cold("user")
+        ids, scores = api.recommend(k=min(body.k, rec.n_items), store=store,
+                                    exclude_seen=body.exclude_seen, user_records=[body.user])
+        return {"user": body.user.get("user_id"), "items": _items(rec, ids, scores)}
+
+    @app.get("/similar")
+    def similar_get(item: str, k: int = Query(10, ge=1)) -> dict[str, Any]:
+        return similar(item, None, k)
+
+    @app.post("/similar")
+    def similar_post(body: SimilarBody) -> dict[str, Any]:
+        if (body.item is None) == (body.item_id is None):
+            raise UnirecError("give exactly one of item (a record of a new item) or item_id")
+        return similar(body.item_id, body.item, body.k)
+
+    def similar(item: Id | None, record: dict[str, Any] | None, k: int) -> dict[str, Any]:
+        k = min(k, rec.n_items)
+        if record is not None:
+            need_cold("item")
+            ids, scores = api.similar(k=k, store=store, item_record=record)
+            return {"item": record.get("item_id"), "items": _items(rec, ids, scores)}
+        try:
+            index = int(rec.item_index([item])[0])
+        except QueryError as exc:
+            raise NotFound(str(exc)) from None
+        ids, scores = api.similar(item, k, store=store)
+        return {"item": _plain(rec.item_ids(np.array([index]))[0]),
+                "items": _items(rec, ids, scores)}
+
+    return app
+
+
+def serve(store: str | Path = "unirec-store", host: str = "127.0.0.1", port: int = 8000,
+          *, cold: bool = True) -> None:
+    """Run the API with uvicorn until interrupted."""
+    import uvicorn
+
+    uvicorn.run(create_app(store, cold=cold), host=host, port=port, log_level="info")
