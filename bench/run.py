@@ -7,12 +7,14 @@ training and serving join later as further entries of ``STEPS`` and further sect
 ``docs/benchmarks.md`` without touching the others.
 
 Full (``make bench``): ingest at 100k and 1M interactions (3 runs), featurize at 1M and 10M,
-fit speed, quality on MovieLens-100K (unirec's defaults against tuned peers, both protocols);
+fit speed, quality on MovieLens-100K (unirec's defaults against tuned peers, both protocols),
+serving latency (in process at 100k and 1M items, the CLI, HTTP);
 writes ``bench/results/<date>.json`` (merged with any steps already written that day) and
 rewrites each step's section of ``docs/benchmarks.md`` between its markers (and a step's
 figures, e.g. ``docs/benchmarks-quality.png``).
 Quick (``make bench-quick``, ~5 min): ingest at 100k (2 runs), featurize at 100k, a short fit,
-quality on the temporal protocol only (unirec for 2 epochs, one point per peer); writes
+quality on the temporal protocol only (unirec for 2 epochs, one point per peer), serving on
+a small synthetic store; writes
 ``bench/results/<date>-quick.json`` and leaves the published figures in docs alone unless
 ``--docs`` is given.
 
@@ -35,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import featurize, fit_speed, ingest, quality
+from bench import featurize, fit_speed, ingest, quality, serve_speed
 from bench.harness import ROOT, environment
 
 
@@ -64,7 +66,8 @@ STEPS: list[Step] = [
          fit_speed.markdown),
     Step("quality", "Quality on MovieLens-100K: unirec's defaults against tuned peers",
          quality.run, quality.markdown, quality.figures),
-    # Next: recommend (serving latency).
+    Step("serve", "Serve: recommend latency and throughput, in process, CLI and HTTP",
+         serve_speed.run, serve_speed.markdown),
 ]
 
 INTRO = """# Benchmarks
