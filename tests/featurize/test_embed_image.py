@@ -19,10 +19,15 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    """Converted weights go to a private UNIREC_HOME, converted once for the module."""
+    """Converted weights go to a private UNIREC_HOME, converted once for the module; the
+    process-level model cache is emptied so the conversion really runs here (an earlier test
+    in the session may have loaded the model already)."""
+    from unirec.featurize.embed import image
+
     with pytest.MonkeyPatch.context() as mp:
         path = tmp_path_factory.mktemp("unirec_home")
         mp.setenv("UNIREC_HOME", str(path))
+        mp.setattr(image, "_LOADED", {})
         yield path
 
 
