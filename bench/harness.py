@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import resource
 import subprocess
 import tempfile
 import time
@@ -65,6 +66,9 @@ def measure(cmd: list[str], poll_s: float = 0.01, timeout_s: float | None = None
             max_rss_mb: float | None = None, env: dict[str, str] | None = None) -> Run:
     """Run ``cmd`` as a child and measure it; kill it past ``timeout_s`` or ``max_rss_mb``."""
     load1 = os.getloadavg()[0]
+    # A forked child starts with its parent's RSS high-water mark in ru_maxrss (Linux), so a
+    # big benchmark driver would leak its own peak into a small child's figure.
+    parent_peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with tempfile.TemporaryFile() as out:
         busy0, own0, start = _busy_s(), time.process_time(), time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
@@ -99,7 +103,11 @@ def measure(cmd: list[str], poll_s: float = 0.01, timeout_s: float | None = None
         out.seek(0)
         tail = "\n".join(out.read().decode(errors="replace").splitlines()[-15:])
     cpu = usage.ru_utime + usage.ru_stime
-    peak = max(polled, usage.ru_maxrss * 1024)  # ru_maxrss is in KiB on Linux
+    # ru_maxrss (KiB on Linux) catches spikes between polls, but only when it is the child's
+    # own: near the parent's high-water mark (which grows a little while spawning) it is the
+    # inherited figure, and the polls have to do.
+    own_peak = usage.ru_maxrss > parent_peak_kib * 1.1 + 32 * 1024
+    peak = max(polled, usage.ru_maxrss * 1024) if own_peak else polled
     return Run(round(wall, 3), round(peak / 2**20, 1), rc, tail, round(cpu, 2),
                round(max(0.0, busy - cpu - own) / wall, 2), round(load1, 2), killed,
                round(own / wall, 3))
