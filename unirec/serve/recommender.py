@@ -25,7 +25,9 @@ from unirec.metrics import Csr, topk
 
 FALLBACKS = ("popular",)
 _CACHE: dict[tuple[str, float], Recommender] = {}
-_BLOCK = 1024  # users scored at once in batch mode: (1024, n_items) float32 temporaries
+# Batch mode scores up to 1,024 users at once, fewer for big catalogues: a block's
+# (users, n_items) float32 scores (and top-K's working copy) stay near 128 MB each.
+_BLOCK_USERS, _BLOCK_ELEMENTS = 1024, 1 << 25
 
 
 class Recommender:
@@ -149,8 +151,9 @@ class Recommender:
             return self._rank_ann(vectors, k, exclude, candidates)
         idx = np.full((n, k), -1, np.int64)
         out = np.full((n, k), np.nan, np.float32)
-        for lo in range(0, n, _BLOCK):
-            hi = min(lo + _BLOCK, n)
+        block = max(1, min(_BLOCK_USERS, _BLOCK_ELEMENTS // len(self.items)))
+        for lo in range(0, n, block):
+            hi = min(lo + block, n)
             # (b, n_items + 1), column 0 = padding; one query is a matrix-vector product,
             # which BLAS streams at memory bandwidth (the transposed GEMM does not)
             scores = (self.items @ vectors[lo])[None, :] if hi - lo == 1 else \
