@@ -78,7 +78,8 @@ included, are in `bench/results/<date>.json`.
 
 How: every measured program runs as its own child process; wall time is measured around the
 whole process (interpreter start and imports included), peak RSS is the larger of the kernel's
-`ru_maxrss` (when it is the child's own, not inherited at fork) and a 10 ms poll of the process tree's resident memory. Inputs come from unirec's
+`ru_maxrss` (when it is the child's own, not inherited at fork) and a 10 ms poll of the
+process tree's resident memory. Inputs come from unirec's
 synthetic generator (`unirec.datasets.synthesize(*default_shape(n), seed=0)`: n interactions,
 n/20 users, n/50 items). Where a peer exists (a program a user would otherwise write for the
 same job) it runs in the same session, interleaved with unirec, and the figures to trust are
