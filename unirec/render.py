@@ -72,7 +72,9 @@ def _cell(value: Any) -> str:
     value = _plain(value)
     if value is None:
         return ""
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return f"{value + 0.0:.4f}".replace("-0.0000", "0.0000")  # no negative zero
+    return str(value)
 
 
 def render_columns(columns: dict[str, Sequence[Any]], fmt: str = "table") -> str:
