@@ -74,3 +74,17 @@ def test_broken_documents_fail_cleanly(doc) -> None:
         else:
             counts = Store(Path(tmp) / "store").counts()
             assert counts["interactions"] >= 1
+
+
+def test_a_field_name_with_a_newline_still_gives_a_one_line_error(tmp_path) -> None:
+    """Found by the fuzzer: the field name went into the message verbatim."""
+    doc = copy.deepcopy(BASE_DOC)
+    doc["user_data"][0]["continuous"]["0\n"] = []
+    path = tmp_path / "doc.json"
+    path.write_text(json.dumps(doc))
+    try:
+        featurize(path, tmp_path / "store")
+    except DataError as err:
+        assert "\n" not in str(err) and "continuous.0\\n" in str(err), str(err)
+    else:
+        raise AssertionError("a list in a continuous field must be refused")

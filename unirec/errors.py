@@ -49,7 +49,14 @@ class DataError(UnirecError):
                 where += f" ({_ID_NAMES[self.section]} {self.record_id!r})"
         if self.field and not self.reason.startswith(self.field + " "):
             where = f"{where}: {self.field}" if where else self.field
-        return f"{where}: {self.reason}" if where else self.reason
+        return _one_line(f"{where}: {self.reason}" if where else self.reason)
+
+
+def _one_line(text: str) -> str:
+    """Escape control characters (a field named "a\\nb", say): errors are one line."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 _ID_NAMES = {"user_data": "user_id", "item_data": "item_id"}
