@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
 import json
 import shutil
 import statistics
@@ -41,7 +40,7 @@ from typing import Any
 
 import polars as pl
 
-from bench.harness import ROOT, environment, measure
+from bench.harness import environment, measure, save_results
 from unirec.datasets import default_shape, synthesize, write_document, write_folder
 
 UNIREC = Path(sys.executable).parent / "unirec"
@@ -268,9 +267,7 @@ def main(argv: list[str] | None = None) -> int:
               **run(sizes, args.runs, args.seed, args.stages, args.doc_max,
                     args.memory_limit_from, args.timeout, args.max_rss_gb)}
     report["load_avg_after"] = environment()["load_avg"]
-    out = args.out or ROOT / "bench" / "results" / f"featurize-{dt.date.today().isoformat()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
+    out = save_results(report, "featurize", args.out)
     print(markdown(report))
     print(f"\nwritten: {out}")
     return 0

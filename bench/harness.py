@@ -156,3 +156,14 @@ def environment() -> dict[str, Any]:
             **{name: _version(name) for name in ("unirec", "duckdb", "polars", "pyarrow",
                                                  "pandas", "numpy", "torch",
                                                  "sentence-transformers")}}
+
+
+def save_results(report: dict[str, Any], name: str, out: Path | None = None) -> Path:
+    """A standalone benchmark's JSON: ``out``, or ``bench/results/<name>-<date>.json``."""
+    import datetime as dt
+    import json
+
+    out = out or ROOT / "bench" / "results" / f"{name}-{dt.date.today().isoformat()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    return out

@@ -21,7 +21,6 @@ Usage: python -m bench.ingest --sizes 100000,1000000 [--runs 3] [--out PATH]
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import shlex
 import shutil
@@ -34,7 +33,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.harness import ROOT, Run, environment, last_json, measure
+from bench.harness import ROOT, Run, environment, last_json, measure, save_results
 from unirec.datasets.synthetic import default_shape, synthesize, write_document
 
 PEER = ROOT / "bench" / "peer_naive_ingest.py"
@@ -189,9 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
     report = {"environment": environment(),
               **run(sizes, args.runs, args.seed, args.unirec_cmd)}
-    out = args.out or ROOT / "bench" / "results" / f"ingest-{dt.date.today().isoformat()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
+    out = save_results(report, "ingest", args.out)
     print(markdown(report))
     print(f"\nwritten: {out}")
     return 0

@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import csv
-import datetime as dt
 import importlib.util
 import json
 import os
@@ -60,7 +59,7 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from bench.harness import ROOT, environment, measure
+from bench.harness import ROOT, environment, measure, save_results
 from unirec.metrics import topk
 
 PROTOCOLS = ("temporal", "cold_item")
@@ -424,9 +423,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                  "coverage"))
             + f" (featurize {result.get('featurize_s', 0):.0f}s, fit {result['fit_s']:.0f}s)")
     report["load_avg_after"] = environment()["load_avg"]
-    out = args.out or ROOT / "bench" / "results" / f"quality-{dt.date.today().isoformat()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
+    out = save_results(report, "quality", args.out)
     print(f"written: {out}")
     return 0
 

@@ -30,20 +30,24 @@ def _unknown_message(rec: Recommender, user: Any) -> str:
             "user_records=[...]), or use --fallback popular")
 
 
-def read_candidates(path: str | Path) -> list[str]:
-    """Item ids from a CSV file with an ``item_id`` column (a catalogue restriction)."""
+def read_ids(path: str | Path, column: str, what: str, *, plain: bool = False) -> list[str]:
+    """Ids from a CSV file's ``column``; with ``plain``, a file without that header is read
+    as one id per line instead of being refused."""
     path = Path(path)
     try:
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            if not reader.fieldnames or "item_id" not in reader.fieldnames:
-                raise QueryError(f"candidates file {str(path)!r} has no item_id column "
-                                 f"(columns: {', '.join(reader.fieldnames or []) or 'none'})")
-            ids = [row["item_id"] for row in reader]
+        text = path.read_text()
     except OSError as exc:
-        raise QueryError(f"cannot read candidates file {str(path)!r}: {exc.strerror}") from None
+        raise QueryError(f"cannot read {what} file {str(path)!r}: {exc.strerror}") from None
+    reader = csv.DictReader(text.splitlines())
+    if reader.fieldnames and column in reader.fieldnames:
+        ids = [row[column].strip() for row in reader if (row[column] or "").strip()]
+    elif plain:
+        ids = [line.strip() for line in text.splitlines() if line.strip()]
+    else:
+        raise QueryError(f"{what} file {str(path)!r} has no {column} column "
+                         f"(columns: {', '.join(reader.fieldnames or []) or 'none'})")
     if not ids:
-        raise QueryError(f"candidates file {str(path)!r} lists no items")
+        raise QueryError(f"{what} file {str(path)!r} lists no ids")
     return ids
 
 
@@ -53,7 +57,7 @@ def candidate_index(rec: Recommender, candidates: Sequence[Any] | str | Path | N
     if candidates is None:
         return None
     if isinstance(candidates, (str, Path)):
-        candidates = read_candidates(candidates)
+        candidates = read_ids(candidates, "item_id", "candidates")
     return rec.item_index(list(candidates), what="candidate item")
 
 

@@ -30,17 +30,12 @@ import numpy as np
 import pyarrow as pa
 
 from unirec.featurize.ops.base import SIDES
+from unirec.serve.recommender import store_identity
 from unirec.store import Store
 
 BUNDLE_FORMAT = 1
 # Text fields, most readable first, that make a good label for an item in a results table.
 TITLE_FIELDS = ("title", "name", "label", "headline")
-
-
-def store_identity(manifest: dict[str, Any]) -> dict[str, Any]:
-    """What distinguishes one featurize run's output from another's."""
-    return {"input_sha256": manifest["input"].get("sha256"),
-            "config_hash": manifest["config_hash"], "counts": manifest["counts"]}
 
 
 def _ids(con: Any, side: str) -> np.ndarray:

@@ -46,19 +46,6 @@ def _split_ids(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 
 
-def _users_file(path: Path) -> list[str]:
-    """One id per line, or a CSV whose header has a user_id column."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise QueryError(f"cannot read users file {str(path)!r}: {exc.strerror}") from None
-    header = lines[0].split(",") if lines else []
-    if "user_id" in header:
-        col = header.index("user_id")
-        return [line.split(",")[col].strip() for line in lines[1:] if line.strip()]
-    return [line.strip() for line in lines if line.strip()]
-
-
 def _echo(columns: dict[str, Any], fmt: str, out: Path | None = None) -> None:
     from unirec.render import render_columns
 
@@ -126,7 +113,8 @@ def recommend(store: Path, user: str | None, users: str | None, users_file: Path
               fmt, out)
         return
     else:
-        names = _split_ids(users) if users is not None else _users_file(users_file)
+        names = _split_ids(users) if users is not None else \
+            api.read_ids(users_file, "user_id", "users", plain=True)
         if not names:
             raise QueryError("no user ids given")
         ids, scores = api.recommend(names, k, fallback=fallback, **opts)
@@ -223,7 +211,8 @@ def score(store: Path, user: str | None, user_json: str | None, items: tuple[str
 
     ids = [i for text in items for i in _split_ids(text)]
     values = api.score(user, ids, store=store, user_record=record)
-    known = Recommender.load(store).item_ids(Recommender.load(store).item_index(ids))
+    rec = Recommender.load(store)
+    known = rec.item_ids(rec.item_index(ids))
     _echo(_with_titles(store, {"item_id": known, "score": values}, known), fmt)
 
 

@@ -30,6 +30,19 @@ _CACHE: dict[tuple[str, float], Recommender] = {}
 _BLOCK_USERS, _BLOCK_ELEMENTS = 1024, 1 << 25
 
 
+def store_identity(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What distinguishes one featurize run's output from another's (a model records it)."""
+    return {"input_sha256": manifest["input"].get("sha256"),
+            "config_hash": manifest["config_hash"], "counts": manifest["counts"]}
+
+
+def _disallowed(n: int, candidates: np.ndarray) -> np.ndarray:
+    """Boolean mask over ``n`` item rows: True where an item is not a candidate."""
+    out = np.ones(n, bool)
+    out[candidates] = False
+    return out
+
+
 class Recommender:
     """A fitted model's vectors, ids and seen sets, loaded once per process."""
 
@@ -62,9 +75,7 @@ class Recommender:
     def _read(cls, store: Path, model_dir: Path, meta_path: Path) -> Recommender:
         meta = json.loads(meta_path.read_text())
         manifest = json.loads((store / "manifest.json").read_text())
-        identity = {"input_sha256": manifest["input"].get("sha256"),
-                    "config_hash": manifest["config_hash"], "counts": manifest["counts"]}
-        if meta["store"] != identity:
+        if meta["store"] != store_identity(manifest):
             raise NotFittedError(f"the model in {str(model_dir)!r} was trained before the store "
                                  f"was featurized again: run `unirec fit --store {store}`")
         arrays = {p.stem: np.load(p, mmap_mode="r") for p in model_dir.glob("*.npy")}
@@ -152,6 +163,7 @@ class Recommender:
         idx = np.full((n, k), -1, np.int64)
         out = np.full((n, k), np.nan, np.float32)
         block = max(1, min(_BLOCK_USERS, _BLOCK_ELEMENTS // len(self.items)))
+        banned = None if candidates is None else _disallowed(len(self.items), candidates)
         for lo in range(0, n, block):
             hi = min(lo + block, n)
             # (b, n_items + 1), column 0 = padding; one query is a matrix-vector product,
@@ -159,10 +171,8 @@ class Recommender:
             scores = (self.items @ vectors[lo])[None, :] if hi - lo == 1 else \
                 vectors[lo:hi] @ self.items.T
             scores[:, 0] = -np.inf
-            if candidates is not None:
-                allowed = np.zeros(scores.shape[1], bool)
-                allowed[candidates] = True
-                scores[:, ~allowed] = -np.inf
+            if banned is not None:
+                scores[:, banned] = -np.inf
             if skip_self is not None:
                 scores[np.arange(hi - lo), skip_self[lo:hi]] = -np.inf
             block_ex = None
@@ -192,9 +202,7 @@ class Recommender:
         pop = np.asarray(self._a["popularity"], np.float64).copy()
         pop[0] = -np.inf
         if candidates is not None:
-            allowed = np.zeros(len(pop), bool)
-            allowed[candidates] = True
-            pop[~allowed] = -np.inf
+            pop[_disallowed(len(pop), candidates)] = -np.inf
         scores = np.broadcast_to(pop, (n, len(pop)))
         idx = topk(scores, k, exclude)
         return idx, np.where(idx > 0, pop[np.maximum(idx, 0)], np.nan).astype(np.float32)
