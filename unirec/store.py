@@ -23,6 +23,11 @@ from unirec.registry import did_you_mean
 
 DEFAULT_STORE = "unirec-store"
 DB_FILE = "features.duckdb"
+STORE_FORMAT = 2
+"""Version of the store layout; bumped when a reader of the old layout would misread the new.
+2: histories by reference (``user_sequences``, ``tensors/sequences.safetensors``, samples keep
+``history_end``; shards hold no history)."""
+SEQUENCES_FILE = "tensors/sequences.safetensors"
 
 
 class Store:

@@ -1,4 +1,10 @@
-"""Splits and samples: known answers, leakage rules, a property test against a Python oracle."""
+"""Splits and samples: known answers, leakage rules, a property test against a Python oracle.
+
+Histories are stored by reference (``history_end`` into ``user_sequences``); ``_samples``
+reads them back the way training does (``gather_history`` over ``sequence_arrays``) and checks
+that the SQL view ``sample_history`` shows the same lists, and ``_old_histories`` keeps the
+window-list SQL that materialised them before, as a second reference.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +21,11 @@ from hypothesis import strategies as st
 
 from unirec.config import SamplesConfig, SplitConfig
 from unirec.errors import ConfigError
-from unirec.featurize.samples import build_samples, item_popularity
+import torch
+
+from unirec.featurize.samples import build_samples, item_popularity, sequence_arrays
 from unirec.featurize.split import assign_splits
+from unirec.train.data import gather_history
 
 # (user_id, item_id, interaction_type, unix seconds or None, weight); position = list index
 Row = tuple[int, int, "str | None", "float | None", "float | None"]
@@ -52,11 +61,42 @@ def _splits(con: duckdb.DuckDBPyConnection) -> dict[int, str]:
     return dict(con.execute("SELECT position, split FROM split_interactions").fetchall())
 
 
-def _samples(con: duckdb.DuckDBPyConnection) -> dict[int, tuple]:
-    """position -> (split, item_index, weight, history, history_length)."""
-    got = con.execute("SELECT position, split, item_index, weight, history, history_length "
+def _histories(con: duckdb.DuckDBPyConnection, width: int) -> dict[int, list[int]]:
+    """position -> padded history, gathered by reference as training does; checks the view."""
+    refs = con.execute("SELECT position, history_end, history_length FROM samples "
+                       "ORDER BY position").fetchnumpy()
+    items = torch.from_numpy(sequence_arrays(con)["items"])
+    got = gather_history(items, torch.from_numpy(refs["history_end"]),
+                         torch.from_numpy(refs["history_length"]), width).tolist()
+    out = dict(zip(refs["position"].tolist(), got, strict=True))
+    view = dict(con.execute("SELECT position, history FROM sample_history").fetchall())
+    assert view == {p: [i for i in h[width - n:]] for p, h, n in zip(
+        refs["position"].tolist(), got, refs["history_length"].tolist(), strict=True)}
+    return out
+
+
+def _old_histories(con: duckdb.DuckDBPyConnection, width: int) -> dict[int, list[int]]:
+    """The materialising SQL of store format 1, kept as a reference: a window ``list()`` per
+    row over the ``width`` rows before the first row at the sample's time."""
+    rows = con.execute(
+        f"SELECT position, list_concat(list_slice(repeat([0]::INTEGER[], {width}), 1, "
+        f"{width} - len(hist)), hist) FROM (SELECT *, coalesce(list(item_index) OVER ("
+        "PARTITION BY user_index ORDER BY time, position ROWS BETWEEN tie + "
+        f"{width} PRECEDING AND tie + 1 PRECEDING), []::INTEGER[]) AS hist FROM (SELECT *, "
+        "row_number() OVER (PARTITION BY user_index, time ORDER BY position) - 1 AS tie "
+        "FROM split_interactions))").fetchall()
+    return dict(rows)
+
+
+def _samples(con: duckdb.DuckDBPyConnection, width: int = 50) -> dict[int, tuple]:
+    """position -> (split, item_index, weight, history, history_length); ``width`` is the
+    ``history_length`` setting; the gathered histories must equal the old SQL's."""
+    got = con.execute("SELECT position, split, item_index, weight, history_length "
                       "FROM samples").fetchall()
-    return {r[0]: r[1:] for r in got}
+    hist = _histories(con, width)
+    old = _old_histories(con, width)
+    assert all(hist[p] == old[p] for p in hist)
+    return {r[0]: (*r[1:4], hist[r[0]], r[4]) for r in got}
 
 
 def _per_user(splits: dict[int, str], rows: list[Row]) -> dict[int, dict[str, int]]:
@@ -190,7 +230,7 @@ def test_no_timestamps_use_input_order():
     assert summary["synthetic_time"] is True
     assert [_splits(con)[p] for p in range(5)] == ["train"] * 3 + ["val", "test"]
     build_samples(con, SamplesConfig(history_length=2))
-    got = _samples(con)
+    got = _samples(con, 2)
     assert got[1][3] == [0, 1] and got[4][3] == [3, 4] and got[5][3] == [0, 0]
 
 
@@ -202,14 +242,14 @@ def test_history_padding_order_and_ties():
     build_samples(con, SamplesConfig(history_length=3, keep_types=["buy"]))
     assert con.execute("SELECT count(*) FROM samples").fetchone()[0] == 0
     summary = build_samples(con, SamplesConfig(history_length=3))
-    got = {p: (h, n) for p, (_, _, _, h, n) in _samples(con).items()}
+    got = {p: (h, n) for p, (_, _, _, h, n) in _samples(con, 3).items()}
     assert got == {0: ([0, 0, 0], 0), 1: ([0, 0, 1], 1), 2: ([0, 0, 1], 1),
                    3: ([1, 2, 3], 3), 4: ([2, 3, 4], 3), 5: ([0, 0, 0], 0)}
     assert summary["mean_train_history"] == pytest.approx(8 / 6)
     # a filtered-out view still counts as history
     con.execute("UPDATE split_interactions SET interaction_type = 'x' WHERE position <> 1")
     summary = build_samples(con, SamplesConfig(history_length=3, keep_types=["x"]))
-    assert summary["dropped"]["filtered_type"] == 1 and _samples(con)[3][3] == [1, 2, 3]
+    assert summary["dropped"]["filtered_type"] == 1 and _samples(con, 3)[3][3] == [1, 2, 3]
 
 
 def test_weights_types_and_drops():
@@ -219,7 +259,7 @@ def test_weights_types_and_drops():
     assign_splits(con, SplitConfig(strategy="none", val_fraction=0.0))
     cfg = SamplesConfig(type_weights={"buy": 3.0, "view": 0.0}, keep_types=["buy", "view"])
     summary = build_samples(con, cfg)
-    assert {p: s[2] for p, s in _samples(con).items()} == {1: 3.0, 4: 1.5}
+    assert {p: s[2] for p, s in _samples(con, 50).items()} == {1: 3.0, 4: 1.5}
     assert summary["dropped"] == {"filtered_type": 2, "zero_weight": 2}
     assert summary["counts"] == {"train": 2, "val": 0, "test": 0}
     summary = build_samples(con, SamplesConfig(use_weight_field=False))
@@ -269,7 +309,7 @@ def test_matches_oracle_and_never_leaks(rows, timed, strategy, tf, vf, min_n, h,
     assert splits == _oracle_split(rows, split_cfg)
     build_samples(con, sample_cfg)
     item_index = dict(con.execute("SELECT item_id, item_index FROM item_map").fetchall())
-    got = _samples(con)
+    got = _samples(con, h)
     assert got == _oracle_samples(rows, sample_cfg, splits, item_index)
     t = [r[3] if timed else float(p) for p, r in enumerate(rows)]
     for p, (_, _, _, hist, n) in got.items():
@@ -312,13 +352,12 @@ def test_scale_smoke_200k():
     elapsed = time.perf_counter() - start
     assert sum(split["counts"].values()) == n == sum(summary["counts"].values())
     assert elapsed < 15, elapsed
-    # independent history: a self-join instead of window frames
+    # independent history: a self-join instead of window frames, against the SQL view
     mismatched = con.execute(
         "WITH want AS (SELECT s.position, list(b.item_index ORDER BY b.time, b.position) AS l "
         "FROM samples s JOIN split_interactions b ON b.user_index = s.user_index "
-        "AND b.time < s.time GROUP BY s.position) SELECT count(*) FROM samples s "
+        "AND b.time < s.time GROUP BY s.position) SELECT count(*) FROM sample_history s "
         "LEFT JOIN want w USING (position) WHERE s.history_length <> least(len(coalesce(w.l, "
-        "[])), 20) OR list_slice(s.history, 21 - s.history_length, 20) <> "
-        "coalesce(list_slice(w.l, -20, -1), [])"
+        "[])), 20) OR s.history <> coalesce(list_slice(w.l, -20, -1), [])"
     ).fetchone()[0]
     assert mismatched == 0

@@ -22,11 +22,10 @@ from unirec.featurize.ingest import SECTIONS
 from unirec.featurize.plan import make_plan
 from unirec.featurize.progress import Stages, describe_plan
 from unirec.featurize.raw import TABLE_OF, build_raw_tables
-from unirec.featurize.samples import build_samples
+from unirec.featurize.samples import build_samples, write_sequences
 from unirec.featurize.shards import shard_summary, write_shards
 from unirec.featurize.split import assign_splits
-
-STORE_FORMAT = 1
+from unirec.store import SEQUENCES_FILE, STORE_FORMAT
 
 
 def featurize(
@@ -87,6 +86,7 @@ def _run(tmp: Path, data: Path, store: Path, cfg: Config, started: float,
                     "message": "unreadable images (missing or not decodable, e.g. "
                     f"{image['unreadable_examples'][0]}): zero vectors, .missing = 1"})
             stages.next("shards")
+            report["sequences"] = write_sequences(con, tmp / SEQUENCES_FILE)
             report["shards"] = {}
             for split in ("train", "val"):
                 paths = write_shards(con, tmp / "shards", split,
@@ -174,6 +174,7 @@ def _manifest(store: Path, data: Path, cfg: Config, report: dict[str, Any],
         "features": compiled["features"],
         "tensors": compiled["tensors"],
         "embeddings": {k: {"model": v["model"]} for k, v in compiled["embeddings"].items()},
+        "sequences": report["sequences"],
         "shards": report["shards"],
         "tables": tables,
     }

@@ -1,7 +1,7 @@
-"""Training samples with their history, and item popularity, as DuckDB set operations.
+"""Training samples, each user's time-ordered sequence, and item popularity, in DuckDB.
 
 Reads TEMP ``split_interactions`` (see ``split.assign_splits``) and writes the store tables
-``samples`` and ``item_popularity``.
+``user_sequences``, ``samples`` and ``item_popularity`` and the view ``sample_history``.
 
 History. A sample's history is the user's items from *all* of that user's interactions
 strictly before the sample's time, most recent last: earlier train, validation and test
@@ -10,16 +10,22 @@ interactions of types dropped by ``keep_types`` or weighted 0, because a view is
 of interest even when views are not training targets. Interactions at the same time are
 never in each other's history.
 
-It is computed exactly, with no slack: per row, ``tie`` counts the user's earlier rows
-(in (time, position) order) that share its time, and the window frame
-``ROWS BETWEEN tie + H PRECEDING AND tie + 1 PRECEDING`` is precisely the ``H`` rows before
-the first row at that time. The frame is bounded (``H`` items per row whatever the user's
-size or the number of ties), so memory is O(n * H), not O(n^2) for heavy users.
+By reference. Every user's interactions are stored once, in (time, position) order, as one
+CSR over all users (``user_sequences``: ``start`` is the user's offset in the concatenated
+sequence). A sample keeps only ``history_end``, the global offset where its history stops:
+the user's ``start`` plus the number of the user's interactions at a strictly earlier time
+(``rank() OVER (... ORDER BY time) - 1``), so every interaction at the sample's own time,
+itself included, lies at or after ``history_end``: the tie rule is an offset. Its history
+is ``sequence[history_end - history_length : history_end]`` with ``history_length =
+least(earlier, L)``; training gathers it by index arithmetic (``unirec.train.data``), SQL
+reads it through the view ``sample_history``. 10M samples cost 8 bytes of reference each
+instead of a 50-item list (2 GB).
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -63,15 +69,29 @@ def _keep_sql(cfg: SamplesConfig) -> str:
     return f"coalesce(interaction_type IN ({listed}), FALSE)"
 
 
-def build_samples(con: duckdb.DuckDBPyConnection, cfg: SamplesConfig) -> dict[str, Any]:
-    """Create ``samples`` and ``item_popularity`` from ``split_interactions``.
+SAMPLE_HISTORY_VIEW = """
+CREATE OR REPLACE VIEW sample_history AS
+SELECT s.position, s.split, s.user_index, s.item_index, s.time, s.history_length,
+       u.items[s.history_end - s.history_length - u.start + 1 : s.history_end - u.start]
+         AS history
+FROM samples s JOIN user_sequences u USING (user_index)
+"""
+"""Any sample's history as a list (most recent last, unpadded): SQL's window on the CSR."""
 
-    ``samples(split, user_index, item_index, time, weight FLOAT, history INTEGER[],
-    history_length, position)``: one row per kept interaction, ``history`` exactly
-    ``history_length`` long, left-padded with 0, most recent item last; the column
-    ``history_length`` counts its real items. Rows of types outside ``keep_types`` and rows
-    weighing 0 are dropped and counted. Rows are in no particular order (sorting 10M rows
-    of histories costs ~30% more; ORDER BY position for input order). Returns a JSON-able
+
+def build_samples(con: duckdb.DuckDBPyConnection, cfg: SamplesConfig) -> dict[str, Any]:
+    """Create ``user_sequences``, ``samples``, ``item_popularity`` and ``sample_history``.
+
+    ``user_sequences(user_index, start BIGINT, length BIGINT, serve_length BIGINT,
+    items INTEGER[], times TIMESTAMP[])``: each user's interactions in (time, position)
+    order, every type and weight; ``serve_length`` counts the non-test prefix (test is a
+    time suffix of every user under every split strategy), what serving conditions on.
+
+    ``samples(split, user_index, item_index, time, weight FLOAT, history_end BIGINT,
+    history_length INTEGER, position)``: one row per kept interaction; its history is the
+    ``history_length`` sequence items ending (exclusive) at global offset ``history_end``.
+    Rows of types outside ``keep_types`` and rows weighing 0 are dropped and counted. Rows
+    are in no particular order (ORDER BY position for input order). Returns a JSON-able
     summary for the report.
     """
     h = int(cfg.history_length)
@@ -81,18 +101,25 @@ def build_samples(con: duckdb.DuckDBPyConnection, cfg: SamplesConfig) -> dict[st
         f"count(*) FILTER (WHERE ({keep}) AND {weight} = 0) FROM split_interactions"
     ).fetchone()
     con.execute(
-        "CREATE OR REPLACE TABLE samples AS "
-        f"SELECT split, user_index, item_index, time, w AS weight, "
-        f"list_concat(list_slice(repeat([0]::INTEGER[], {h}), 1, {h} - len(hist)), hist) "
-        "AS history, "
-        "len(hist)::INTEGER AS history_length, position "
-        f"FROM (SELECT *, {weight} AS w, {keep} AS kept, "
-        "coalesce(list(item_index) OVER (PARTITION BY user_index ORDER BY time, position "
-        f"ROWS BETWEEN tie + {h} PRECEDING AND tie + 1 PRECEDING), []::INTEGER[]) AS hist "
-        "FROM (SELECT *, row_number() OVER (PARTITION BY user_index, time ORDER BY position)"
-        " - 1 AS tie FROM split_interactions)) "
-        "WHERE kept AND w > 0"
+        "CREATE OR REPLACE TABLE user_sequences AS "
+        "SELECT user_index, (sum(n) OVER (ORDER BY user_index) - n)::BIGINT AS start, "
+        "n::BIGINT AS length, serve_length::BIGINT AS serve_length, items, times FROM ("
+        "SELECT user_index, count(*) AS n, count(*) FILTER (WHERE split <> 'test') "
+        "AS serve_length, list(item_index ORDER BY time, position) AS items, "
+        "list(time ORDER BY time, position) AS times "
+        "FROM split_interactions GROUP BY user_index) ORDER BY user_index"
     )
+    con.execute(
+        "CREATE OR REPLACE TABLE samples AS "
+        "SELECT split, user_index, item_index, time, w AS weight, "
+        "(u.start + earlier)::BIGINT AS history_end, "
+        f"least(earlier, {h})::INTEGER AS history_length, position "
+        f"FROM (SELECT *, {weight} AS w, {keep} AS kept, "
+        "rank() OVER (PARTITION BY user_index ORDER BY time) - 1 AS earlier "
+        "FROM split_interactions) s "
+        "JOIN user_sequences u USING (user_index) WHERE kept AND w > 0"
+    )
+    con.execute(SAMPLE_HISTORY_VIEW)
     con.execute(
         "CREATE OR REPLACE TABLE item_popularity AS "
         "SELECT m.item_index, coalesce(p.n, 0)::BIGINT AS train_count, "
@@ -122,3 +149,48 @@ def item_popularity(con: duckdb.DuckDBPyConnection) -> np.ndarray:
     pop = np.zeros(int(n_items) + 1, dtype=np.float32)
     pop[np.asarray(cols["item_index"], dtype=np.int64)] = np.asarray(cols["train_weight"])
     return pop
+
+
+def write_sequences(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, Any]:
+    """Save ``sequence_arrays`` at ``path`` (safetensors); return the manifest entry."""
+    from safetensors.numpy import save_file
+
+    arrays = sequence_arrays(con)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(arrays, str(path))
+    return {"file": str(Path(path.parent.name) / path.name),
+            "interactions": int(arrays["offsets"][-1]), "users": len(arrays["offsets"]) - 2}
+
+
+def sequence_arrays(con: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
+    """``user_sequences`` as the CSR arrays training and serving gather from.
+
+    ``offsets`` int64 (n_users + 2): user ``u``'s items are ``items[offsets[u]:offsets[u+1]]``
+    (user 0, the padding row, and users without interactions are empty); ``items`` int32 and
+    ``times`` int64 (epoch microseconds) in (time, position) order per user; ``serve_stop``
+    int64 (n_users + 1): where each user's non-test prefix ends.
+    """
+    n_users = int(con.execute("SELECT count(*) FROM user_map").fetchall()[0][0])
+    table = con.sql("SELECT user_index, length, serve_length, items, times "
+                    "FROM user_sequences ORDER BY user_index").to_arrow_table()
+    users = table.column("user_index").to_numpy().astype(np.int64)
+    counts = np.zeros(n_users + 1, np.int64)
+    counts[users] = table.column("length").to_numpy()
+    offsets = np.zeros(n_users + 2, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    serve_stop = offsets[:-1].copy()
+    serve_stop[users] += table.column("serve_length").to_numpy()
+    arrays = {
+        "offsets": offsets, "serve_stop": serve_stop,
+        "items": _flat(table.column("items"), np.int32),
+        "times": _flat(table.column("times"), "datetime64[us]").view(np.int64),
+    }
+    if len(arrays["items"]) != offsets[-1]:
+        raise AssertionError("user_sequences lengths disagree with their item lists")
+    return arrays
+
+
+def _flat(column: Any, dtype: Any) -> np.ndarray:
+    """The values of a list column, concatenated in row order (respects list offsets)."""
+    values = column.combine_chunks().flatten()
+    return np.array(values.to_numpy(zero_copy_only=False), dtype=dtype)  # writable

@@ -1,23 +1,30 @@
 """Pack the ``samples`` table into webdataset tar shards of blocks, and read them back.
 
 One sample per tar entry reads ~200x slower than a block of ~1,000 samples stored as
-arrays, so every tar entry here is a *block*: key ``b{global_block:09d}`` holding
+arrays, so every tar entry here is a *block*: key ``b{global_block:09d}`` holding one
+``.npy`` column per field, ``n`` samples long:
 
-=================  =======  ========  ====================================================
-member             dtype    shape     meaning
-=================  =======  ========  ====================================================
-``user.npy``       int32    (n,)      user index
-``item.npy``       int32    (n,)      item index
-``weight.npy``     float32  (n,)      sample weight
-``time.npy``       int64    (n,)      sample time, epoch microseconds
-``history.npy``    int32    (n, L)    item history, left-padded with 0, most recent last
-``hlen.npy``       int32    (n,)      history length
-``position.npy``   int64    (n,)      the sample's ``position`` in ``samples`` (its id)
-=================  =======  ========  ====================================================
+=================  =======  ====================================================
+member             dtype    meaning
+=================  =======  ====================================================
+``user.npy``       int32    user index
+``item.npy``       int32    item index
+``weight.npy``     float32  sample weight
+``time.npy``       int64    sample time, epoch microseconds
+``hend.npy``       int64    history end: offset in the store's user sequence
+``hlen.npy``       int32    history length (the items just before ``hend``)
+``position.npy``   int64    the sample's ``position`` in ``samples`` (its id)
+=================  =======  ====================================================
+
+The history itself is not in the shards: it is ``items[hend - hlen:hend]`` of
+``tensors/sequences.safetensors`` (``unirec.train.data.gather_history``), 12 bytes a
+sample instead of ``4 * history_length``.
 
 Shard ``{split}-{i:06d}.tar`` holds blocks ``i * shard_blocks`` to
 ``(i + 1) * shard_blocks - 1``; every block has ``block_size`` samples but the last.
-webdataset (and with it torch) is imported lazily: importing this module costs nothing.
+Shards are plain ustar files written here a shard at a time (headers of repeated shapes
+cached), so writing costs a few microseconds per member, not a webdataset sample dict per
+block. webdataset (and with it torch) is imported lazily, for reading only.
 """
 
 from __future__ import annotations
@@ -33,17 +40,16 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 FIELDS: dict[str, str] = {
     "user": "int32", "item": "int32", "weight": "float32", "time": "int64",
-    "history": "int32", "hlen": "int32", "position": "int64",
+    "hend": "int64", "hlen": "int32", "position": "int64",
 }
 """Block member name (without ``.npy``) -> numpy dtype."""
 
 _QUERY = """
 SELECT user_index::INTEGER AS user, item_index::INTEGER AS item, weight::FLOAT AS weight,
-       epoch_us(time)::BIGINT AS time, history::INTEGER[] AS history,
+       epoch_us(time)::BIGINT AS time, history_end::BIGINT AS hend,
        history_length::INTEGER AS hlen, position::BIGINT AS position
 FROM samples WHERE split = $split
 """
@@ -71,29 +77,56 @@ def write_shards(
         raise ValueError(f"split must be a plain name, got {split!r}")
     if block_size < 1 or shard_blocks < 1:
         raise ValueError("block_size and shard_blocks must be >= 1")
-    import webdataset as wds
-
     query = _QUERY + (" ORDER BY hash(position, $seed::BIGINT), position" if shuffle
                       else " ORDER BY position")
     params: dict[str, Any] = {"split": split} | ({"seed": seed} if shuffle else {})
-    reader = con.sql(query, params=params).to_arrow_reader(block_size * shard_blocks)
+    rows = block_size * shard_blocks
+    reader = con.sql(query, params=params).to_arrow_reader(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
-    writer: Any = None
     try:
-        for b, block in enumerate(rechunk(_batches(reader), block_size)):
-            if b % shard_blocks == 0:
-                if writer is not None:
-                    writer.close()
-                paths.append(out_dir / f"{split}-{len(paths):06d}.tar")
-                writer = wds.TarWriter(str(paths[-1]), encoder=False, mtime=0)
-            entry: dict[str, Any] = {f"{k}.npy": _npy_bytes(v) for k, v in block.items()}
-            writer.write({"__key__": f"b{b:09d}", **entry})
+        for shard in rechunk(_batches(reader), rows):
+            paths.append(out_dir / f"{split}-{len(paths):06d}.tar")
+            first = (len(paths) - 1) * shard_blocks
+            with open(paths[-1], "wb") as out:
+                out.write(_shard_bytes(shard, block_size, first))
     finally:
-        if writer is not None:
-            writer.close()
         reader.close()
     return paths
+
+
+def _shard_bytes(shard: dict[str, np.ndarray], block_size: int, first: int) -> bytes:
+    """One whole tar file: blocks ``first, first + 1, ...`` of ``block_size`` rows."""
+    parts: list[bytes | memoryview] = []
+    n = len(shard["position"])
+    for b, start in enumerate(range(0, n, block_size)):
+        key = f"b{first + b:09d}"
+        for name, column in shard.items():
+            part = column[start:start + block_size]
+            header = _npy_header_bytes(part.dtype.str, len(part))
+            size = len(header) + part.nbytes
+            parts += [_tar_header(f"{key}.{name}.npy", size), header, memoryview(part).cast("B"),
+                      b"\0" * (-size % tarfile.BLOCKSIZE)]
+    total = sum(len(p) for p in parts) + 2 * tarfile.BLOCKSIZE
+    parts.append(b"\0" * (2 * tarfile.BLOCKSIZE + -total % tarfile.RECORDSIZE))
+    return b"".join(parts)
+
+
+@functools.lru_cache(maxsize=4096)
+def _tar_header(name: str, size: int) -> bytes:
+    """A ustar member header, mtime 0 and no owner: byte-identical shards for equal input."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, 0, 0o644
+    return info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict")
+
+
+@functools.lru_cache(maxsize=256)
+def _npy_header_bytes(dtype: str, n: int) -> bytes:
+    """The ``.npy`` header of a C-order 1-d array (what ``np.save`` writes before the data)."""
+    stream = io.BytesIO()
+    header = {"descr": dtype, "fortran_order": False, "shape": (n,)}
+    np.lib.format.write_array_header_1_0(stream, header)
+    return stream.getvalue()
 
 
 def read_blocks(
@@ -128,27 +161,21 @@ def _opened(paths: Sequence[Path]) -> Iterator[dict[str, Any]]:
 
 
 def shard_summary(paths: Sequence[Path]) -> dict[str, int]:
-    """Count samples, blocks and shards from tar and .npy headers only (no array data read).
+    """Count samples, blocks, shards and bytes from tar and .npy headers only (no array data).
 
-    The ``shards.json``-ready description of one split that ``fit`` can check against;
-    ``history_length`` is 0 for an empty split.
+    The ``shards.json``-ready description of one split that ``fit`` can check against.
     """
-    n_samples = n_blocks = history_length = 0
+    n_samples = n_blocks = 0
     for path in paths:
         with tarfile.open(path, "r:") as tar:
             for member in tar:
-                name = member.name
-                if name.endswith(".position.npy") or name.endswith(".history.npy"):
+                if member.name.endswith(".position.npy"):
                     stream = tar.extractfile(member)
                     assert stream is not None
-                    shape = _npy_header(stream)[0]
-                    if name.endswith(".position.npy"):
-                        n_samples += shape[0]
-                        n_blocks += 1
-                    else:
-                        history_length = shape[1]
+                    n_samples += _npy_header(stream)[0][0]
+                    n_blocks += 1
     return {"n_samples": n_samples, "n_blocks": n_blocks, "n_shards": len(paths),
-            "history_length": history_length}
+            "bytes": sum(p.stat().st_size for p in paths)}
 
 
 def rechunk(
@@ -182,45 +209,23 @@ def rechunk(
 
 
 def _batches(reader: pa.RecordBatchReader) -> Iterator[dict[str, np.ndarray]]:
-    """Record batches as numpy blocks; every batch's history must have the first one's width."""
-    width: int | None = None
+    """Record batches as numpy blocks with the block dtypes (no NULLs: featurize fills all)."""
     for batch in reader:
-        if batch.num_rows:
-            arrays = _to_numpy(batch, width)
-            width = arrays["history"].shape[1]
-            yield arrays
-
-
-def _to_numpy(batch: pa.RecordBatch, width: int | None) -> dict[str, np.ndarray]:
-    """Arrow columns -> numpy arrays with the block dtypes; history becomes (n, L)."""
-    out: dict[str, np.ndarray] = {}
-    for name, dtype in FIELDS.items():
-        column = batch.column(name)
-        if column.null_count:
-            raise ValueError(f"samples has NULLs in {name!r}; featurize must fill them")
-        if name != "history":
-            out[name] = column.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+        if not batch.num_rows:
             continue
-        lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
-        n_cols = int(lengths[0]) if width is None else width
-        values = column.flatten()
-        if values.null_count or (lengths != n_cols).any():
-            raise ValueError(f"every samples.history must hold exactly {n_cols} non-NULL items")
-        flat = values.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
-        out[name] = flat.reshape(len(column), n_cols)
-    return out
+        out: dict[str, np.ndarray] = {}
+        for name, dtype in FIELDS.items():
+            column = batch.column(name)
+            if column.null_count:
+                raise ValueError(f"samples has NULLs in {name!r}; featurize must fill them")
+            out[name] = column.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+        yield out
 
 
 def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     if len(parts) == 1:
         return parts[0]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    stream = io.BytesIO()
-    np.lib.format.write_array(stream, np.ascontiguousarray(array), allow_pickle=False)
-    return stream.getvalue()
 
 
 def _npy_header(stream: Any) -> tuple[tuple[int, ...], bool, np.dtype]:

@@ -4,6 +4,11 @@ Each tar entry is a block of already-shuffled samples (``unirec.featurize.shards
 only shuffling left for the reader is the shard order, redone every epoch. Splitting is
 disjoint at two levels: DDP ranks, then DataLoader workers within a rank.
 
+Histories travel by reference: a block carries each sample's ``hend``/``hlen`` and
+:func:`gather_history` turns them into the ``(B, L)`` item matrix with one gather from the
+store's user sequence (``tensors/sequences.safetensors``, held on the device), so a shard
+costs ~45 bytes a sample instead of 4 * L more.
+
 Shards are split by *file* while there are at least as many files as readers; when there are
 fewer (a small dataset on many ranks/workers) every reader opens all the files it would have
 shared and keeps only its blocks, block ``j`` going to reader ``j % readers``. Every reader
@@ -26,8 +31,8 @@ class ShardStream(IterableDataset):
     """Blocks (or ``batch_size``-sample batches) of the shards ``paths``, as dicts of tensors.
 
     Keys and dtypes follow ``unirec.featurize.shards.FIELDS``: ``user``, ``item``, ``hlen``
-    int32 (n,); ``history`` int32 (n, L); ``weight`` float32 (n,); ``time``, ``position``
-    int64 (n,).
+    int32 (n,); ``weight`` float32 (n,); ``time``, ``hend``, ``position`` int64 (n,).
+    The history is :func:`gather_history` of ``hend`` and ``hlen``.
 
     Parameters
     ----------
@@ -125,6 +130,22 @@ class ShardStream(IterableDataset):
             if self.device is not None:
                 tensors = {k: t.to(self.device, non_blocking=True) for k, t in tensors.items()}
             yield tensors
+
+
+def gather_history(items: torch.Tensor, end: torch.Tensor, length: torch.Tensor,
+                   width: int) -> torch.Tensor:
+    """``(B, width)`` histories by index arithmetic: row b is ``items[end[b] - length[b]:
+    end[b]]`` left-padded with 0, most recent last (what the ``samples`` view shows).
+
+    ``items`` is the store's concatenated user sequence (int32, on the batch's device);
+    ``end`` and ``length`` come from the shards or ``samples``. One gather, no loop: the
+    padding slots read a clamped in-range index and are zeroed by the mask.
+    """
+    steps = torch.arange(-width, 0, device=end.device)
+    index = end.long().unsqueeze(1) + steps
+    real = steps >= -length.long().clamp(max=width).unsqueeze(1)
+    picked = items[index.clamp(min=0)]
+    return torch.where(real, picked, torch.zeros((), dtype=picked.dtype, device=picked.device))
 
 
 def _one_storage(block: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:

@@ -2,7 +2,8 @@
 
 Entity tensors and frozen embedding tables go whole onto the device; training positives
 become sorted keys for the "never a negative" mask; validation users get the history they
-had when their validation slice began.
+had when their validation slice began. Every history is gathered from one array, the
+store's user sequence (``sequence``), by ``unirec.train.data.gather_history``.
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ import torch
 from safetensors.numpy import load_file
 
 from unirec.errors import StoreError
-from unirec.store import Store
-
-SUPPORTED_STORE_FORMAT = 1
+from unirec.store import SEQUENCES_FILE, STORE_FORMAT, Store
+from unirec.train.data import gather_history
 
 
 @dataclass
@@ -34,6 +34,7 @@ class Inputs:
     user_trained: torch.Tensor  # (n_users,) bool
     val_users: np.ndarray  # (V,) user indices with a validation slice
     val_history: np.ndarray  # (V, L) their history at the start of validation
+    sequence: torch.Tensor  # (N,) int32 every user's items in time order (samples' hend)
     val_truth: tuple[np.ndarray, np.ndarray]  # CSR (indptr, indices) over val_users
     val_exclude: tuple[np.ndarray, np.ndarray]  # CSR of their training items
     train_shards: list[Path]
@@ -44,10 +45,11 @@ class Inputs:
 def check_store(store: Store) -> dict[str, Any]:
     """Refuse a store this version cannot train on, saying why."""
     m = store.manifest
-    if m.get("store_format") != SUPPORTED_STORE_FORMAT or "features" not in m:
-        raise StoreError(f"store {str(store.path)!r} was written by unirec "
-                         f"{m.get('unirec_version', '?')} (format {m.get('store_format')}); "
-                         "re-run `unirec featurize` with this version")
+    if m.get("store_format") != STORE_FORMAT or "features" not in m:
+        raise StoreError(f"store {str(store.path)!r} has format {m.get('store_format')} "
+                         f"(written by unirec {m.get('unirec_version', '?')}); this version "
+                         f"reads format {STORE_FORMAT}: re-run `unirec featurize DATA --store "
+                         f"{store.path}`")
     if not m["shards"]["train"]["files"]:
         raise StoreError("the store has no training samples: check the split settings")
     return m
@@ -65,6 +67,12 @@ def _tensors(path: Path) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(v) for k, v in load_file(str(path)).items()}
 
 
+def load_sequences(store: Store) -> dict[str, np.ndarray]:
+    """The store's CSR of user sequences: ``offsets``, ``items``, ``times``, ``serve_stop``
+    (see ``unirec.featurize.samples.write_sequences``)."""
+    return load_file(str(store.path / SEQUENCES_FILE))
+
+
 def load_inputs(store: Store) -> Inputs:
     """Read manifest, tensors and the validation protocol (CPU tensors; the loop moves them)."""
     manifest = check_store(store)
@@ -78,23 +86,24 @@ def load_inputs(store: Store) -> Inputs:
                             "WHERE split = 'train'").fetchnumpy()
         val = con.execute("SELECT user_index, item_index FROM samples WHERE split = 'val'"
                           ).fetchnumpy()
-        first = con.sql("SELECT user_index, history FROM samples WHERE split = 'val' QUALIFY "
-                        "row_number() OVER (PARTITION BY user_index ORDER BY time, position) = 1 "
-                        "ORDER BY user_index").to_arrow_table()
+        first = con.execute(
+            "SELECT user_index, history_end, history_length FROM samples WHERE split = 'val' "
+            "QUALIFY row_number() OVER (PARTITION BY user_index ORDER BY time, position) = 1 "
+            "ORDER BY user_index").fetchnumpy()
     keys = np.unique(train["user_index"].astype(np.int64) * n_items + train["item_index"])
     trained = np.zeros(n_users, bool)
     trained[train["user_index"]] = True
-    val_users = first.column("user_index").to_numpy().astype(np.int64)
-    hist = first.column("history").combine_chunks()
-    length = manifest["samples"]["history_length"]
-    val_history = hist.flatten().to_numpy().reshape(len(val_users), length) if len(val_users) \
-        else np.zeros((0, length), np.int32)
+    val_users = np.asarray(first["user_index"], np.int64)
+    sequence = torch.from_numpy(load_sequences(store)["items"])
+    val_history = gather_history(sequence, torch.from_numpy(np.asarray(first["history_end"])),
+                                 torch.from_numpy(np.asarray(first["history_length"])),
+                                 manifest["samples"]["history_length"]).numpy()
     in_val = np.isin(train["user_index"], val_users)
     return Inputs(
         manifest=manifest, users=users, items=items,
         text=text if text.shape[1] else None, image=image if image.shape[1] else None,
         positive_keys=torch.from_numpy(keys), user_trained=torch.from_numpy(trained),
-        val_users=val_users, val_history=val_history.astype(np.int64),
+        val_users=val_users, val_history=val_history.astype(np.int64), sequence=sequence,
         val_truth=_csr(val["user_index"], val["item_index"], val_users),
         val_exclude=_csr(train["user_index"][in_val], train["item_index"][in_val], val_users),
         train_shards=[store.path / "shards" / f for f in manifest["shards"]["train"]["files"]],
@@ -103,22 +112,11 @@ def load_inputs(store: Store) -> Inputs:
 
 
 def serving_histories(store: Store, length: int) -> np.ndarray:
-    """(n_users, L): each user's last L items over every non-test interaction, most recent
-    last. What a recommendation made now should condition on (test stays unseen)."""
-    with store.connect() as con:
-        n_users = con.execute("SELECT count(*) + 1 FROM user_map").fetchall()[0][0]
-        rows = con.sql(
-            f"SELECT user_index, list_reverse(list(item_index ORDER BY time DESC, position DESC)"
-            f"[1:{length}]) AS h FROM samples WHERE split <> 'test' GROUP BY user_index"
-        ).to_arrow_table()
-    out = np.zeros((n_users, length), np.int64)
-    idx = rows.column("user_index").to_numpy()
-    lists = rows.column("h").combine_chunks()
-    lengths = np.diff(lists.offsets.to_numpy())
-    values = lists.flatten().to_numpy()
-    # left-pad: row r's values go to its last lengths[r] columns, vectorized
-    rr = np.repeat(np.arange(len(idx)), lengths)
-    cc = length - np.repeat(lengths, lengths) + (np.arange(len(values)) -
-                                                  np.repeat(lists.offsets.to_numpy()[:-1], lengths))
-    out[idx[rr], cc] = values
-    return out
+    """(n_users + 1, L): each user's last L items over every non-test interaction (all types
+    and weights, as a training history), most recent last. What a recommendation made now
+    should condition on (test stays unseen); gathered from the same sequence as training."""
+    seq = load_sequences(store)
+    stop = torch.from_numpy(seq["serve_stop"])
+    have = stop - torch.from_numpy(seq["offsets"][:-1])
+    return gather_history(torch.from_numpy(seq["items"]), stop, have, length).numpy() \
+        .astype(np.int64)

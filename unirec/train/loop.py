@@ -28,7 +28,7 @@ from unirec.config import Config, TrainConfig
 from unirec.metrics import ranking_metrics, topk
 from unirec.store import Store
 from unirec.train.checkpoint import load_checkpoint, save_checkpoint, save_weights
-from unirec.train.data import ShardStream
+from unirec.train.data import ShardStream, gather_history
 from unirec.train.inputs import Inputs, load_inputs
 from unirec.train.losses import LOSSES, LossInput
 from unirec.train.outputs import write_outputs
@@ -124,6 +124,7 @@ def fit(store: str | Path = "unirec-store", config: Config | None = None, *,
     model = TwoTower(inp.manifest, inp.users, inp.items, inp.text, inp.image,
                      inp.user_trained, cfg).to(device)
     keys = inp.positive_keys.to(device)
+    sequence, width = inp.sequence.to(device), inp.manifest["samples"]["history_length"]
     n_neg = cfg.negatives if cfg.loss == "softmax" else cfg.negative_ratio
     sampler = Sampler(inp.items["popularity"].to(device), cfg, cfg.batch_size, n_neg)
     loss_fn = LOSSES.get(cfg.loss)()
@@ -153,7 +154,8 @@ def fit(store: str | Path = "unirec-store", config: Config | None = None, *,
                 user, item = b["user"].long(), b["item"].long()
                 negs = sampler.sample()
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    u, v, nv = net(user, b["history"], item, negs)
+                    history = gather_history(sequence, b["hend"], b["hlen"], width)
+                    u, v, nv = net(user, history, item, negs)
                     loss = loss_fn(LossInput(
                         user_vec=u.float(), item_vec=v.float(), neg_vec=nv.float(),
                         logq_items=sampler.logq[item], logq_neg=sampler.logq[negs],
