@@ -7,12 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import invoke
 from safetensors.numpy import load_file
 
 from unirec import Store
 from unirec.datasets import synthesize, write_document, write_folder
 from unirec.featurize.shards import read_blocks
+from unirec.train.data import gather_history
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +32,47 @@ def test_history_never_holds_the_present_or_future(built) -> None:
     store = Store(built[1])
     leaks = store.sql(
         "WITH h AS (SELECT s.position, s.user_index, s.time, unnest(s.history) AS item "
-        "FROM samples s) SELECT count(*) AS n FROM h WHERE item <> 0 AND NOT EXISTS ("
+        "FROM sample_history s) SELECT count(*) AS n FROM h WHERE NOT EXISTS ("
         "SELECT 1 FROM samples p WHERE p.user_index = h.user_index AND p.item_index = h.item "
         "AND p.time < h.time)")
     assert leaks["n"][0] == 0
-    lengths = store.sql("SELECT DISTINCT len(history) AS n FROM samples")["n"].to_list()
-    assert lengths == [store.manifest["samples"]["history_length"]]
+    # by reference: every referenced sequence item lies strictly before the sample's time
+    seq = load_file(str(built[1] / "tensors" / "sequences.safetensors"))
+    refs = store.sql("SELECT history_end, history_length, epoch_us(time) AS t FROM samples")
+    end, n, t = (refs[c].to_numpy().astype(np.int64) for c in ("history_end",
+                                                                "history_length", "t"))
+    assert n.max() == store.manifest["samples"]["history_length"]
+    for k in range(1, n.max() + 1):
+        has = n >= k
+        assert (seq["times"][end[has] - k] < t[has]).all()
+    assert (seq["times"][end] == t).all()  # the sample's own time starts right at the end
+
+
+def test_gathered_histories_equal_the_old_materialised_ones(built) -> None:
+    """Store format 1 kept a window list() per sample; gathering by reference (what fit
+    does) must give exactly those lists on the synthetic generator's data."""
+    store = Store(built[1])
+    width = store.manifest["samples"]["history_length"]
+    old = store.sql(
+        f"SELECT position, list_concat(list_slice(repeat([0]::INTEGER[], {width}), 1, "
+        f"{width} - len(hist)), hist) AS h FROM (SELECT *, coalesce(list(item_index) OVER ("
+        "PARTITION BY user_index ORDER BY time, position ROWS BETWEEN tie + "
+        f"{width} PRECEDING AND tie + 1 PRECEDING), []::INTEGER[]) AS hist FROM (SELECT "
+        "i.position, u.user_index, m.item_index, i.timestamp AS time, row_number() OVER ("
+        "PARTITION BY u.user_index, i.timestamp ORDER BY i.position) - 1 AS tie FROM "
+        "interactions i JOIN user_map u USING (user_id) JOIN item_map m USING (item_id))) "
+        "WHERE position IN (SELECT position FROM samples) ORDER BY position")
+    refs = store.sql("SELECT history_end, history_length FROM samples ORDER BY position")
+    items = torch.from_numpy(load_file(str(built[1] / "tensors" / "sequences.safetensors"))
+                             ["items"])
+    got = gather_history(items, torch.tensor(refs["history_end"].to_numpy()),
+                         torch.tensor(refs["history_length"].to_numpy()), width)
+    assert len(old) == len(got) > 1000
+    assert np.array_equal(got.numpy(), np.array(old["h"].to_list()))
+    assert (refs["history_length"].to_numpy() == width).any()  # some histories are full
+    lengths = store.sql("SELECT count(*) AS n FROM sample_history WHERE len(history) <> "
+                        "history_length")["n"][0]
+    assert lengths == 0
 
 
 def test_validation_and_test_pairs_never_train(built) -> None:
@@ -114,7 +151,8 @@ def test_shards_read_back_to_the_samples_table(built) -> None:
         order = np.argsort(got["position"])
         assert np.array_equal(got["position"][order], table["position"].to_numpy())
         assert np.array_equal(got["item"][order], table["item_index"].to_numpy())
-        assert np.array_equal(got["history"][order], np.array(table["history"].to_list()))
+        assert np.array_equal(got["hend"][order], table["history_end"].to_numpy())
+        assert np.array_equal(got["hlen"][order], table["history_length"].to_numpy())
         assert np.allclose(got["weight"][order], table["weight"].to_numpy())
 
 

@@ -16,13 +16,12 @@ from fractions import Fraction
 import duckdb
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from unirec.config import SamplesConfig, SplitConfig
 from unirec.errors import ConfigError
-import torch
-
 from unirec.featurize.samples import build_samples, item_popularity, sequence_arrays
 from unirec.featurize.split import assign_splits
 from unirec.train.data import gather_history

@@ -95,8 +95,8 @@ def load_inputs(store: Store) -> Inputs:
     trained[train["user_index"]] = True
     val_users = np.asarray(first["user_index"], np.int64)
     sequence = torch.from_numpy(load_sequences(store)["items"])
-    val_history = gather_history(sequence, torch.from_numpy(np.asarray(first["history_end"])),
-                                 torch.from_numpy(np.asarray(first["history_length"])),
+    val_history = gather_history(sequence, torch.tensor(first["history_end"]),
+                                 torch.tensor(first["history_length"]),
                                  manifest["samples"]["history_length"]).numpy()
     in_val = np.isin(train["user_index"], val_users)
     return Inputs(
