@@ -63,15 +63,17 @@ def _kill_tree(ps: psutil.Process) -> None:
 
 
 def measure(cmd: list[str], poll_s: float = 0.01, timeout_s: float | None = None,
-            max_rss_mb: float | None = None, env: dict[str, str] | None = None) -> Run:
-    """Run ``cmd`` as a child and measure it; kill it past ``timeout_s`` or ``max_rss_mb``."""
+            max_rss_mb: float | None = None, env: dict[str, str] | None = None,
+            cwd: Path = ROOT) -> Run:
+    """Run ``cmd`` as a child and measure it; kill it past ``timeout_s`` or ``max_rss_mb``.
+    ``cwd`` (default: this checkout) is where ``python -m`` finds its modules."""
     load1 = os.getloadavg()[0]
     # A forked child starts with its parent's RSS high-water mark in ru_maxrss (Linux), so a
     # big benchmark driver would leak its own peak into a small child's figure.
     parent_peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with tempfile.TemporaryFile() as out:
         busy0, own0, start = _busy_s(), time.process_time(), time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
                                 env={**os.environ, **(env or {})})
         polled, killed, tree, polls = 0, None, [], 0
         try:
