@@ -97,7 +97,7 @@ def _ref(spec: dict[str, Any]) -> str | None:
 
 def _type(spec: dict[str, Any]) -> str:
     if "enum" in spec:
-        return " \\| ".join(json.dumps(v) for v in spec["enum"])
+        return " | ".join(json.dumps(v) for v in spec["enum"])
     if "anyOf" in spec:
         return " or ".join(_type(s) for s in spec["anyOf"])
     if "$ref" in spec:
