@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -135,6 +136,13 @@ def test_serve_install_has_no_torch_and_answers(serve_python, tmp_path):
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env(), cwd=VENVS)
     try:
         answer = _get(f"http://127.0.0.1:{port}/recommend?user={user}&k=5", server)
+        post = urllib.request.Request(
+            f"http://127.0.0.1:{port}/recommend", data=b'{"user": {"history": []}}',
+            headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(post, timeout=30)
+        assert refused.value.code == 400
+        assert "unirec[train]" in json.loads(refused.value.read())["error"]
     finally:
         server.terminate()
         _, log = server.communicate(timeout=30)

@@ -137,8 +137,8 @@ def create_app(store: str | Path = "unirec-store", *, cold: bool = True) -> Fast
 
     def need_cold(what: str) -> None:
         if encoder is None:
-            raise UnirecError(f"{what} records need the towers: start the server with cold "
-                              "start enabled")
+            raise UnirecError(f"{what} records need the towers: start the server with --cold "
+                              "(the train extra: pip install 'unirec[train]')")
 
     @app.get("/health")
     def health() -> dict[str, Any]:
