@@ -104,7 +104,7 @@ def build_samples(con: duckdb.DuckDBPyConnection, cfg: SamplesConfig) -> dict[st
     n_users = int(con.execute("SELECT count(*) FROM user_map").fetchall()[0][0])
     rows = con.sql(
         f"SELECT split, user_index, item_index, time, {_weight_sql(cfg)} AS weight, "
-        f"{_keep_sql(cfg)} AS kept, position, epoch_us(time) AS us FROM split_interactions "
+        f"{_keep_sql(cfg)} AS kept, position FROM split_interactions "
         "ORDER BY user_index, time, position").to_arrow_table().combine_chunks()
     kept, w = rows.column("kept").to_numpy(zero_copy_only=False), rows.column("weight").to_numpy()
     dropped = (int(np.count_nonzero(~kept)), int(np.count_nonzero(kept & (w == 0))))
@@ -148,16 +148,19 @@ def _references(rows: pa.Table, n_users: int, width: int
     group starts, so ties share one end and are never in each other's history.
     """
     user = rows.column("user_index").to_numpy().astype(np.int64)
-    stamp = rows.column("us").to_numpy()
+    stamp = rows.column("time").combine_chunks().view(pa.int64()).to_numpy()
     counts = np.bincount(user, minlength=n_users + 1)
     offsets = np.zeros(n_users + 2, np.int64)
     np.cumsum(counts, out=offsets[1:])
     starts = np.ones(len(user), bool)
     starts[1:] = (user[1:] != user[:-1]) | (stamp[1:] != stamp[:-1])
-    end = np.maximum.accumulate(np.where(starts, np.arange(len(user)), 0))
+    end = np.where(starts, np.arange(len(user)), 0)
+    np.maximum.accumulate(end, out=end)
+    del starts, stamp
     length = np.minimum(end - offsets[user], width).astype(np.int32)
     test = pc.equal(rows.column("split"), "test").to_numpy(zero_copy_only=False)
-    serve = np.bincount(user[~test], minlength=n_users + 1)
+    serve = np.bincount(user, weights=~test, minlength=n_users + 1).astype(np.int64)
+    del user, test
     users = np.arange(1, n_users + 1)
     bounds = pa.array(offsets[1:])  # user u's list is [offsets[u], offsets[u + 1])
     table = pa.table({
