@@ -120,6 +120,23 @@ class Store:
         )
 
 
+def write_table(path: str | Path, name: str, data: Any,
+                select: str = "SELECT * FROM _new") -> int:
+    """Create or replace table ``name`` in the store at ``path`` from Arrow ``data`` (a table
+    or a ``RecordBatchReader``, streamed), shaped by ``select`` over it (``_new``); returns the
+    row count. The one writer of the tables that ``fit`` (embeddings) and ``recommend
+    --all-users --explain`` (explanations) add after featurize; one statement, so a reader
+    sees the old table or the new one, never half.
+    """
+    con = duckdb.connect(str(Path(path) / DB_FILE))
+    try:
+        con.register("_new", data)
+        con.execute(f'CREATE OR REPLACE TABLE "{name}" AS {select}')
+        return int(con.execute(f'SELECT count(*) FROM "{name}"').fetchall()[0][0])
+    finally:
+        con.close()
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text.split("Error: ", 1)[-1]

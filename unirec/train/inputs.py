@@ -102,17 +102,28 @@ def load_inputs(store: Store) -> Inputs:
     )
 
 
-def serving_histories(store: Store, length: int) -> np.ndarray:
+def serving_histories(store: Store, length: int, users: np.ndarray | None = None) -> np.ndarray:
     """(n_users, L): each user's last L items over every non-test interaction, most recent
-    last. What a recommendation made now should condition on (test stays unseen)."""
+    last. What a recommendation made now should condition on (test stays unseen).
+
+    With ``users`` (user indices), only theirs: (len(users), L), row r for ``users[r]``, so
+    explaining one user reads one user's samples, not everyone's.
+    """
+    where, params = "split <> 'test'", []
+    if users is not None:
+        uniq, inverse = np.unique(np.asarray(users, np.int64), return_inverse=True)
+        where += " AND list_contains(?, user_index)"
+        params = [uniq.tolist()]
     with store.connect() as con:
         n_users = con.execute("SELECT count(*) + 1 FROM user_map").fetchall()[0][0]
         rows = con.sql(
             f"SELECT user_index, list_reverse(list(item_index ORDER BY time DESC, position DESC)"
-            f"[1:{length}]) AS h FROM samples WHERE split <> 'test' GROUP BY user_index"
-        ).to_arrow_table()
-    out = np.zeros((n_users, length), np.int64)
+            f"[1:{length}]) AS h FROM samples WHERE {where} GROUP BY user_index",
+            params=params or None).to_arrow_table()
     idx = rows.column("user_index").to_numpy()
+    if users is not None:
+        idx = np.searchsorted(uniq, idx)
+    out = np.zeros((n_users if users is None else len(uniq), length), np.int64)
     lists = rows.column("h").combine_chunks()
     lengths = np.diff(lists.offsets.to_numpy())
     values = lists.flatten().to_numpy()
@@ -121,4 +132,4 @@ def serving_histories(store: Store, length: int) -> np.ndarray:
     cc = length - np.repeat(lengths, lengths) + (np.arange(len(values)) -
                                                   np.repeat(lists.offsets.to_numpy()[:-1], lengths))
     out[idx[rr], cc] = values
-    return out
+    return out if users is None else out[inverse]
