@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from unirec.registry import Registry
     from unirec.serve.api import recommend, score, similar
     from unirec.serve.evaluate import evaluate
+    from unirec.serve.explain import explain
     from unirec.serve.recommender import Recommender
     from unirec.store import Store
 
@@ -66,6 +67,7 @@ _LAZY = {
     "recommend": ("unirec.serve.api", "recommend"),
     "similar": ("unirec.serve.api", "similar"),
     "score": ("unirec.serve.api", "score"),
+    "explain": ("unirec.serve.explain", "explain"),
     "evaluate": ("unirec.serve.evaluate", "evaluate"),
     "Recommender": ("unirec.serve.recommender", "Recommender"),
     "Store": ("unirec.store", "Store"),
@@ -87,6 +89,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "add_encoder",
     "evaluate",
+    "explain",
     "recommend",
     "Recommender",
     "score",
