@@ -315,13 +315,15 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _rank_of(rec: Recommender, user: int, items: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Each item's rank in ``user``'s full ranking with seen items left out (an item the user
-    has seen is ranked as if it were not): 1 + the unseen items that score higher."""
-    all_scores = rec.items @ rec.users[user]
-    all_scores[0] = -np.inf
-    all_scores[rec.seen(np.array([user]))[1]] = -np.inf
-    return 1 + (all_scores[None, :] > scores[:, None]).sum(1)
+def _rank_of(rec: Recommender, user: int, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of ``items`` for ``user`` (as served) and their ranks in the user's full ranking
+    with seen items left out (a seen item is ranked as if it were not): 1 + the unseen items
+    that score higher."""
+    scores = rec.items @ rec.users[user]  # the product recommend computes, bit for bit
+    mine = scores[items].astype(np.float32)
+    scores[0] = -np.inf
+    scores[rec.seen(np.array([user]))[1]] = -np.inf
+    return mine, 1 + (scores[None, :] > mine[:, None]).sum(1)
 
 
 def explain(user: Any, items: list[Any] | None = None, k: int = 10, *,
@@ -361,9 +363,8 @@ def _query(store: str | Path, users: list[Any], items: list[Any] | None, k: int,
         idx, scores = rec.recommend_index(index, k, exclude_seen=exclude_seen)
         return explainer, index, idx, scores, np.broadcast_to(np.arange(1, k + 1), idx.shape)
     item_idx = rec.item_index(list(items))
-    scores = (rec.users[index] @ rec.items[item_idx].T).astype(np.float32)  # (B, n)
-    ranks = np.stack([_rank_of(rec, int(u), item_idx, s) for u, s in zip(index, scores,
-                                                                         strict=True)])
+    scores, ranks = map(np.stack, zip(*(_rank_of(rec, int(u), item_idx) for u in index),
+                                      strict=True))
     return explainer, index, np.broadcast_to(item_idx, scores.shape), scores, ranks
 
 
