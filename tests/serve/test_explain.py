@@ -14,7 +14,7 @@ import pytest
 from conftest import copy_store, invoke, run_unirec
 
 from unirec.serve import api
-from unirec.serve.explain import Explainer
+from unirec.serve.explain import explainer
 from unirec.store import Store
 from unirec.train.restore import user_histories
 
@@ -27,7 +27,7 @@ MARGIN = 1.8
 @pytest.fixture(scope="module")
 def explained(fitted_store):
     """Every user's top-10, explained in one batch, plus each item index's category."""
-    ex = Explainer(fitted_store)
+    ex = explainer(fitted_store)
     rec = ex.rec
     users = np.arange(1, rec.n_users + 1)
     idx, scores = rec.recommend_index(users, 10)

@@ -75,6 +75,26 @@ class Explained:
     attention: np.ndarray | None  # (B, L) or None
     user_tokens: list[str]
     item_tokens: list[str]
+    user_values: np.ndarray  # (B, Tu) each user token's raw value, short text
+    item_values: np.ndarray  # (B, K, Ti)
+
+
+_EXPLAINERS: dict[tuple[str, float], Explainer] = {}
+# Up to this many users (items), every user's history and readable values (every item's
+# values) are read once and kept, tens of MB at most: a DuckDB connection costs 40-80 ms to
+# open on a busy 2-core machine, several times the towers' work for a top-10. Past it, each
+# query reads what it needs through one connection.
+_PRELOAD = 100_000
+
+
+def explainer(store: str | Path) -> Explainer:
+    """The process-wide ``Explainer`` of ``store`` (rebuilt when ``fit`` rewrites the model)."""
+    weights = Path(store) / "model" / "model.safetensors"
+    key = (str(weights.absolute()), weights.stat().st_mtime if weights.is_file() else 0.0)
+    if key not in _EXPLAINERS:
+        _EXPLAINERS[key] = Explainer(store)
+        _EXPLAINERS[key].preload()
+    return _EXPLAINERS[key]
 
 
 class Explainer:
@@ -88,6 +108,8 @@ class Explainer:
         self.model = cold_encoder(store).model
         self.length = int(Store(store).manifest["samples"]["history_length"])
         self._item_values: np.ndarray | None = None
+        self._user_values: np.ndarray | None = None
+        self._histories: np.ndarray | None = None
 
     @torch.no_grad()
     def explain(self, users: np.ndarray, items: np.ndarray, scores: np.ndarray,
@@ -98,7 +120,16 @@ class Explainer:
         items = np.atleast_2d(np.asarray(items, np.int64))
         if ranks is None:
             ranks = np.broadcast_to(np.arange(1, items.shape[1] + 1), items.shape)
-        hist = serving_histories(Store(self.store), self.length, users)
+        flat_items = np.maximum(items, 0).ravel()
+        if self._histories is not None and self._item_values is not None:
+            hist = self._histories[users].astype(np.int64)
+            user_values, item_values = self._user_values[users], self._item_values[flat_items]
+        else:
+            st = Store(self.store)
+            with st.connect() as con:  # one connection: opening one costs tens of ms
+                hist = serving_histories(st, self.length, users, con)
+                user_values = self.values("user", users, con)
+                item_values = self.values("item", flat_items, con)
         ut, it = self.model.user, self.model.item
         b, k = items.shape
         uidx, h = torch.from_numpy(users), torch.from_numpy(hist)
@@ -128,7 +159,8 @@ class Explainer:
             recomputed=full.numpy(), baseline=baseline.numpy(), interaction=interaction.numpy(),
             user_delta=user_delta.numpy(), item_delta=item_delta.numpy(), history=hist,
             history_delta=hist_delta, similarity=sim.astype(np.float32), attention=attention,
-            user_tokens=ut.token_names, item_tokens=it.token_names)
+            user_tokens=ut.token_names, item_tokens=it.token_names, user_values=user_values,
+            item_values=item_values.reshape(b, k, -1))
 
     def _history(self, tok: torch.Tensor, h: torch.Tensor, v: torch.Tensor, full: torch.Tensor
                  ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -155,10 +187,11 @@ class Explainer:
         return delta, (same.float() * attn[:, None, :]).sum(-1).numpy()
 
     # ---- readable values ------------------------------------------------------------
-    def values(self, side: str, idx: np.ndarray) -> np.ndarray:
+    def values(self, side: str, idx: np.ndarray, con: Any) -> np.ndarray:
         """(n, T) short text of each token's raw value for entity indices ``idx``."""
-        if side == "item" and self._item_values is not None:
-            return self._item_values[idx]
+        cached = self._item_values if side == "item" else self._user_values
+        if cached is not None:
+            return cached[idx]
         tower = self.model.user if side == "user" else self.model.item
         names = tower.token_names
         table, id_col, map_name, index = SIDES[side]
@@ -174,8 +207,7 @@ class Explainer:
                f" FROM {table} r JOIN {map_name} m USING ({id_col}) "
                f"WHERE list_contains(?, m.{index})")
         uniq, inverse = np.unique(np.asarray(idx, np.int64), return_inverse=True)
-        with Store(self.store).connect() as con:
-            got = con.sql(sql, params=[uniq.tolist()]).fetchnumpy()
+        got = con.sql(sql, params=[uniq.tolist()]).fetchnumpy()
         out = np.full((len(uniq), len(names)), "", object)
         pos = np.searchsorted(uniq, np.asarray(got["_i"], np.int64))
         for j in range(len(names)):
@@ -185,9 +217,16 @@ class Explainer:
             out[:, names.index("history")] = ""
         return out[inverse]
 
-    def preload_item_values(self) -> None:
-        """Read every item's values once (for ``--all-users``)."""
-        self._item_values = self.values("item", np.arange(self.rec.n_items + 1))
+    def preload(self) -> None:
+        """Read every item's values, and every user's history and values, once (up to
+        ``_PRELOAD`` of each)."""
+        st = Store(self.store)
+        with st.connect() as con:
+            if self.rec.n_items <= _PRELOAD:
+                self._item_values = self.values("item", np.arange(self.rec.n_items + 1), con)
+            if self.rec.n_users <= _PRELOAD:
+                self._user_values = self.values("user", np.arange(self.rec.n_users + 1), con)
+                self._histories = serving_histories(st, self.length, None, con).astype(np.int32)
 
 
 def _masks(n: int) -> torch.Tensor:
@@ -204,10 +243,9 @@ def _top(values: np.ndarray, n: int, key: np.ndarray) -> np.ndarray:
     return order[..., :n]
 
 
-def rows(ex: Explained, explainer: Explainer, top: int = 3) -> dict[str, np.ndarray]:
+def rows(ex: Explained, rec: Recommender, top: int = 3) -> dict[str, np.ndarray]:
     """Long rows (``COLUMNS``): per (user, item), the ``top`` history items by delta and the
     ``top`` user and item feature tokens by |delta|. Vectorized over users and items."""
-    rec = explainer.rec
     b, k = ex.items.shape
     valid = ex.items > 0
     parts = []
@@ -223,8 +261,7 @@ def rows(ex: Explained, explainer: Explainer, top: int = 3) -> dict[str, np.ndar
     titles = _titles(rec, hist_items)
     parts.append((0, pos, keep, rec.item_ids(hist_items).astype(str), titles, delta,
                   np.take_along_axis(ex.similarity, pos, -1), attn))
-    user_vals = explainer.values("user", ex.users)  # (B, Tu)
-    item_vals = explainer.values("item", np.maximum(ex.items, 0).ravel()).reshape(b, k, -1)
+    user_vals, item_vals = ex.user_values, ex.item_values
     for kind, deltas, names, vals in (
             (1, ex.user_delta, ex.user_tokens, np.broadcast_to(
                 user_vals[:, None], (b, k, user_vals.shape[1]))),
@@ -269,14 +306,11 @@ def _titles(rec: Recommender, idx: np.ndarray) -> np.ndarray:
     return np.asarray(rec.titles(uniq), object)[inverse].reshape(idx.shape)
 
 
-def nested(ex: Explained, explainer: Explainer) -> list[list[dict[str, Any]]]:
+def nested(ex: Explained, rec: Recommender) -> list[list[dict[str, Any]]]:
     """Every contribution, per user then per item, as JSON-ready dicts (the HTTP/Python form):
     history sorted by delta, features by |delta|, plus ``baseline``, ``interaction`` and
     ``recomputed`` (see the module docstring for how they add up)."""
-    rec = explainer.rec
-    user_vals = explainer.values("user", ex.users)
-    item_vals = explainer.values("item", np.maximum(ex.items, 0).ravel()).reshape(
-        *ex.items.shape, -1)
+    user_vals, item_vals = ex.user_values, ex.item_values
     out = []
     for b in range(len(ex.users)):
         hist = ex.history[b]
@@ -336,8 +370,8 @@ def explain(user: Any, items: list[Any] | None = None, k: int = 10, *,
     ``item_features`` (leave-one-token-out ``contribution``), ``baseline``, ``interaction``,
     ``recomputed`` and ``ranking`` (None: no ranking stage yet). See the module docstring.
     """
-    explainer, users, idx, scores, ranks = _query(store, [user], items, k, exclude_seen)
-    return nested(explainer.explain(users, idx, scores, ranks), explainer)[0]
+    ex, users, idx, scores, ranks = _query(store, [user], items, k, exclude_seen)
+    return nested(ex.explain(users, idx, scores, ranks), ex.rec)[0]
 
 
 def explain_rows(users: list[Any], items: list[Any] | None = None, k: int = 10, top: int = 3,
@@ -345,8 +379,8 @@ def explain_rows(users: list[Any], items: list[Any] | None = None, k: int = 10, 
                  ) -> dict[str, np.ndarray]:
     """``explain`` for several users as long rows (``COLUMNS``): what the CLI prints and the
     ``explanations`` table holds."""
-    explainer, u, idx, scores, ranks = _query(store, users, items, k, exclude_seen)
-    return rows(explainer.explain(u, idx, scores, ranks), explainer, top)
+    ex, u, idx, scores, ranks = _query(store, users, items, k, exclude_seen)
+    return rows(ex.explain(u, idx, scores, ranks), ex.rec, top)
 
 
 def _query(store: str | Path, users: list[Any], items: list[Any] | None, k: int,
@@ -354,30 +388,29 @@ def _query(store: str | Path, users: list[Any], items: list[Any] | None, k: int,
                                         np.ndarray]:
     from unirec.serve.api import _unknown_message
 
-    explainer = Explainer(store)
-    rec = explainer.rec
+    ex = explainer(store)
+    rec = ex.rec
     index = rec.user_index(list(users))
     if (index < 0).any():
         raise QueryError(_unknown_message(rec, users[int(np.argmax(index < 0))]))
     if items is None:
         idx, scores = rec.recommend_index(index, k, exclude_seen=exclude_seen)
-        return explainer, index, idx, scores, np.broadcast_to(np.arange(1, k + 1), idx.shape)
+        return ex, index, idx, scores, np.broadcast_to(np.arange(1, k + 1), idx.shape)
     item_idx = rec.item_index(list(items))
     scores, ranks = map(np.stack, zip(*(_rank_of(rec, int(u), item_idx) for u in index),
                                       strict=True))
-    return explainer, index, np.broadcast_to(item_idx, scores.shape), scores, ranks
+    return ex, index, np.broadcast_to(item_idx, scores.shape), scores, ranks
 
 
 def blocks(store: str | Path, k: int = 10, top: int = 3, *, exclude_seen: bool = True,
            chunk: int = 64) -> Iterator[dict[str, np.ndarray]]:
     """Every user's top-``k`` explained, ``chunk`` users at a time (``rows`` columns)."""
-    explainer = Explainer(store)
-    explainer.preload_item_values()
-    rec = explainer.rec
+    ex = explainer(store)
+    rec = ex.rec
     for lo in range(1, rec.n_users + 1, chunk):
         users = np.arange(lo, min(lo + chunk, rec.n_users + 1))
         idx, scores = rec.recommend_index(users, k, exclude_seen=exclude_seen)
-        yield rows(explainer.explain(users, idx, scores), explainer, top)
+        yield rows(ex.explain(users, idx, scores), rec, top)
 
 
 def write_explanations(store: str | Path, k: int = 10, top: int = 3, *,

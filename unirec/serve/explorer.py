@@ -78,10 +78,9 @@ class Explorer:
         self.images = item_images(store, rec.n_items)
         self.explainer = None
         if explain:
-            from unirec.serve.explain import Explainer
+            from unirec.serve.explain import explainer
 
-            self.explainer = Explainer(store)
-            self.explainer.preload_item_values()
+            self.explainer = explainer(store)
 
     def card(self, idx: np.ndarray, scores: np.ndarray | None = None) -> list[dict[str, Any]]:
         """Item cards: id, title, thumbnail URL (None without an image), score."""
@@ -122,7 +121,7 @@ class Explorer:
             from unirec.serve.explain import nested
 
             ex = self.explainer.explain(np.array([index]), idx[None, :], scores[None, :])
-            for item, why in zip(items, nested(ex, self.explainer)[0], strict=True):
+            for item, why in zip(items, nested(ex, self.rec)[0], strict=True):
                 item["explanation"] = why
         return {"user_id": key, "profile": self.record("user", key),
                 "history": self.card(hist), "items": items,

@@ -102,24 +102,28 @@ def load_inputs(store: Store) -> Inputs:
     )
 
 
-def serving_histories(store: Store, length: int, users: np.ndarray | None = None) -> np.ndarray:
+def serving_histories(store: Store, length: int, users: np.ndarray | None = None,
+                      con: Any = None) -> np.ndarray:
     """(n_users, L): each user's last L items over every non-test interaction, most recent
     last. What a recommendation made now should condition on (test stays unseen).
 
     With ``users`` (user indices), only theirs: (len(users), L), row r for ``users[r]``, so
-    explaining one user reads one user's samples, not everyone's.
+    explaining one user reads one user's samples, not everyone's. ``con``: an open
+    connection to the store to use (opening one costs tens of ms).
     """
+    if con is None:
+        with store.connect() as con:
+            return serving_histories(store, length, users, con)
     where, params = "split <> 'test'", []
     if users is not None:
         uniq, inverse = np.unique(np.asarray(users, np.int64), return_inverse=True)
         where += " AND list_contains(?, user_index)"
         params = [uniq.tolist()]
-    with store.connect() as con:
-        n_users = con.execute("SELECT count(*) + 1 FROM user_map").fetchall()[0][0]
-        rows = con.sql(
-            f"SELECT user_index, list_reverse(list(item_index ORDER BY time DESC, position DESC)"
-            f"[1:{length}]) AS h FROM samples WHERE {where} GROUP BY user_index",
-            params=params or None).to_arrow_table()
+    n_users = con.execute("SELECT count(*) + 1 FROM user_map").fetchall()[0][0]
+    rows = con.sql(
+        f"SELECT user_index, list_reverse(list(item_index ORDER BY time DESC, position DESC)"
+        f"[1:{length}]) AS h FROM samples WHERE {where} GROUP BY user_index",
+        params=params or None).to_arrow_table()
     idx = rows.column("user_index").to_numpy()
     if users is not None:
         idx = np.searchsorted(uniq, idx)
