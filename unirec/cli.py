@@ -226,7 +226,8 @@ def export(onnx_dir: Path, store: Path) -> None:
 @click.option("--cold/--no-cold", default=True, show_default=True,
               help="Load the towers for POSTed records of new users/items (imports torch).")
 def serve(store: Path, host: str, port: int, cold: bool) -> None:
-    """Serve recommendations over HTTP (JSON): /recommend, /similar, /health."""
+    """Serve recommendations over HTTP (JSON: /recommend, /similar, /explain, /health) and
+    the explorer, a web page of users, items and recommendations, at /."""
     from unirec.serve.http import serve as run
 
     run(store, host, port, cold=cold)
