@@ -108,10 +108,13 @@ class Explorer:
         if index < 0:
             raise NotFound(f"user {user!r} is not in the store ({self.rec.n_users} users)")
         key = _plain(self.rec.user_ids(np.array([index]))[0])
-        from unirec.train.inputs import serving_histories
+        if self.explainer is not None:
+            hist = self.explainer.histories(np.array([index]))[0]
+        else:
+            from unirec.train.inputs import serving_histories
 
-        length = int(Store(self.store).manifest["samples"]["history_length"])
-        hist = serving_histories(Store(self.store), length, np.array([index]))[0]
+            length = int(Store(self.store).manifest["samples"]["history_length"])
+            hist = serving_histories(Store(self.store), length, np.array([index]))[0]
         hist = hist[hist > 0][::-1]  # most recent first
         k = min(k, self.rec.n_items)
         ids, scores = api.recommend(key, k, store=self.store)
