@@ -15,6 +15,7 @@ from unirec.errors import (
     StoreError,
     UnirecError,
     UnknownComponentError,
+    require_extra,
 )
 
 __version__ = "0.1.0"
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
     from unirec.registry import Registry
     from unirec.serve.api import recommend, score, similar
     from unirec.serve.evaluate import evaluate
-    from unirec.serve.explain import explain
     from unirec.serve.recommender import Recommender
     from unirec.store import Store
 
@@ -38,6 +38,7 @@ def register_encoder(op: str, encoder: Any = None, *, replace: bool = False) -> 
     The class is built as ``Encoder(feature, dim, shared)`` and returns one (B, dim) token;
     see ``unirec.train.encoders`` for the built-ins, registered the same way.
     """
+    require_extra("train", "register_encoder")
     from unirec.train.encoders import ENCODERS
 
     return ENCODERS.register(op, encoder, replace=replace)
@@ -51,6 +52,7 @@ def add_encoder(op: str, encoder: Any) -> Any:
 
 def register_loss(name: str, loss: Any = None, *, replace: bool = False) -> Any:
     """Register a training loss: a class whose instances map a ``LossInput`` to a scalar."""
+    require_extra("train", "register_loss")
     from unirec.train.losses import LOSSES
 
     return LOSSES.register(name, loss, replace=replace)
@@ -63,11 +65,19 @@ def fit(store: Any = "unirec-store", config: Any = None, **kwargs: Any) -> dict[
     return _fit(store, config, **kwargs)
 
 
+def explain(user: Any, items: Any = None, k: int = 10, **kwargs: Any) -> list[dict[str, Any]]:
+    """Why ``items`` (default: ``user``'s top-``k``) are recommended: see
+    ``unirec.serve.explain.explain``. Needs the train extra (the towers)."""
+    require_extra("train", "unirec.explain (the towers compute explanations)")
+    from unirec.serve.explain import explain as run
+
+    return run(user, items, k, **kwargs)
+
+
 _LAZY = {
     "recommend": ("unirec.serve.api", "recommend"),
     "similar": ("unirec.serve.api", "similar"),
     "score": ("unirec.serve.api", "score"),
-    "explain": ("unirec.serve.explain", "explain"),
     "evaluate": ("unirec.serve.evaluate", "evaluate"),
     "Recommender": ("unirec.serve.recommender", "Recommender"),
     "Store": ("unirec.store", "Store"),

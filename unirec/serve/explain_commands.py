@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from unirec.cli_common import FORMAT_OPTION, STORE_OPTION
+from unirec.errors import require_extra
 
 TOP_OPTION = click.option("--top", type=click.IntRange(1), default=3, show_default=True,
                           help="Contributions shown per item and kind (history, user "
@@ -17,6 +18,7 @@ TOP_OPTION = click.option("--top", type=click.IntRange(1), default=3, show_defau
 def explain_users(store: Path, users: list[str], items: list[str] | None, k: int, top: int,
                   exclude_seen: bool, fmt: str, out: Path | None = None) -> None:
     """Print (or write to ``out``) the long explanation rows of ``users``."""
+    require_extra("train", "explanations (the towers compute them)")
     from unirec.render import render_columns
     from unirec.serve.explain import explain_rows
 
@@ -32,6 +34,7 @@ def explain_users(store: Path, users: list[str], items: list[str] | None, k: int
 
 def explain_all_users(store: Path, k: int, top: int, exclude_seen: bool) -> None:
     """Write the ``explanations`` table; say so on stderr."""
+    require_extra("train", "explanations (the towers compute them)")
     from unirec.serve.explain import write_explanations
 
     n = write_explanations(store, k, top, exclude_seen=exclude_seen)
