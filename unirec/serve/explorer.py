@@ -32,7 +32,7 @@ from unirec.errors import QueryError, UnirecError
 from unirec.serve import api
 from unirec.serve.http import NotFound
 from unirec.serve.recommender import Recommender
-from unirec.store import Store
+from unirec.store import Store, serving_histories
 
 STATIC = Path(__file__).parent / "static"
 _ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}
@@ -110,9 +110,7 @@ class Explorer:
         key = _plain(self.rec.user_ids(np.array([index]))[0])
         if self.explainer is not None:
             hist = self.explainer.histories(np.array([index]))[0]
-        else:
-            from unirec.train.inputs import serving_histories
-
+        else:  # no towers (--no-cold, or no train extra): the same query, torch-free
             length = int(Store(self.store).manifest["samples"]["history_length"])
             hist = serving_histories(Store(self.store), length, np.array([index]))[0]
         hist = hist[hist > 0][::-1]  # most recent first

@@ -13,9 +13,9 @@ import torch
 
 from unirec.config import TrainConfig
 from unirec.serve.bundle import write_bundle
-from unirec.store import Store, write_table
+from unirec.store import Store, serving_histories, write_table
 from unirec.train.checkpoint import load_weights, save_weights
-from unirec.train.inputs import Inputs, serving_histories
+from unirec.train.inputs import Inputs
 from unirec.train.plot import plot_metrics
 from unirec.train.towers import TwoTower
 

@@ -14,8 +14,7 @@ import torch
 
 from unirec.featurize.ops.base import SIDES
 from unirec.serve.recommender import Recommender
-from unirec.store import Store
-from unirec.train.inputs import serving_histories
+from unirec.store import Store, serving_histories
 
 _VALUE_CHARS = 60
 
