@@ -14,7 +14,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,bench,serve,onnx,ann]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,bench,serve,onnx,ann,tune]"
 	touch $(STAMP)
 
 test: $(STAMP)
