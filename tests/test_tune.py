@@ -23,18 +23,6 @@ pytest.importorskip("optuna")
 SMALL = ("--set", "train.epochs=2", "--set", "train.batch_size=256")
 
 
-@pytest.fixture(scope="module")
-def tiny_store(tmp_path_factory) -> Path:
-    """A small synthetic store (no images): a trial of two epochs takes a second or two."""
-    from unirec import featurize
-    from unirec.datasets import synthesize, write_document
-
-    root = tmp_path_factory.mktemp("tune")
-    write_document(synthesize(80, 40, 1600, seed=3), root / "data.json")
-    featurize(root / "data.json", root / "store")
-    return root / "store"
-
-
 def _trials(store: Path) -> list[dict]:
     out = invoke("sql", "SELECT * FROM tuning_trials ORDER BY trial", "--store", store,
                  "--format", "json")
@@ -44,8 +32,8 @@ def _trials(store: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_tune_beats_or_matches_the_defaults_and_round_trips_through_fit(
-        tmp_path, tiny_store) -> None:
-    store = copy_store(tiny_store, tmp_path / "store")
+        tmp_path, holdout_store) -> None:
+    store = copy_store(holdout_store, tmp_path / "store")
     before = set(os.listdir(tmp_path))
     res = invoke("tune", "--store", store, "--trials", "3", *SMALL, "--seed", "1",
                  "--param", "dim=16,32", "--out", tmp_path / "best.toml", "--format", "csv")
@@ -77,8 +65,8 @@ def test_tune_beats_or_matches_the_defaults_and_round_trips_through_fit(
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_cleanly_and_keeps_the_best_so_far(tmp_path, tiny_store) -> None:
-    store = copy_store(tiny_store, tmp_path / "store")
+def test_ctrl_c_stops_cleanly_and_keeps_the_best_so_far(tmp_path, holdout_store) -> None:
+    store = copy_store(holdout_store, tmp_path / "store")
     out = tmp_path / "best.json"
     proc = subprocess.Popen(
         [sys.executable, "-m", "unirec", "tune", "--store", str(store), "--trials", "500",
@@ -124,8 +112,8 @@ def test_param_syntax_and_one_line_errors() -> None:
     assert space["lr"].low == base.lr and "widened" in notes[0]
 
 
-def test_tune_refuses_an_unknown_metric_in_one_line(tmp_path, tiny_store) -> None:
-    store = copy_store(tiny_store, tmp_path / "store")
+def test_tune_refuses_an_unknown_metric_in_one_line(tmp_path, holdout_store) -> None:
+    store = copy_store(holdout_store, tmp_path / "store")
     res = invoke("tune", "--store", store, "--trials", "1", "--set", "train.epochs=1",
                  "--metric", "ndcg@7", "--out", tmp_path / "x.toml")
     assert res.exit_code == 1

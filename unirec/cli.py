@@ -224,16 +224,23 @@ def datasets() -> None:
               default="document", show_default=True,
               help="One data.json document, or a folder of users/items/interactions files: "
               "folder (= jsonl) or parquet, the streaming form for large inputs.")
+@click.option("--holdout-items", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+              show_default=True, metavar="FRACTION",
+              help="Hold this share of the items out of training: they keep their records, "
+                   "their interactions go to holdout.csv (ids in new_items.csv).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output folder.")
 def synthetic(n_users: int, n_items: int, n_interactions: int, seed: int, images: bool,
-              fmt: str, out: Path) -> None:
+              fmt: str, holdout_items: float, out: Path) -> None:
     """A dataset with planted, learnable structure in every feature kind."""
-    from unirec.datasets import synthesize, write_document, write_folder
+    from unirec.datasets import synthesize, write_document, write_folder, write_holdout
 
     out.mkdir(parents=True, exist_ok=True)
     data = synthesize(n_users, n_items, n_interactions, seed=seed,
-                      images_dir=out / "images" if images else None)
+                      images_dir=out / "images" if images else None,
+                      holdout_items=holdout_items)
+    for path in write_holdout(data, out):
+        click.echo(f"held out: {path}", err=True)
     if fmt == "document":
         write_document(data, out / "data.json")
         click.echo(str(out / "data.json"))
