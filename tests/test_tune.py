@@ -16,7 +16,7 @@ from conftest import copy_store, invoke
 
 from unirec.config import TrainConfig, load_config
 from unirec.errors import ConfigError
-from unirec.tune import DEFAULT_SPACE, Param, parse_param, resolve_space
+from unirec.tune import DEFAULT_SPACE, Param, load_space, parse_param, resolve_space
 
 pytest.importorskip("optuna")
 
@@ -120,3 +120,14 @@ def test_tune_refuses_an_unknown_metric_in_one_line(tmp_path, holdout_store) -> 
     assert res.stderr.startswith("Error: --metric ndcg@7: fit reports no such validation")
     assert len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x.toml").exists()
+
+
+def test_a_space_file_replaces_the_default_space(tmp_path) -> None:
+    path = tmp_path / "space.toml"
+    path.write_text('dim = [32, 64]\nlr = "1e-4:1e-2:log"\n'
+                    '[temperature]\nlow = 0.05\nhigh = 0.4\nlog = true\n')
+    assert load_space(path) == [Param("dim", choices=(32, 64)), Param("lr", 1e-4, 1e-2, True),
+                                Param("temperature", 0.05, 0.4, True)]
+    path.write_text("dim = 3\n")
+    with pytest.raises(ConfigError, match="space file .*: dim: expected a list"):
+        load_space(path)
