@@ -278,7 +278,8 @@ def figures(result: dict[str, Any], folder: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m bench.quality [--protocol P ...] [--peers-only] [--quick]``: the step alone,
+    """``python -m bench.quality [--protocol P ...] [--peers-only] [--quick] [--tune-trials N]
+    [--tune-timeout S]``: the step alone,
     printed as its markdown and saved as ``bench/results/quality-step-<date>.json``."""
     import argparse
 
@@ -288,7 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--protocol", action="append", choices=qm.PROTOCOLS, default=None)
     p.add_argument("--peers-only", action="store_true", help="skip unirec (minutes per fit)")
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--tune-trials", type=int, default=TUNE_BUDGET["trials"])
+    p.add_argument("--tune-timeout", type=float, default=TUNE_BUDGET["timeout_s"],
+                   help="seconds after which `unirec tune` starts no trial")
     args = p.parse_args(argv)
+    TUNE_BUDGET.update(trials=args.tune_trials, timeout_s=args.tune_timeout)
     result = run(args.quick, args.protocol, unirec=not args.peers_only)
     print(markdown(result))
     print(f"written: {save_results(result, 'quality-step')}")
