@@ -70,7 +70,9 @@ def verdict(protocol: str, rows: list[dict[str, Any]], targets: dict[str, Any]) 
     best = max(others, key=lambda r: r[metric]) if others else None
     head = (f"Target: {name} ≥ {goal:g} (PROTOCOL.md's best peer: {ref_peer} {ref:g}). ")
     if unirec is None:
-        return head + "unirec did not finish, so it is not compared."
+        ran = any(r["model"] == "unirec" for r in rows)
+        return head + ("unirec did not finish, so it is not compared." if ran else
+                       "unirec was not run here (peers only).")
     got = unirec[metric]
     if got >= goal:
         text = f"unirec {got:.3f}: **meets it** (+{got - goal:.3f})."
