@@ -30,14 +30,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import polars as pl
 from pydantic import ValidationError
 
 from unirec.config import Config, TrainConfig
-from unirec.errors import ConfigError, StoreError, UnirecError
+from unirec.errors import ConfigError, StoreError, require_extra
 from unirec.registry import did_you_mean
-from unirec.store import DB_FILE, Store
+from unirec.store import DB_FILE, Store, connect_for_write
 
 TABLE = "tuning_trials"
 
@@ -198,10 +197,8 @@ def tune(store: str | Path, config: Config | None = None, *, trials: int | None 
          out: str | Path = "tuned.toml", progress: bool | None = None) -> TuneResult:
     """Search ``space`` (default ``DEFAULT_SPACE``) for ``trials`` trials or ``timeout``
     seconds; write ``tuning_trials`` into the store and the best config to ``out``."""
-    try:
-        import optuna
-    except ImportError:
-        raise UnirecError("`unirec tune` needs Optuna: pip install 'unirec[tune]'") from None
+    require_extra("tune", "`unirec tune`")
+    import optuna
     st = Store(store)
     if not st.manifest["shards"].get("val", {}).get("files"):
         raise StoreError("the store has no validation slice to tune on: featurize with "
@@ -343,7 +340,7 @@ def trials_frame(study: Any, space: dict[str, Param], metric: str,
 
 def write_table(store: Path, name: str, frame: pl.DataFrame) -> None:
     """Replace table ``name`` in the store's DuckDB, as ``fit`` writes its embedding tables."""
-    con = duckdb.connect(str(Path(store) / DB_FILE))
+    con = connect_for_write(Path(store) / DB_FILE)
     try:
         con.register("_frame", frame.to_arrow())
         con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _frame")
