@@ -195,7 +195,7 @@ def run_tuned(pipe: qm.Pipeline, split_dir: Path, budget: dict[str, Any]) -> dic
             return {"model": "unirec tuned", "error": (run.killed or run.tail)[-500:]}
         con = duckdb.connect(str(store / "features.duckdb"), read_only=True)
         try:
-            trials = con.execute("SELECT * FROM tuning_trials ORDER BY trial").pl().to_dicts()
+            trials = con.sql("SELECT * FROM tuning_trials ORDER BY trial").pl().to_dicts()
         finally:
             con.close()
     finally:
@@ -248,7 +248,11 @@ def run(quick: bool = False, only: list[str] | None = None, unirec: bool = True
                 rows.append(run_unirec(pipe, work / "splits" / name, settings))
                 _say(name, rows[-1])
             if unirec and not quick:
-                rows.append(run_tuned(pipe, work / "splits" / name, TUNE_BUDGET))
+                try:
+                    rows.append(run_tuned(pipe, work / "splits" / name, TUNE_BUDGET))
+                except Exception as err:  # keep the rows measured so far
+                    rows.append({"model": "unirec tuned", "error": f"{type(err).__name__}: "
+                                 f"{err}"})
                 _say(name, rows[-1])
             out["protocols"][name] = {"rows": rows, "peers_seconds": round(peers_s, 1),
                                       "unirec_seconds": round(time.perf_counter() - t0
