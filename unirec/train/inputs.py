@@ -109,14 +109,3 @@ def load_inputs(store: Store) -> Inputs:
         train_shards=[store.path / "shards" / f for f in manifest["shards"]["train"]["files"]],
         n_users=n_users, n_items=n_items,
     )
-
-
-def serving_histories(store: Store, length: int) -> np.ndarray:
-    """(n_users + 1, L): each user's last L items over every non-test interaction (all types
-    and weights, as a training history), most recent last. What a recommendation made now
-    should condition on (test stays unseen); gathered from the same sequence as training."""
-    seq = load_sequences(store)
-    stop = torch.from_numpy(seq["serve_stop"])
-    have = stop - torch.from_numpy(seq["offsets"][:-1])
-    return gather_history(torch.from_numpy(seq["items"]), stop, have, length).numpy() \
-        .astype(np.int64)
