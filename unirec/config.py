@@ -242,7 +242,7 @@ class TrainConfig(_Section):
     logq: bool = Field(True, description="Subtract log sampling probability from negative "
                        "logits: in-batch negatives over-penalise popular items otherwise.")
     content_loss: float = Field(
-        0.0, ge=0.0, description="Weight of a second softmax loss on content-only item "
+        0.5, ge=0.0, description="Weight of a second softmax loss on content-only item "
         "vectors (id embeddings hidden for every item), so the content path alone ranks "
         "items on the warm items' scale: what a new item gets at serving time.")
     cold_val_items: float = Field(

@@ -95,6 +95,7 @@ def test_new_items_get_their_share_of_hits(world) -> None:
     new_hits = hits["item_id"].is_in(new).mean()
     new_test = test["item_id"].is_in(new).mean()
     parity = new_hits / new_test
+    print(f"new_parity={parity:.3f} hits={len(hits)}")
     assert parity >= 0.35, (parity, len(hits))
 
 
@@ -111,6 +112,7 @@ def test_text_alone_and_images_alone_find_new_items(world, kind: str) -> None:
         "user_id": np.repeat(users, 10),
         "item_id": np.concatenate([rng.choice(world["new"], 10, replace=False) for _ in users])}),
         test) for _ in range(5)])
+    print(f"{kind} alone: new-item recall@10={got:.3f} random={rand:.3f}")
     assert got >= 2 * rand, (kind, got, rand)
 
 

@@ -91,11 +91,15 @@ def _positive_mask(keys: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
 @torch.no_grad()
 def validate(model: TwoTower, inp: Inputs, k: int, device: torch.device, chunk: int = 1024
              ) -> dict[str, float]:
-    """Full-ranking Recall/NDCG@K over every item for users with a validation slice."""
+    """Full-ranking Recall/NDCG@K over every warm item for users with a validation slice."""
     if not len(inp.val_users):
         return {}
     model.eval()
     items = torch.arange(inp.n_items, device=device)
+    # warm validation ranks the items training saw: new items (no training sample) are
+    # rarely in a validation slice, so ranking them would make early stopping reward hiding
+    # them; the cold slice (train.cold_val_items) is what measures new items
+    warm = (inp.items["popularity"] > 0).numpy()
     item_vecs = torch.cat([model.item(items[i:i + chunk]) for i in range(0, len(items), chunk)])
     recs = []
     indptr, indices = inp.val_exclude
@@ -103,7 +107,7 @@ def validate(model: TwoTower, inp: Inputs, k: int, device: torch.device, chunk: 
         users = torch.from_numpy(inp.val_users[s:s + chunk]).to(device)
         hist = torch.from_numpy(inp.val_history[s:s + chunk]).to(device)
         scores = (model.user(users, hist) @ item_vecs.T).float().cpu().numpy()
-        scores[:, 0] = -np.inf  # the padding item
+        scores[:, ~warm] = -np.inf  # the padding item, and items no training sample has
         e = min(s + chunk, len(inp.val_users))
         sub = (indptr[s:e + 1] - indptr[s], indices[indptr[s]:indptr[e]])
         recs.append(topk(scores, k, exclude=sub))
