@@ -145,6 +145,9 @@ class FieldConfig(_Section):
                                 "default padded length for this field.")
     transform: Literal["standard", "minmax", "log1p"] | None = Field(
         None, description="Normalize: overrides features.transform for this field.")
+    buckets: int | None = Field(None, ge=2, le=1000, description="Bucketize (op "
+                                "'bucketize'): quantile buckets of the training window; "
+                                "None is 10.")
 
 
 class FeaturesConfig(_Section):

@@ -198,8 +198,9 @@ def fit(store: str | Path = "unirec-store", config: Config | None = None, *,
             if cold is not None:
                 row.update(validate_cold(model, cold, cfg.eval_k, device))
             score = selection_score(row, cfg.eval_k)
-            improved = score > state["best"]
-            state.update(epoch=epoch, best=max(score, state["best"]),
+            # the first epoch always counts: -train_loss (no validation slice) is below -1
+            improved = not state["history"] or score > state["best"]
+            state.update(epoch=epoch, best=score if improved else state["best"],
                          bad_epochs=0 if improved else state["bad_epochs"] + 1)
             state["history"].append(row)
             if improved:
