@@ -133,9 +133,6 @@ def fit(store: str | Path = "unirec-store", config: Config | None = None, *,
     model = TwoTower(inp.manifest, inp.users, inp.items, inp.text, inp.image,
                      inp.user_trained, cfg).to(device)
     keys = inp.positive_keys.to(device)
-    if cold is not None:  # held items' id rows stay zero: served exactly like new items
-        with torch.no_grad():
-            model.item_table.weight[cold.held.to(device)] = 0.0
     n_neg = cfg.negatives if cfg.loss == "softmax" else cfg.negative_ratio
     sampler = Sampler(inp.items["popularity"].to(device), cfg, cfg.batch_size, n_neg)
     loss_fn = LOSSES.get(cfg.loss)()
@@ -185,6 +182,9 @@ def fit(store: str | Path = "unirec-store", config: Config | None = None, *,
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if held is not None:  # id rows of held items stay zero (an id_sequence
+                    with torch.no_grad():  # feature may still name them): served as new
+                        model.item_table.weight[held] = 0.0
                 seen += len(user)
                 total += loss.item() * len(user)
                 bar.update(len(user))
