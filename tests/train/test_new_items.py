@@ -86,8 +86,8 @@ def test_new_items_get_their_share_of_hits(world) -> None:
     """Defaults: new items compete with warm ones and win their fair share of hits.
 
     new_parity = (new items' share of hits) / (their share of test pairs); on this fixture the
-    defaults measured 0.6-0.9 across seeds (items from every item: ~0.0 before negatives were
-    limited to items seen in training), so 0.35 is a floor that does not flake.
+    defaults measured 1.67 (one run): the planted categories are in every content field, so
+    new items are as easy as warm ones. 0.5 is the issue's MovieLens target, a wide floor.
     """
     recs = _fit_and_recommend(world, "defaults")
     test, new = world["test"], world["new"].tolist()
@@ -96,12 +96,13 @@ def test_new_items_get_their_share_of_hits(world) -> None:
     new_test = test["item_id"].is_in(new).mean()
     parity = new_hits / new_test
     print(f"new_parity={parity:.3f} hits={len(hits)}")
-    assert parity >= 0.35, (parity, len(hits))
+    assert parity >= 0.5, (parity, len(hits))
 
 
 @pytest.mark.parametrize("kind", ["text", "image"])
 def test_text_alone_and_images_alone_find_new_items(world, kind: str) -> None:
-    """Among new items only, each content kind alone beats random by 2x Recall@10."""
+    """Among new items only, each content kind alone beats random by 2x Recall@10 (measured:
+    text 0.77, images 0.78, random 0.21)."""
     drop = tuple(f for f in ITEM_FEATURES if f".{kind}." not in f)
     recs = _fit_and_recommend(world, f"{kind}_alone", drop, candidates=True)
     test = world["test"].filter(pl.col("item_id").is_in(world["new"].tolist()))
