@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +119,13 @@ def validate(model: TwoTower, inp: Inputs, k: int, device: torch.device, chunk: 
 
 
 def fit(store: str | Path = "unirec-store", config: Config | None = None, *,
-        resume: bool = False, progress: bool | None = None) -> dict[str, Any]:
-    """Train the two-tower model on ``store``; write ``store/model``. Returns the summary."""
+        resume: bool = False, progress: bool | None = None,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train the two-tower model on ``store``; write ``store/model``. Returns the summary.
+
+    ``on_epoch`` (rank 0) sees each epoch's metrics row after validation; an exception it
+    raises ends the fit there (``unirec tune`` prunes bad trials this way).
+    """
     cfg = (config or Config()).train
     st = Store(store)
     rank, world = _distributed()
@@ -209,6 +215,8 @@ def fit(store: str | Path = "unirec-store", config: Config | None = None, *,
                 f.write(json.dumps(row) + "\n")
             save_checkpoint(ckpt, model, opt, state)
             stop[0] = float(state["bad_epochs"] >= cfg.patience)
+            if on_epoch is not None:
+                on_epoch(row)
         if world > 1:
             dist.broadcast(stop, src=0)
         if stop.item():
