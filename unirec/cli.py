@@ -309,7 +309,8 @@ def export(onnx_dir: Path, store: Path) -> None:
               help="Load the towers for POSTed records of new users/items (imports torch; "
                    "the train extra). Default: on where the train extra is installed.")
 def serve(store: Path, host: str, port: int, cold: bool | None) -> None:
-    """Serve recommendations over HTTP (JSON): /recommend, /similar, /health."""
+    """Serve recommendations over HTTP (JSON: /recommend, /similar, /explain, /health) and
+    the explorer, a web page of users, items and recommendations, at /."""
     require_extra("serve", "`unirec serve`")
     if cold is None:
         try:

@@ -22,8 +22,8 @@ import pyarrow as pa
 import torch
 
 from unirec.metrics import csr_from_pairs, ranking_metrics, topk
-from unirec.store import Store
-from unirec.train.inputs import Inputs, serving_histories
+from unirec.store import Store, serving_histories
+from unirec.train.inputs import Inputs
 
 MIN_COUNT = 5  # the cold_item protocol's eligibility: enough interactions to measure
 
