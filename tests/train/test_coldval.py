@@ -11,7 +11,7 @@ from safetensors.numpy import load_file
 
 from unirec import Store
 from unirec.train.coldval import carve, hide, selection_score
-from unirec.train.data import ShardStream
+from unirec.train.data import ShardStream, gather_history
 from unirec.train.inputs import load_inputs
 
 
@@ -44,6 +44,8 @@ def test_batches_lose_held_items_as_samples_and_in_histories(synthetic_store) ->
     inp = load_inputs(st)
     cs = carve(st, inp, 0.2, seed=1)
     batch = next(iter(ShardStream(inp.train_shards, batch_size=512, seed=0)))
+    batch["history"] = gather_history(inp.sequence, batch["hend"], batch["hlen"],
+                                      inp.manifest["samples"]["history_length"])
     assert cs.held[batch["item"].long()].any() and cs.held[batch["history"].long()].any()
     out = hide(cs.held, batch)
     assert not cs.held[out["item"].long()].any()
