@@ -225,11 +225,15 @@ def export(onnx_dir: Path, store: Path) -> None:
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--cold/--no-cold", default=True, show_default=True,
               help="Load the towers for POSTed records of new users/items (imports torch).")
-def serve(store: Path, host: str, port: int, cold: bool) -> None:
+@click.option("--images", "image_dirs", multiple=True,
+              type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Another folder POSTed records may name images in (besides the store's "
+                   "input folder); repeatable.")
+def serve(store: Path, host: str, port: int, cold: bool, image_dirs: tuple[Path, ...]) -> None:
     """Serve recommendations over HTTP (JSON): /recommend, /similar, /health."""
     from unirec.serve.http import serve as run
 
-    run(store, host, port, cold=cold)
+    run(store, host, port, cold=cold, image_dirs=list(image_dirs))
 
 
 def _print_plan(plan: dict[str, Any]) -> None:

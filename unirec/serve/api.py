@@ -132,6 +132,9 @@ def score(user: Any, items: Sequence[Any], *, store: StorePath = "unirec-store",
           user_record: dict[str, Any] | None = None) -> np.ndarray:
     """Cosine scores of ``items`` for one user (by id, or a new user's record)."""
     rec = Recommender.load(store)
+    if not _is_many(items):
+        raise QueryError(f"items must be a list of item ids, got {type(items).__name__} "
+                         f"{items!r}")
     index = rec.item_index(list(items))
     if user_record is not None:
         vector = record_vectors(store, rec, "user", [user_record])[0]

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import random
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,11 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from unirec.config import Config, TrainConfig
+from unirec.featurize.guard import resolve_store, store_lock
 from unirec.metrics import ranking_metrics, topk
 from unirec.store import Store
-from unirec.train.checkpoint import load_checkpoint, save_checkpoint, save_weights
+from unirec.train import workdir
+from unirec.train.checkpoint import save_checkpoint, save_weights
 from unirec.train.data import ShardStream
 from unirec.train.inputs import Inputs, load_inputs
 from unirec.train.losses import LOSSES, LossInput
@@ -112,10 +113,20 @@ def validate(model: TwoTower, inp: Inputs, k: int, device: torch.device, chunk: 
 
 def fit(store: str | Path = "unirec-store", config: Config | None = None, *,
         resume: bool = False, progress: bool | None = None) -> dict[str, Any]:
-    """Train the two-tower model on ``store``; write ``store/model``. Returns the summary."""
-    cfg = (config or Config()).train
+    """Train the two-tower model on ``store``; swap the result in as ``store/model``.
+
+    Returns the summary. The previous model keeps being served until the new one is
+    complete (``train.workdir``); rank 0 holds the store's write lock throughout.
+    """
     st = Store(store)
     rank, world = _distributed()
+    lock = store_lock(resolve_store(st.path), "fit") if rank == 0 else contextlib.nullcontext()
+    with lock:
+        return _fit(st, (config or Config()).train, resume, progress, rank, world)
+
+
+def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank: int,
+         world: int) -> dict[str, Any]:
     device = _device(cfg.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", rank % torch.cuda.device_count())
@@ -128,14 +139,13 @@ def fit(store: str | Path = "unirec-store", config: Config | None = None, *,
     sampler = Sampler(inp.items["popularity"].to(device), cfg, cfg.batch_size, n_neg)
     loss_fn = LOSSES.get(cfg.loss)()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    out = st.path / "model"
-    ckpt = out / "checkpoint"
-    state: dict[str, Any] = {"epoch": 0, "best": -1.0, "bad_epochs": 0, "history": []}
-    if resume and (ckpt / "checkpoint.json").exists():
-        state = load_checkpoint(ckpt, model, opt)
-    elif rank == 0:
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir(parents=True)
+    out = workdir.work_dir(st)
+    ckpt = out / workdir.CHECKPOINT
+    train = cfg.model_dump(mode="json")
+    state: dict[str, Any] = workdir.start(st, model, opt, resume=resume, rank=rank,
+                                          train=train) or \
+        {"epoch": 0, "best": -1.0, "bad_epochs": 0, "history": []}
+    state["train"] = train
     net: Any = DistributedDataParallel(model) if world > 1 else model
     if cfg.compile is True or (cfg.compile == "auto" and device.type == "cuda"):
         net = torch.compile(net)
