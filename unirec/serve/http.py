@@ -21,7 +21,9 @@ under the server is 503. The model loads once, when the app is created.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Any, Literal
 
@@ -105,14 +107,14 @@ def create_app(store: str | Path = "unirec-store", *, cold: bool = True,
     store = Path(store)
     Recommender.load(store)
     encoder = None
-    uploads = tempfile.TemporaryDirectory(prefix="unirec-serve-images-")
-    folders = ImageFolders(store, list(image_dirs), Path(uploads.name))
+    uploads = tempfile.mkdtemp(prefix="unirec-serve-images-")
+    folders = ImageFolders(store, list(image_dirs), Path(uploads))
     if cold:
         from unirec.serve.cold import cold_encoder  # torch: once, at start-up
 
         encoder = cold_encoder(store)
     app = FastAPI(title="unirec", summary="Recommendations from a fitted unirec store")
-    app.state.uploads = uploads  # removed with the app
+    weakref.finalize(app, shutil.rmtree, uploads, ignore_errors=True)  # sent images go too
 
     @app.exception_handler(NotFound)
     async def _not_found(request: Request, exc: NotFound) -> JSONResponse:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import random
 import time
@@ -144,7 +145,7 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
     train = cfg.model_dump(mode="json")
     state: dict[str, Any] = workdir.start(st, model, opt, resume=resume, rank=rank,
                                           train=train) or \
-        {"epoch": 0, "best": -1.0, "bad_epochs": 0, "history": []}
+        {"epoch": 0, "best": -math.inf, "bad_epochs": 0, "history": []}
     state["train"] = train
     net: Any = DistributedDataParallel(model) if world > 1 else model
     if cfg.compile is True or (cfg.compile == "auto" and device.type == "cuda"):

@@ -13,6 +13,7 @@ import pyarrow as pa
 import torch
 
 from unirec.config import TrainConfig
+from unirec.errors import StoreError
 from unirec.serve.bundle import write_bundle
 from unirec.store import DB_FILE, Store
 from unirec.train import workdir
@@ -57,6 +58,9 @@ def write_outputs(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
     """Best weights -> embeddings for every user (with their latest history) and item, in a
     new model folder swapped in whole (``workdir.publish``); then the SQL tables."""
     work = workdir.work_dir(store)
+    if not (work / "best.safetensors").is_file():
+        raise StoreError("training produced no usable epoch (the loss was never finite): "
+                         "check the data (too few interactions?) and train.lr")
     load_weights(work / "best.safetensors", model)
     length = inp.manifest["samples"]["history_length"]
     users = embed_all(model, inp.n_users, "user", device, serving_histories(store, length))

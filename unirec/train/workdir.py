@@ -33,6 +33,9 @@ CARRIED = ("best.safetensors", "metrics.jsonl", f"{CHECKPOINT}/checkpoint.safete
            f"{CHECKPOINT}/{MANIFEST}")
 
 
+_MAY_CHANGE = ("epochs", "patience", "device", "compile", "precision")
+
+
 def work_dir(store: Store) -> Path:
     return store.path / WORK
 
@@ -68,7 +71,7 @@ def _load(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
 
             saved = json.loads((ckpt / MANIFEST).read_text())["extra"].get("train", {})
         changed = [f"train.{k} {saved[k]!r} -> {v!r}" for k, v in train.items()
-                   if k in saved and saved[k] != v]
+                   if k in saved and saved[k] != v and k not in _MAY_CHANGE]
         why = f"the config changed ({', '.join(changed)})" if changed else \
             f"it is damaged ({_first_line(exc)})"
         raise StoreError(f"cannot resume from the checkpoint in {str(ckpt)!r}: {why}; run "
@@ -82,12 +85,15 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _link_files(src: Path, dst: Path) -> None:
-    """Hard-link (copy where links fail) the training files of ``src`` into ``dst``: the
-    source keeps every byte until the swap has happened."""
+    """Hard-link the training files of ``src`` into ``dst``: the source keeps every byte
+    until the swap has happened. Files replaced by rename (weights, checkpoint) can share an
+    inode; ``metrics.jsonl`` is appended to, so it is copied (as is anything links fail on)."""
     for name in CARRIED:
         if (src / name).is_file():
             (dst / name).parent.mkdir(parents=True, exist_ok=True)
             try:
+                if name.endswith(".jsonl"):
+                    raise OSError("appended to: copy")
                 os.link(src / name, dst / name)
             except OSError:
                 shutil.copy2(src / name, dst / name)
