@@ -50,7 +50,7 @@ CASES = [
     ("whitespace id", "item_data[1] (item_id ' 11'): item_id: is ' 11': ids must not"),
     ("whitespace interaction id", "interactions[0]: user_id: is '1 ': ids must not start"),
     ("huge continuous", "user_data[1] (user_id '2'): continuous.age: is '1e200': continuous"),
-    ("1000 fields", "user_data: 1006 fields; at most 512"),
+    ("1000 fields", "user_data: 1006 fields; at most 256"),
 ]
 
 

@@ -83,9 +83,13 @@ def store_lock(target: Path, what: str) -> Iterator[None]:
     """Hold the store's write lock for ``what`` ("featurize", "fit"); refuse if another
     process holds it, naming that process. The lock file is removed on release."""
     path = lock_path(target)
-    path.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot lock store {str(target)!r} for writing ({str(path)!r}: "
+                             f"{exc.strerror}); its folder must be writable") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

@@ -326,7 +326,7 @@ ISO_DATE = "regexp_matches({v}, '^[0-9]{{4}}-[0-9]{{2}}')"
 # categorify/sequences: .length): a field named like one would be silently shadowed.
 DERIVED_SUFFIXES = (".missing", ".length")
 MAX_ABS_CONTINUOUS = 1e30  # float32 training and squared statistics stay finite
-MAX_FIELDS = 512  # per section: profiling and SQL expressions grow with the field count
+MAX_FIELDS = 256  # per section: one join per field compiles them (256 measured to work)
 
 
 def duplicate_keys(con: duckdb.DuckDBPyConnection, section: str, groups: tuple[str, ...]

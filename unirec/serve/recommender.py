@@ -195,8 +195,8 @@ class Recommender:
         """Exact top-``k`` item indices and scores for query ``vectors`` (n, dim).
 
         ``candidates`` (item indices) restricts the catalogue; ``exclude`` (CSR over the rows)
-        removes items per row. Rows with fewer allowed items are padded with index -1 and
-        score NaN. ``ann`` searches the approximate index (``unirec.serve.ann``) instead.
+        removes items per row. ``k`` is clamped to the catalogue size (a huge k allocates
+        nothing huge); rows with fewer allowed items are padded with index -1 and score NaN. ``ann`` searches the approximate index (``unirec.serve.ann``) instead.
         """
         k = check_k(k, self.n_items)
         vectors = np.atleast_2d(np.asarray(vectors, np.float32))
