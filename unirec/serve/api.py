@@ -82,7 +82,9 @@ def recommend(users: Any = None, k: int = 10, *, store: StorePath = "unirec-stor
     """Top-``k`` ``(item_ids, scores)`` for one user id, many (a list), or new user records.
 
     One id gives 1-D arrays (fewer than ``k`` when the catalogue runs out); a list of ids or
-    ``user_records`` gives ``(n, k)`` arrays, short rows padded with score NaN. Seen items are
+    ``user_records`` gives ``(n, k)`` arrays (``k`` clamped to the catalogue size), short
+    rows padded with score NaN. ``k`` must be a positive int and ids ints or strings (else
+    ``QueryError``). Seen items are
     excluded unless ``exclude_seen=False``; ``candidates`` (ids or a CSV path) restricts the
     catalogue; ``fallback="popular"`` answers unknown users with the most popular items;
     ``ann`` uses the approximate index (the ``ann`` extra) instead of the exact scan.

@@ -196,7 +196,8 @@ class Recommender:
 
         ``candidates`` (item indices) restricts the catalogue; ``exclude`` (CSR over the rows)
         removes items per row. ``k`` is clamped to the catalogue size (a huge k allocates
-        nothing huge); rows with fewer allowed items are padded with index -1 and score NaN. ``ann`` searches the approximate index (``unirec.serve.ann``) instead.
+        nothing huge); rows with fewer allowed items are padded with index -1 and score NaN.
+        ``ann`` searches the approximate index (``unirec.serve.ann``) instead.
         """
         k = check_k(k, self.n_items)
         vectors = np.atleast_2d(np.asarray(vectors, np.float32))
