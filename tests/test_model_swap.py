@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 import uvicorn
-from conftest import copy_store, invoke, run_unirec, tree_digest
+from conftest import copy_store, invoke, run_unirec, tree_digest, write_doc
 
 import unirec
 from unirec.config import Config, TrainConfig
@@ -140,3 +140,16 @@ def test_python_api_matches_ids_by_type_and_k_is_a_positive_int(fitted_store) ->
             unirec.recommend(1, k, store=fitted_store)
     all_items, _ = unirec.recommend(1, 10**12, store=fitted_store, exclude_seen=False)
     assert len(all_items) == Recommender.load(fitted_store).n_items
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_fit_on_a_store_with_very_few_interactions(tmp_path, n) -> None:
+    doc = {"user_data": [{"user_id": u} for u in range(2)],
+           "item_data": [{"item_id": i} for i in range(2)],
+           "interactions": [{"user_id": j % 2, "item_id": (j + 1) % 2, "timestamp": j}
+                            for j in range(n)]}
+    store = tmp_path / "store"
+    unirec.featurize(write_doc(tmp_path / "d.json", doc), store)
+    summary = unirec.fit(store, Config(train=TrainConfig(epochs=1, dim=8)), progress=False)
+    assert summary["epochs"] == 1
+    assert (store / "model" / "bundle.json").is_file()
