@@ -98,6 +98,22 @@ def synthetic_store(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def holdout_store(tmp_path_factory) -> Path:
+    """A small synthetic store (no images) with 20% of the items held out of training: their
+    interactions are in ``holdout.csv`` and their ids in ``new_items.csv`` beside the store.
+    Cheap to fit (a two-epoch fit takes a second or two). Copy it before writing."""
+    from unirec import featurize
+    from unirec.datasets import synthesize, write_document, write_holdout
+
+    root = tmp_path_factory.mktemp("holdout")
+    data = synthesize(80, 40, 1600, seed=3, holdout_items=0.2)
+    write_document(data, root / "data.json")
+    write_holdout(data, root)
+    featurize(root / "data.json", root / "store")
+    return root / "store"
+
+
+@pytest.fixture(scope="session")
 def fitted_store(tmp_path_factory, synthetic_store) -> Path:
     """A copy of ``synthetic_store`` with a small model fitted (3 epochs, dim 32): what the
     serving tests query. Read-only for its users: copy it before writing."""

@@ -188,11 +188,22 @@ class HistoryEncoder(nn.Module):
             return masked_mean(x, mask)
         x = x + self.pos[-idx.shape[1]:]
         if self.mode == "attention":
-            q = self.query(x[:, -1])  # (B, dim): the most recent slot asks
-            scores = torch.einsum("bld,bd->bl", x, q) / x.shape[-1] ** 0.5
-            scores = scores.masked_fill(~mask, float("-inf"))
-            weights = torch.softmax(scores, dim=1).nan_to_num(0.0)  # empty history -> zeros
-            return torch.einsum("bl,bld->bd", weights, x)
+            return torch.einsum("bl,bld->bd", self._weights(x, mask), x)
         pad = ~mask
         pad[:, -1] = False  # an empty history still attends to one (zero) slot
         return self.layer(x, src_key_padding_mask=pad)[:, -1]
+
+    def _weights(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        q = self.query(x[:, -1])  # (B, dim): the most recent slot asks
+        scores = torch.einsum("bld,bd->bl", x, q) / x.shape[-1] ** 0.5
+        scores = scores.masked_fill(~mask, float("-inf"))
+        return torch.softmax(scores, dim=1).nan_to_num(0.0)  # empty history -> zeros
+
+    def attention(self, history: torch.Tensor) -> torch.Tensor | None:
+        """(B, L) attention weights over the history slots (``attention`` mode; else None):
+        what ``unirec explain`` shows beside each history item's leave-one-out delta."""
+        if self.mode != "attention":
+            return None
+        idx = history.long()
+        x = self.proj(self.item_table(idx)) + self.pos[-idx.shape[1]:]
+        return self._weights(x, idx > 0)

@@ -14,6 +14,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,21 +114,24 @@ def validate(model: TwoTower, inp: Inputs, k: int, device: torch.device, chunk: 
 
 
 def fit(store: str | Path = "unirec-store", config: Config | None = None, *,
-        resume: bool = False, progress: bool | None = None) -> dict[str, Any]:
+        resume: bool = False, progress: bool | None = None,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train the two-tower model on ``store``; swap the result in as ``store/model``.
 
     Returns the summary. The previous model keeps being served until the new one is
     complete (``train.workdir``); rank 0 holds the store's write lock throughout.
+    ``on_epoch`` (rank 0) sees each epoch's metrics row after validation; an exception it
+    raises ends the fit there (``unirec tune`` prunes bad trials this way).
     """
     st = Store(store)
     rank, world = _distributed()
     lock = store_lock(resolve_store(st.path), "fit") if rank == 0 else contextlib.nullcontext()
     with lock:
-        return _fit(st, (config or Config()).train, resume, progress, rank, world)
+        return _fit(st, (config or Config()).train, resume, progress, rank, world, on_epoch)
 
 
 def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank: int,
-         world: int) -> dict[str, Any]:
+         world: int, on_epoch: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
     device = _device(cfg.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", rank % torch.cuda.device_count())
@@ -196,6 +200,8 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
                 f.write(json.dumps(row) + "\n")
             save_checkpoint(ckpt, model, opt, state)
             stop[0] = float(state["bad_epochs"] >= cfg.patience)
+            if on_epoch is not None:
+                on_epoch(row)
         if world > 1:
             dist.broadcast(stop, src=0)
         if stop.item():

@@ -14,10 +14,10 @@ import torch
 from unirec.config import TrainConfig
 from unirec.errors import StoreError
 from unirec.serve.bundle import write_bundle
-from unirec.store import DB_FILE, Store, connect_for_write
+from unirec.store import Store, serving_histories, write_table
 from unirec.train import workdir
 from unirec.train.checkpoint import load_weights, save_weights
-from unirec.train.inputs import Inputs, serving_histories
+from unirec.train.inputs import Inputs
 from unirec.train.plot import plot_metrics
 from unirec.train.towers import TwoTower
 
@@ -42,14 +42,8 @@ def _write_table(store: Path, name: str, index: str, id_col: str, map_name: str,
     flat = pa.array(vectors[1:].reshape(-1), pa.float32())
     arrow = pa.table({index: np.arange(1, len(vectors), dtype=np.int32),
                       "embedding": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])})
-    con = connect_for_write(store / DB_FILE)
-    try:
-        con.register("_emb", arrow)
-        con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT m.{index}, m.{id_col}, "
-                    f"e.embedding FROM _emb e JOIN {map_name} m USING ({index}) "
-                    f"ORDER BY m.{index}")
-    finally:
-        con.close()
+    write_table(store, name, arrow, f"SELECT m.{index}, m.{id_col}, e.embedding FROM _new e "
+                f"JOIN {map_name} m USING ({index}) ORDER BY m.{index}")
 
 
 def write_outputs(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,

@@ -48,13 +48,30 @@ class Tower(nn.Module):
 
         ``idx`` None (a new entity, e.g. a cold-start record) skips the id embedding.
         """
+        return self.fuse(self.tokens(rows, idx, history))
+
+    def tokens(self, rows: Rows, idx: torch.Tensor | None = None,
+               history: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, dim): one token per input, in ``token_names`` order (explain masks them)."""
         tokens = [enc(rows) for enc in self.encoders]
         if self.ids is not None:
             tokens.append(self.ids(idx) if idx is not None else
                           torch.zeros_like(tokens[0]) if tokens else self._zeros(history))
         if self.history is not None:
             tokens.append(self.history(history))
-        return F.normalize(self.fusion(torch.stack(tokens, dim=1)), dim=-1)
+        return torch.stack(tokens, dim=1)
+
+    def fuse(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T, dim) tokens -> (B, dim) unit vectors."""
+        return F.normalize(self.fusion(tokens), dim=-1)
+
+    @property
+    def token_names(self) -> list[str]:
+        """What each token of ``tokens`` encodes: feature names, then ``{side}_id``, then
+        ``history``."""
+        return [enc.name for enc in self.encoders] + \
+            ([f"{self.side}_id"] if self.ids is not None else []) + \
+            (["history"] if self.history is not None else [])
 
     def _zeros(self, history: torch.Tensor | None) -> torch.Tensor:
         n = history.shape[0] if history is not None else 1
