@@ -212,7 +212,7 @@ def create_app(store: str | Path = "unirec-store", *, cold: bool = True,
 
     from unirec.serve.explorer import mount
 
-    mount(app, store, rec, cold=encoder is not None)
+    mount(app, store, Recommender.load(store), cold=encoder is not None)
     return app
 
 
