@@ -88,12 +88,16 @@ def tree_digest(root: Path) -> dict[str, str]:
 def synthetic_store(tmp_path_factory) -> Path:
     """A featurized synthetic dataset with planted structure in every feature kind."""
     from unirec import featurize
+    from unirec.config import load_config
     from unirec.datasets import synthesize, write_document
 
     root = tmp_path_factory.mktemp("synthetic")
     write_document(synthesize(300, 150, 9000, seed=7, images_dir=root / "images"),
                    root / "data.json")
-    featurize(root / "data.json", root / "store")
+    # income bucketized: every encoder op has a feature here (test_encoder_contract)
+    cfg = load_config(overrides=['features.fields={"user.continuous.income": '
+                                 '{"op": "bucketize", "buckets": 5}}'])
+    featurize(root / "data.json", root / "store", cfg)
     return root / "store"
 
 

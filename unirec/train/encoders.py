@@ -71,6 +71,11 @@ class CategoricalEncoder(Encoder):
         return masked_mean(self.table(idx), idx > 0)
 
 
+@ENCODERS.register("bucketize")
+class BucketEncoder(CategoricalEncoder):
+    """An embedding per quantile bucket (0 = missing = zero): any shape of effect."""
+
+
 @ENCODERS.register("normalize")
 class ContinuousEncoder(Encoder):
     """A projection of (value, missing flag)."""

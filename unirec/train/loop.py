@@ -31,6 +31,7 @@ from unirec.metrics import ranking_metrics, topk
 from unirec.store import Store
 from unirec.train import workdir
 from unirec.train.checkpoint import save_checkpoint, save_weights
+from unirec.train.coldval import carve, hide, selection_score, validate_cold
 from unirec.train.data import ShardStream
 from unirec.train.inputs import Inputs, load_inputs
 from unirec.train.losses import LOSSES, LossInput
@@ -66,8 +67,10 @@ class Sampler:
         pop = popularity.clone().double()
         pop[0] = 0
         self.p_batch = pop / pop.sum().clamp(min=1e-12)  # in-batch items follow popularity
-        uniform = torch.ones_like(pop)
-        uniform[0] = 0
+        # only items seen as positives: one that never is would only ever be pushed down
+        uniform = (pop > 0).double()
+        if not uniform.any():
+            uniform[1:] = 1.0
         self.p_neg = (pop if cfg.negative_sampler == "popularity" else uniform)
         self.p_neg = self.p_neg / self.p_neg.sum()
         expected = batch * self.p_batch + n_neg * self.p_neg  # expected count as a negative
@@ -91,11 +94,15 @@ def _positive_mask(keys: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
 @torch.no_grad()
 def validate(model: TwoTower, inp: Inputs, k: int, device: torch.device, chunk: int = 1024
              ) -> dict[str, float]:
-    """Full-ranking Recall/NDCG@K over every item for users with a validation slice."""
+    """Full-ranking Recall/NDCG@K over every warm item for users with a validation slice."""
     if not len(inp.val_users):
         return {}
     model.eval()
     items = torch.arange(inp.n_items, device=device)
+    # warm validation ranks the items training saw: new items (no training sample) are
+    # rarely in a validation slice, so ranking them would make early stopping reward hiding
+    # them; the cold slice (train.cold_val_items) is what measures new items
+    warm = (inp.items["popularity"] > 0).numpy()
     item_vecs = torch.cat([model.item(items[i:i + chunk]) for i in range(0, len(items), chunk)])
     recs = []
     indptr, indices = inp.val_exclude
@@ -103,7 +110,7 @@ def validate(model: TwoTower, inp: Inputs, k: int, device: torch.device, chunk: 
         users = torch.from_numpy(inp.val_users[s:s + chunk]).to(device)
         hist = torch.from_numpy(inp.val_history[s:s + chunk]).to(device)
         scores = (model.user(users, hist) @ item_vecs.T).float().cpu().numpy()
-        scores[:, 0] = -np.inf  # the padding item
+        scores[:, ~warm] = -np.inf  # the padding item, and items no training sample has
         e = min(s + chunk, len(inp.val_users))
         sub = (indptr[s:e + 1] - indptr[s], indices[indptr[s]:indptr[e]])
         recs.append(topk(scores, k, exclude=sub))
@@ -137,12 +144,15 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
         device = torch.device("cuda", rank % torch.cuda.device_count())
     _seed(cfg.seed + rank)
     inp = load_inputs(st)
+    cold = carve(st, inp, cfg.cold_val_items, cfg.seed) if cfg.cold_val_items > 0 else None
+    held = cold.held.to(device) if cold is not None else None
     model = TwoTower(inp.manifest, inp.users, inp.items, inp.text, inp.image,
                      inp.user_trained, cfg).to(device)
     keys = inp.positive_keys.to(device)
     n_neg = cfg.negatives if cfg.loss == "softmax" else cfg.negative_ratio
     sampler = Sampler(inp.items["popularity"].to(device), cfg, cfg.batch_size, n_neg)
     loss_fn = LOSSES.get(cfg.loss)()
+    content = cfg.content_loss > 0 and cfg.item_id  # without ids, items are content already
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     out = workdir.work_dir(st)
     ckpt = out / workdir.CHECKPOINT
@@ -165,20 +175,31 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
         with Join([net]) if world > 1 else contextlib.nullcontext():
             for batch in stream:
                 b = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                if cold is not None:
+                    b = hide(held, b)
+                    if not len(b["item"]):
+                        continue
                 user, item = b["user"].long(), b["item"].long()
                 negs = sampler.sample()
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    u, v, nv = net(user, b["history"], item, negs)
-                    loss = loss_fn(LossInput(
+                    u, v, nv, *plain = net(user, b["history"], item, negs, content)
+                    x = LossInput(
                         user_vec=u.float(), item_vec=v.float(), neg_vec=nv.float(),
                         logq_items=sampler.logq[item], logq_neg=sampler.logq[negs],
                         mask_batch=_positive_mask(keys, user, item, inp.n_items),
                         mask_neg=_positive_mask(keys, user, negs, inp.n_items),
                         weight=b["weight"].float(), temperature=cfg.temperature,
-                        logq=cfg.logq))
+                        logq=cfg.logq)
+                    loss = loss_fn(x)
+                    if content:  # the same task for the content path alone
+                        x.item_vec, x.neg_vec = plain[0].float(), plain[1].float()
+                        loss = loss + cfg.content_loss * loss_fn(x)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if held is not None:  # id rows of held items stay zero (an id_sequence
+                    with torch.no_grad():  # feature may still name them): served as new
+                        model.item_table.weight[held] = 0.0
                 seen += len(user)
                 total += loss.item() * len(user)
                 bar.update(len(user))
@@ -189,9 +210,12 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
             row = {"epoch": epoch, "train_loss": total / max(seen, 1), "samples": seen,
                    "samples_per_s": seen * world / train_s, "train_seconds": round(train_s, 3),
                    **validate(model, inp, cfg.eval_k, device)}
-            score = row.get(f"val_ndcg@{cfg.eval_k}", -row["train_loss"])
-            improved = score > state["best"]
-            state.update(epoch=epoch, best=max(score, state["best"]),
+            if cold is not None:
+                row.update(validate_cold(model, cold, cfg.eval_k, device))
+            score = selection_score(row, cfg.eval_k)
+            # the first epoch always counts: -train_loss (no validation slice) is below -1
+            improved = not state["history"] or score > state["best"]
+            state.update(epoch=epoch, best=score if improved else state["best"],
                          bad_epochs=0 if improved else state["bad_epochs"] + 1)
             state["history"].append(row)
             if improved:

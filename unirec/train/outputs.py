@@ -17,6 +17,7 @@ from unirec.serve.bundle import write_bundle
 from unirec.store import Store, serving_histories, write_table
 from unirec.train import workdir
 from unirec.train.checkpoint import load_weights, save_weights
+from unirec.train.coldval import selection_score
 from unirec.train.inputs import Inputs
 from unirec.train.plot import plot_metrics
 from unirec.train.towers import TwoTower
@@ -58,8 +59,7 @@ def write_outputs(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
     length = inp.manifest["samples"]["history_length"]
     users = embed_all(model, inp.n_users, "user", device, serving_histories(store, length))
     items = embed_all(model, inp.n_items, "item", device)
-    best = max(state["history"], key=lambda r: r.get(f"val_ndcg@{cfg.eval_k}",
-                                                      -r["train_loss"]))
+    best = max(state["history"], key=lambda r: selection_score(r, cfg.eval_k))
     summary = {"epochs": state["epoch"], "best_epoch": best["epoch"], "best": best,
                "n_users": inp.n_users - 1, "n_items": inp.n_items - 1, "dim": cfg.dim}
     with workdir.publish(store, inp.manifest) as out:

@@ -81,6 +81,16 @@ class Tower(nn.Module):
         return self.encode(self.gather(idx), idx, history)
 
 
+def _kept_features(features: list[dict[str, Any]], drop: list[str]) -> list[dict[str, Any]]:
+    """The manifest's features less those named in ``train.drop_features``."""
+    known = {f"{f['side']}.{f['name']}" for f in features}
+    unknown = sorted(set(drop) - known)
+    if unknown:
+        raise ConfigError(f"train.drop_features: no feature {unknown[0]!r} in the store; "
+                          f"known: {', '.join(sorted(known))}")
+    return [f for f in features if f"{f['side']}.{f['name']}" not in drop]
+
+
 class TwoTower(nn.Module):
     """User tower · item tower / temperature = the score of a (user, item) pair."""
 
@@ -96,7 +106,7 @@ class TwoTower(nn.Module):
         with torch.no_grad():
             self.item_table.weight[0].zero_()
         shared = Shared(text, image, self.item_table)
-        feats = manifest["features"]
+        feats = _kept_features(manifest["features"], cfg.drop_features)
         user_ids = item_ids = None
         if cfg.user_id:
             self.user_table = nn.Embedding(n_users, cfg.dim, padding_idx=0)
@@ -116,7 +126,14 @@ class TwoTower(nn.Module):
         self.temperature = cfg.temperature
 
     def forward(self, user: torch.Tensor, history: torch.Tensor, item: torch.Tensor,
-                negatives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Unit vectors of the users, their positive items and the sampled negatives."""
-        items = self.item(torch.cat([item, negatives]))  # one pass: fewer small ops
-        return self.user(user, history), items[: len(item)], items[len(item):]
+                negatives: torch.Tensor, content: bool = False) -> tuple[torch.Tensor, ...]:
+        """Unit vectors of the users, their positive items and the sampled negatives; with
+        ``content``, also the items' content-only vectors (ids hidden, as for a new item)."""
+        both = torch.cat([item, negatives])
+        rows = self.item.gather(both)
+        items = self.item.encode(rows, both)  # one pass: fewer small ops
+        out = (self.user(user, history), items[: len(item)], items[len(item):])
+        if not content:
+            return out
+        plain = self.item.encode(rows, None)
+        return (*out, plain[: len(item)], plain[len(item):])
