@@ -30,8 +30,9 @@ from unirec.store import Store
 from unirec.train.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from unirec.train.data import ShardStream
 from unirec.train.inputs import Inputs, load_inputs
-from unirec.train.losses import LOSSES, LossInput
+from unirec.train.losses import LOSSES
 from unirec.train.outputs import write_outputs
+from unirec.train.step import PositiveMask, Step, make_optimizer
 from unirec.train.towers import TwoTower
 
 
@@ -79,10 +80,22 @@ class Sampler:
 
 def _positive_mask(keys: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
                    n_items: int) -> torch.Tensor:
-    """(B, C): True where items[c] is among users[b]'s training positives."""
+    """(B, C): True where items[c] is among users[b]'s training positives: the plain
+    search-per-pair form, kept as the reference ``step.PositiveMask`` must equal."""
     q = users.unsqueeze(1) * n_items + items.unsqueeze(0)
     pos = torch.searchsorted(keys, q).clamp(max=len(keys) - 1)
     return keys[pos] == q
+
+
+def _bad_epochs(state: dict[str, Any], score: float, min_gain: float) -> int:
+    """Epochs since the last gain worth an epoch: a score at least ``min_gain`` x |score| above
+    the last one that counted. Smaller gains still keep the best weights (the caller saves
+    any improvement); they just buy no more patience, so a flat curve stops."""
+    ref = state.get("best_counted", state["best"]) if state["history"] else None
+    if ref is None or score > ref + min_gain * abs(ref):
+        state["best_counted"] = score
+        return 0
+    return state["bad_epochs"] + 1
 
 
 @torch.no_grad()
@@ -123,11 +136,11 @@ def fit(store: str | Path = "unirec-store", config: Config | None = None, *,
     inp = load_inputs(st)
     model = TwoTower(inp.manifest, inp.users, inp.items, inp.text, inp.image,
                      inp.user_trained, cfg).to(device)
-    keys = inp.positive_keys.to(device)
+    positives = PositiveMask(inp.positive_keys.to(device), inp.n_users, inp.n_items)
     n_neg = cfg.negatives if cfg.loss == "softmax" else cfg.negative_ratio
     sampler = Sampler(inp.items["popularity"].to(device), cfg, cfg.batch_size, n_neg)
     loss_fn = LOSSES.get(cfg.loss)()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(model.parameters(), cfg, device)
     out = st.path / "model"
     ckpt = out / "checkpoint"
     state: dict[str, Any] = {"epoch": 0, "best": -1.0, "bad_epochs": 0, "history": []}
@@ -140,6 +153,7 @@ def fit(store: str | Path = "unirec-store", config: Config | None = None, *,
     if cfg.compile is True or (cfg.compile == "auto" and device.type == "cuda"):
         net = torch.compile(net)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    step = Step(net, opt, sampler, loss_fn, positives, cfg, device, bf16)
     stream = ShardStream(inp.train_shards, rank=rank, world_size=world, seed=cfg.seed,
                          batch_size=cfg.batch_size, drop_last=False)
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
@@ -149,24 +163,10 @@ def fit(store: str | Path = "unirec-store", config: Config | None = None, *,
                    disable=None if progress is None else not progress)
         with Join([net]) if world > 1 else contextlib.nullcontext():
             for batch in stream:
-                b = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                user, item = b["user"].long(), b["item"].long()
-                negs = sampler.sample()
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    u, v, nv = net(user, b["history"], item, negs)
-                    loss = loss_fn(LossInput(
-                        user_vec=u.float(), item_vec=v.float(), neg_vec=nv.float(),
-                        logq_items=sampler.logq[item], logq_neg=sampler.logq[negs],
-                        mask_batch=_positive_mask(keys, user, item, inp.n_items),
-                        mask_neg=_positive_mask(keys, user, negs, inp.n_items),
-                        weight=b["weight"].float(), temperature=cfg.temperature,
-                        logq=cfg.logq))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                seen += len(user)
-                total += loss.item() * len(user)
-                bar.update(len(user))
+                n = len(batch["user"])
+                total += step(batch).item() * n
+                seen += n
+                bar.update(n)
         bar.close()
         train_s = time.perf_counter() - started
         stop = torch.zeros(1)
@@ -175,9 +175,9 @@ def fit(store: str | Path = "unirec-store", config: Config | None = None, *,
                    "samples_per_s": seen * world / train_s, "train_seconds": round(train_s, 3),
                    **validate(model, inp, cfg.eval_k, device)}
             score = row.get(f"val_ndcg@{cfg.eval_k}", -row["train_loss"])
-            improved = score > state["best"]
-            state.update(epoch=epoch, best=max(score, state["best"]),
-                         bad_epochs=0 if improved else state["bad_epochs"] + 1)
+            improved = score > state["best"] or not state["history"]  # a loss may be < -1
+            state["bad_epochs"] = _bad_epochs(state, score, cfg.min_gain)
+            state.update(epoch=epoch, best=score if improved else state["best"])
             state["history"].append(row)
             if improved:
                 save_weights(out / "best.safetensors", model, {"epoch": str(epoch)})
