@@ -18,13 +18,13 @@ from hypothesis import strategies as st
 
 from unirec import Store
 from unirec.config import TrainConfig
+from unirec.train.data import ShardStream
 from unirec.train.encoders import (
     CategoricalEncoder,
     HistoryEncoder,
     IdSequenceEncoder,
     masked_mean,
 )
-from unirec.train.data import ShardStream
 from unirec.train.inputs import load_inputs
 from unirec.train.loop import Sampler, _bad_epochs, _positive_mask
 from unirec.train.losses import LOSSES
