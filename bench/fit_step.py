@@ -208,6 +208,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
+def for_run(quick: bool) -> dict[str, Any]:
+    """``bench/run.py``'s entry: a synthetic store, eager (compiled too when not quick)."""
+    return run(argparse.Namespace(store=None, interactions=50_000 if quick else 100_000,
+                                  rounds=3 if quick else 5, steps=2 if quick else 3,
+                                  compiled=not quick, quick=quick))
+
+
 def markdown(res: dict[str, Any]) -> str:
     """The docs/benchmarks.md table."""
     mm = statistics.median(res["matmul_gflops"])
