@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -31,7 +32,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as ``import unirec`` does, before torch
+import torch  # noqa: E402
 
 from bench.harness import ROOT, environment, save_results
 
