@@ -224,7 +224,7 @@ def markdown(res: dict[str, Any]) -> str:
              f"interleaved in one process on the same batches and weights; {res['threads']} "
              f"threads; a 2048² fp32 matmul ran at {mm:.0f} GFLOP/s in the same run.", "",
              "| variant | batch | mode | previous samples/s | this samples/s | ratio | "
-             "GFLOP/sample prev → this | share of matmul FLOP/s (this) |",
+             "FLOP/sample prev → this | share of matmul FLOP/s (this) |",
              "|---|---:|---|---:|---:|---:|---|---:|"]
     for r in res["rows"]:
         if "error" in r:
