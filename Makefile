@@ -7,17 +7,17 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install test lint demo bench bench-quick schemas clean
+.PHONY: install test lint demo bench bench-quick schemas clean venvs docs
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,bench,serve,onnx,ann]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[all,dev,bench,docs]"
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) venvs
 	$(BIN)/ruff check unirec tests bench
 	$(BIN)/python -m pytest -q tests
 
@@ -50,5 +50,32 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run --quick
 
+# The API reference site (mkdocs + mkdocstrings, the docs extra) into site/: warnings are
+# errors, and nothing is fetched from the network.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 clean:
-	rm -rf $(VENV) unirec-store demo .pytest_cache
+	rm -rf $(VENV) $(VENVS) unirec-store demo .pytest_cache site
+
+# Side venvs for tests/test_install.py, cached in .venvs/ (rebuilt only when the declared
+# dependencies change): serve = the wheel with only [serve] at the lowest versions the
+# ranges allow (constraints-lowest.txt), no torch; duckdb-$(OLDEST_DUCKDB) = that DuckDB alone,
+# the oldest client that must open a store. The tests reinstall the current wheel (no deps).
+VENVS := .venvs
+OLDEST_DUCKDB := 1.0.0
+venvs: $(VENVS)/serve/.installed $(VENVS)/duckdb-$(OLDEST_DUCKDB)/.installed
+
+$(VENVS)/serve/.installed: pyproject.toml constraints-lowest.txt | $(STAMP)
+	rm -rf $(VENVS)/serve $(VENVS)/wheel
+	$(BIN)/python -m pip wheel -q --no-deps -w $(VENVS)/wheel .
+	$(PYTHON) -m venv $(VENVS)/serve
+	$(VENVS)/serve/bin/python -m pip install -q -c constraints-lowest.txt \
+		"$$(ls $(VENVS)/wheel/unirec-*.whl)[serve]"
+	touch $@
+
+$(VENVS)/duckdb-$(OLDEST_DUCKDB)/.installed:
+	rm -rf $(VENVS)/duckdb-$(OLDEST_DUCKDB)
+	$(PYTHON) -m venv $(VENVS)/duckdb-$(OLDEST_DUCKDB)
+	$(VENVS)/duckdb-$(OLDEST_DUCKDB)/bin/python -m pip install -q duckdb==$(OLDEST_DUCKDB)
+	touch $@

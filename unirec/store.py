@@ -123,3 +123,37 @@ class Store:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text.split("Error: ", 1)[-1]
+
+
+STORAGE_VERSION = "v1.0.0"
+"""The DuckDB storage format ``features.duckdb`` is written in: the oldest DuckDB 2 can write,
+so DuckDB 1.0 and every later client opens the store (DuckDB 2's own format, v2.0.0, is
+refused by all of 1.x). Recorded in ``manifest.json`` as ``duckdb_storage``."""
+
+OLDEST_DUCKDB = "1.0.0"
+"""The oldest DuckDB tested to open a store (tests/test_install.py, docs/store.md)."""
+
+
+def connect_for_write(path: str | Path) -> duckdb.DuckDBPyConnection:
+    """The one way unirec opens ``features.duckdb`` for writing (featurize, fit).
+
+    A new file gets ``STORAGE_VERSION``; an existing one keeps the format it has. DuckDB
+    before 1.2 has no such setting, and writes v1.0.0 anyway.
+    """
+    major_minor = tuple(int(p) for p in duckdb.__version__.split(".")[:2])
+    config = {"storage_compatibility_version": STORAGE_VERSION} if major_minor >= (1, 2) \
+        else {}
+    return duckdb.connect(str(path), config=config)
+
+
+def storage_version(con: duckdb.DuckDBPyConnection) -> str:
+    """The storage format of ``con``'s database file as DuckDB reports it ("v1.0.0+")."""
+    try:
+        row = con.execute("SELECT tags['storage_version'] FROM duckdb_databases() "
+                          "WHERE database_name = current_database()").fetchall()
+    except duckdb.Error:  # DuckDB < 1.2 reports no tags: it writes v1.0.0 only
+        return STORAGE_VERSION + "+"
+    value = row[0][0] if row else None
+    if isinstance(value, list):  # map extraction returns a list before DuckDB 1.1
+        value = value[0] if value else None
+    return str(value or STORAGE_VERSION + "+")

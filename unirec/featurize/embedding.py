@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from unirec.config import Config
+from unirec.errors import require_extra
 from unirec.featurize.embed import EmbeddingCache, ImageEmbedder, TextEmbedder
 
 
@@ -45,6 +46,8 @@ def embed_pools(con: duckdb.DuckDBPyConnection, cfg: Config, cache_root: Path
     vec = np.zeros((0, 0), np.float32)
     started = time.perf_counter()
     if texts:
+        require_extra("train", "featurize of text fields (a sentence-transformers model "
+                      "embeds them)")
         emb = TextEmbedder(cfg.text.model, cfg.text.device, cfg.text.batch_size)
         vec = emb.embed(texts, EmbeddingCache(cache_root, _namespace("text", emb.model_id)))
         report["text"] = {"model": emb.model_id, "strings": len(texts),
@@ -59,6 +62,7 @@ def embed_pools(con: duckdb.DuckDBPyConnection, cfg: Config, cache_root: Path
     vec, missing = np.zeros((0, 0), np.float32), np.zeros(0, bool)
     started = time.perf_counter()
     if paths:
+        require_extra("train", "featurize of image fields (a timm model embeds them)")
         emb = ImageEmbedder(cfg.image.model, cfg.image.checkpoint, cfg.image.device,
                             cfg.image.batch_size)
         vec, missing = emb.embed(paths, EmbeddingCache(cache_root,

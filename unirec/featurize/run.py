@@ -25,6 +25,7 @@ from unirec.featurize.raw import TABLE_OF, build_raw_tables
 from unirec.featurize.samples import build_samples
 from unirec.featurize.shards import shard_summary, write_shards
 from unirec.featurize.split import assign_splits
+from unirec.store import DB_FILE, OLDEST_DUCKDB, connect_for_write, storage_version
 
 STORE_FORMAT = 1
 
@@ -57,7 +58,7 @@ def featurize(
 
 def _run(tmp: Path, data: Path, store: Path, cfg: Config, started: float,
          plan_only: bool = False) -> Any:
-    con = duckdb.connect(str(tmp / "features.duckdb"))
+    con = connect_for_write(tmp / DB_FILE)
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.execute(f"SET temp_directory = '{tmp / '.spill'}'")
@@ -151,12 +152,13 @@ def _file_digest(path: Path) -> str:
 def _manifest(store: Path, data: Path, cfg: Config, report: dict[str, Any],
               compiled: dict[str, Any]) -> dict[str, Any]:
     """The compiled plan: what is in the store, from which input, under which config."""
-    con = duckdb.connect(str(store / "features.duckdb"), read_only=True)
+    con = duckdb.connect(str(store / DB_FILE), read_only=True)
     try:
         rows = con.execute(
             "SELECT table_name, column_name, data_type FROM information_schema.columns "
             "WHERE table_schema = 'main' ORDER BY table_name, ordinal_position"
         ).fetchall()
+        storage = storage_version(con)
     finally:
         con.close()
     tables: dict[str, dict[str, str]] = {}
@@ -176,4 +178,6 @@ def _manifest(store: Path, data: Path, cfg: Config, report: dict[str, Any],
         "embeddings": {k: {"model": v["model"]} for k, v in compiled["embeddings"].items()},
         "shards": report["shards"],
         "tables": tables,
+        "duckdb_storage": {"version": storage, "written_by": f"duckdb {duckdb.__version__}",
+                           "oldest_reader": f"duckdb {OLDEST_DUCKDB}"},
     }

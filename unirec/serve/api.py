@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from unirec.errors import QueryError
+from unirec.errors import QueryError, require_extra
 from unirec.serve.recommender import Recommender
 
 StorePath = str | Path
@@ -64,6 +64,7 @@ def candidate_index(rec: Recommender, candidates: Sequence[Any] | str | Path | N
 def record_vectors(store: StorePath, rec: Recommender, side: str,
                    records: list[dict[str, Any]]) -> np.ndarray:
     """Vectors of new users/items given as input-format records (through the towers)."""
+    require_extra("train", f"a new {side} given as a record (the towers encode it)")
     from unirec.serve.cold import embed_records  # torch: only on this path
 
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):

@@ -31,7 +31,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
-from unirec.errors import QueryError, StoreError, UnirecError
+from unirec.errors import QueryError, StoreError, UnirecError, require_extra
 from unirec.serve import api
 from unirec.serve.recommender import Recommender
 
@@ -97,6 +97,7 @@ def create_app(store: str | Path = "unirec-store", *, cold: bool = True) -> Fast
     rec = Recommender.load(store)
     encoder = None
     if cold:
+        require_extra("train", "cold start (POSTed records of new users/items)")
         from unirec.serve.cold import cold_encoder  # torch: once, at start-up
 
         encoder = cold_encoder(store)
@@ -136,8 +137,8 @@ def create_app(store: str | Path = "unirec-store", *, cold: bool = True) -> Fast
 
     def need_cold(what: str) -> None:
         if encoder is None:
-            raise UnirecError(f"{what} records need the towers: start the server with cold "
-                              "start enabled")
+            raise UnirecError(f"{what} records need the towers: start the server with --cold "
+                              "(the train extra: pip install 'unirec[train]')")
 
     @app.get("/health")
     def health() -> dict[str, Any]:

@@ -7,14 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import torch
 
 from unirec.config import TrainConfig
 from unirec.serve.bundle import write_bundle
-from unirec.store import DB_FILE, Store
+from unirec.store import DB_FILE, Store, connect_for_write
 from unirec.train.checkpoint import load_weights, save_weights
 from unirec.train.inputs import Inputs, serving_histories
 from unirec.train.plot import plot_metrics
@@ -41,7 +40,7 @@ def _write_table(store: Path, name: str, index: str, id_col: str, map_name: str,
     flat = pa.array(vectors[1:].reshape(-1), pa.float32())
     arrow = pa.table({index: np.arange(1, len(vectors), dtype=np.int32),
                       "embedding": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])})
-    con = duckdb.connect(str(store / DB_FILE))
+    con = connect_for_write(store / DB_FILE)
     try:
         con.register("_emb", arrow)
         con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT m.{index}, m.{id_col}, "
