@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 # Before torch (and its OpenMP runtime) loads: idle intra-op threads sleep instead of
 # spin-waiting. On a shared 2-core machine spinning threads fight the other processes for the
-# cores: the training step measured 15-25x slower with the spinning default under load
-# (docs/benchmarks.md, "Fit"). A user's own setting wins.
+# cores: the training step measured 15-40x slower with the spinning default under load
+# (docs/benchmarks.md, "Fit step"). A user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from unirec.errors import (
