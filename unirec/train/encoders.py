@@ -228,5 +228,6 @@ class HistoryEncoder(nn.Module):
             scores = (F.embedding(slots, table) * q.unsqueeze(1)).sum(-1)
         scores = (scores + q @ pos.T).masked_fill(~mask, float("-inf"))
         weights = torch.softmax(scores, dim=1).nan_to_num(0.0)  # empty history -> zeros
-        return F.embedding_bag(slots, table, mode="sum", per_sample_weights=weights) \
-            + weights @ pos
+        # the bag wants the table's dtype (bf16 under CUDA autocast; softmax gave fp32)
+        return F.embedding_bag(slots, table, mode="sum",
+                               per_sample_weights=weights.to(table.dtype)) + weights @ pos
