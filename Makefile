@@ -7,14 +7,14 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install test lint demo bench bench-quick schemas clean venvs docs
+.PHONY: install test lint demo bench bench-quick schemas clean venvs docs browser
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[all,dev,bench,docs]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[all,dev,bench,docs,browser]"
 	touch $(STAMP)
 
 test: $(STAMP) venvs
@@ -43,6 +43,14 @@ demo: $(STAMP)
 		--store demo/store
 	@echo "The store is demo/store: try .venv/bin/unirec recommend --user 2 --store demo/store"
 	@echo "or .venv/bin/unirec sql 'SELECT * FROM users LIMIT 5' --store demo/store"
+	@echo "Explore it in a browser: run .venv/bin/unirec serve --store demo/store, then open http://127.0.0.1:8000/"
+
+# Debian's chromium for the explorer's browser test (tests/serve/test_browser.py, driven by
+# Playwright from the browser extra; it skips with a message without chromium). Playwright
+# never downloads a browser here: the test points it at /usr/bin/chromium. Needs root + apt.
+browser:
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

@@ -11,8 +11,12 @@ from pathlib import Path
 from typing import Any
 
 LABELS = {"temporal": "temporal (each user's last 20 % is test; all items are candidates)",
-          "cold_item": "cold_item (135 items never seen in training are the only candidates)"}
+          "cold_item": "cold_item (135 items never seen in training are the only candidates)",
+          "mixed": "mixed (temporal, but the 135 cold items are unseen in training; every item "
+                   "is a candidate; about 10 % of the test pairs are on new items)"}
 METRIC_NAMES = {"recall@10": "Recall@10", "ndcg@10": "NDCG@10", "hr@10": "HR@10"}
+NEW_NAMES = {"new_parity": "new parity", "new_recall@10": "new Recall@10",
+             "new_share_of_recs": "new share of recs"}
 
 
 def _params(row: dict[str, Any]) -> str:
@@ -20,6 +24,10 @@ def _params(row: dict[str, Any]) -> str:
                      for k, v in row.get("params", {}).items())
     if row["model"] == "unirec":
         text = "defaults" + (f" + {text}" if text else "")
+    elif row["model"] == "unirec tuned":
+        tune = row["tuning"]
+        text = (f"`unirec tune` ({tune['budget']['trials']} trials or {tune['budget']['timeout_s']}"
+                f" s; best trial {tune['best']['trial']}): {text}")
     return (text or "–") + (f"; mean of {row['seeds']} seeds" if row.get("seeds", 1) > 1
                             else "")
 
@@ -31,19 +39,24 @@ def _cell(row: dict[str, Any], key: str) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    """One protocol's rows: metrics, train seconds, tuning cost."""
-    lines = ["| model | setting (tuned on the carve) | Recall@10 | NDCG@10 | HR@10 | coverage "
-             "| train s | tuning: points, s |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    """One protocol's rows: metrics (warm and, on mixed, new-item side by side), train seconds,
+    tuning cost."""
+    new = [k for k in NEW_NAMES if any(k in r for r in rows)]
+    head = "".join(f" {NEW_NAMES[k]} |" for k in new)
+    lines = [f"| model | setting (tuned on the carve) | Recall@10 | NDCG@10 | HR@10 | coverage |"
+             f"{head} train s | tuning: points, s |",
+             "|---|---|" + "---:|" * (6 + len(new))]
     for row in rows:
-        name = f"**{row['model']}**" if row["model"] == "unirec" else row["model"]
+        name = f"**{row['model']}**" if row["model"].startswith("unirec") else row["model"]
         if "error" in row:
-            lines.append(f"| {name} | failed: `{row['error'][-200:]}` | | | | | | |")
+            lines.append(f"| {name} | failed: `{row['error'][-200:]}` |" + " |" * (6 + len(new)))
             continue
         tune = row.get("tuning")
         tuned = f"{len(tune['trials'])}, {tune['seconds']:.1f}" if tune else "defaults"
+        cells = "".join(f" {row[k]:.3f} |" if k in row else " – |" for k in new)
         lines.append(f"| {name} | {_params(row)} | {_cell(row, 'recall@10')} | "
-                     f"{_cell(row, 'ndcg@10')} | {row['hr@10']:.3f} | {row['coverage']:.3f} | "
-                     f"{row['fit_s']:.1f} | {tuned} |")
+                     f"{_cell(row, 'ndcg@10')} | {row['hr@10']:.3f} | {row['coverage']:.3f} |"
+                     f"{cells} {row['fit_s']:.1f} | {tuned} |")
     return "\n".join(lines)
 
 
@@ -53,11 +66,13 @@ def verdict(protocol: str, rows: list[dict[str, Any]], targets: dict[str, Any]) 
     goal, name = targets[protocol][metric], METRIC_NAMES[metric]
     ref_peer, ref = targets[protocol]["best_peer"], targets[protocol][f"best_peer_{metric}"]
     unirec = next((r for r in rows if r["model"] == "unirec" and "error" not in r), None)
-    others = [r for r in rows if r["model"] != "unirec" and "error" not in r]
+    others = [r for r in rows if not r["model"].startswith("unirec") and "error" not in r]
     best = max(others, key=lambda r: r[metric]) if others else None
     head = (f"Target: {name} ≥ {goal:g} (PROTOCOL.md's best peer: {ref_peer} {ref:g}). ")
     if unirec is None:
-        return head + "unirec did not finish, so it is not compared."
+        ran = any(r["model"] == "unirec" for r in rows)
+        return head + ("unirec did not finish, so it is not compared." if ran else
+                       "unirec was not run here (peers only).")
     got = unirec[metric]
     if got >= goal:
         text = f"unirec {got:.3f}: **meets it** (+{got - goal:.3f})."
@@ -68,6 +83,16 @@ def verdict(protocol: str, rows: list[dict[str, Any]], targets: dict[str, Any]) 
         diff = got - best[metric]
         text += (f" Against the best peer of this run, {best['model']} {best[metric]:.3f}: "
                  f"{diff:+.3f} ({diff / best[metric]:+.1%}).")
+    tuned = next((r for r in rows if r["model"] == "unirec tuned" and "error" not in r), None)
+    if tuned is not None:
+        text += f" After `unirec tune`: {tuned[metric]:.3f} ({tuned[metric] - got:+.3f})."
+    parity = targets[protocol].get("new_parity")
+    if parity is not None and "new_parity" in unirec:
+        peers = ", ".join(f"{r['model']} {r['new_parity']:.3f}" for r in others
+                          if "new_parity" in r)
+        text += (f" New items: parity {unirec['new_parity']:.3f} against the target "
+                 f"≥ {parity:g} ({'met' if unirec['new_parity'] >= parity else 'missed'}; "
+                 f"peers: {peers or 'none'}), {unirec['new_share_of_recs']:.2%} of the slots.")
     return head + text
 
 
@@ -84,11 +109,16 @@ def markdown(result: dict[str, Any], chart: str) -> str:
         "embedding files). Each peer (`bench/peers.py`) tries its grid on a tuning carve cut "
         "from the training part the way test is cut from everything "
         "(`bench.quality_ml100k`), keeps the best by NDCG@10 (temporal) or Recall@10 "
-        "(cold_item), refits on the whole training part and is scored once on test"
+        "(cold_item, mixed: NDCG@10), refits on the whole training part and is scored once "
+        "on test"
         + (f"; stochastic peers are the mean of {seeds} seeds (± sd)" if seeds > 1 else "")
         + ". `train s`: a peer's final fit in process, one thread; unirec's featurize + fit "
         "as whole processes (interpreter start, torch import and title embedding included). "
-        "`tuning`: grid points tried and their seconds.",
+        "`tuning`: grid points tried and their seconds. On mixed, `evaluate.py --new-items` "
+        "adds the new items' metrics beside the warm ones: `new parity` (their share of hits "
+        "over their share of test; 1 = found as well as warm items), `new Recall@10`, `new "
+        "share of recs`. **unirec tuned**: `unirec tune` (trials or seconds as stated, on the "
+        "store's validation slice carved from train) then `unirec fit --config` its file.",
     ]
     for protocol, entry in result["protocols"].items():
         parts.append(f"*{LABELS.get(protocol, protocol)}*\n\n{table(entry['rows'])}\n\n"
@@ -117,7 +147,7 @@ def draw(result: dict[str, Any], path: Path) -> None:
             bars = ax.bar([x + off for x in xs], [r[key] for r in rows], 0.4, color=color,
                           label=METRIC_NAMES[key])
             for bar, row in zip(bars, rows, strict=True):
-                if row["model"] == "unirec":
+                if row["model"].startswith("unirec"):
                     bar.set_edgecolor("black")
                     bar.set_linewidth(1.5)
                 ax.annotate(f"{bar.get_height():.3f}", (bar.get_x() + bar.get_width() / 2,
@@ -130,7 +160,7 @@ def draw(result: dict[str, Any], path: Path) -> None:
                    label=f"{target['best_peer']} (PROTOCOL.md) {target[f'best_peer_{metric}']:g}")
         ax.set_xticks(list(xs), [r["model"] for r in rows])
         for tick, row in zip(ax.get_xticklabels(), rows, strict=True):
-            tick.set_fontweight("bold" if row["model"] == "unirec" else "normal")
+            tick.set_fontweight("bold" if row["model"].startswith("unirec") else "normal")
         ax.set_title(protocol)
         # headroom above the targets for the legend, so it hides no line or bar
         ax.set_ylim(0, max([0.62, *(r[k] for r in rows for k in ("recall@10", "ndcg@10"))])

@@ -7,7 +7,8 @@ training and serving join later as further entries of ``STEPS`` and further sect
 ``docs/benchmarks.md`` without touching the others.
 
 Full (``make bench``): ingest at 100k and 1M interactions (3 runs), featurize at 1M and 10M,
-fit speed, quality on MovieLens-100K (unirec's defaults against tuned peers, both protocols),
+fit speed, quality on MovieLens-100K (unirec's defaults and `unirec tune` against tuned
+peers, three protocols),
 serving latency (in process at 100k and 1M items, the CLI, HTTP);
 writes ``bench/results/<date>.json`` (merged with any steps already written that day) and
 rewrites each step's section of ``docs/benchmarks.md`` between its markers (and a step's

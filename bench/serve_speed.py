@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from bench import explain_speed
 from bench.harness import ROOT, last_json, measure
 
 UNIREC = str(Path(sys.executable).parent / "unirec")
@@ -209,6 +210,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                             for n in sizes]
         out["cli"] = _cli(store, 3 if quick else 10)
         out["http"] = _http(store, 200 if quick else 1000)
+        out["explain"] = explain_speed.run(store, quick)
     return out
 
 
@@ -249,6 +251,8 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append(f"HTTP `GET /recommend` on loopback (`unirec serve`), {http['n']:,} "
                      f"sequential requests: p50 **{http['p50_ms']} ms**, p99 {http['p99_ms']} "
                      f"ms, {http['non_200']} non-200.")
+    if "explain" in res:
+        lines += explain_speed.markdown(res["explain"])
     return "\n".join(lines) + "\n"
 
 

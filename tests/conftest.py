@@ -88,11 +88,31 @@ def tree_digest(root: Path) -> dict[str, str]:
 def synthetic_store(tmp_path_factory) -> Path:
     """A featurized synthetic dataset with planted structure in every feature kind."""
     from unirec import featurize
+    from unirec.config import load_config
     from unirec.datasets import synthesize, write_document
 
     root = tmp_path_factory.mktemp("synthetic")
     write_document(synthesize(300, 150, 9000, seed=7, images_dir=root / "images"),
                    root / "data.json")
+    # income bucketized: every encoder op has a feature here (test_encoder_contract)
+    cfg = load_config(overrides=['features.fields={"user.continuous.income": '
+                                 '{"op": "bucketize", "buckets": 5}}'])
+    featurize(root / "data.json", root / "store", cfg)
+    return root / "store"
+
+
+@pytest.fixture(scope="session")
+def holdout_store(tmp_path_factory) -> Path:
+    """A small synthetic store (no images) with 20% of the items held out of training: their
+    interactions are in ``holdout.csv`` and their ids in ``new_items.csv`` beside the store.
+    Cheap to fit (a two-epoch fit takes a second or two). Copy it before writing."""
+    from unirec import featurize
+    from unirec.datasets import synthesize, write_document, write_holdout
+
+    root = tmp_path_factory.mktemp("holdout")
+    data = synthesize(80, 40, 1600, seed=3, holdout_items=0.2)
+    write_document(data, root / "data.json")
+    write_holdout(data, root)
     featurize(root / "data.json", root / "store")
     return root / "store"
 

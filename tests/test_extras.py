@@ -36,6 +36,8 @@ def _one_line(result, *needles: str) -> str:
     (["export", "--onnx", "onnx-out"], "onnxruntime", "onnx"),
     (["export", "--onnx", "onnx-out"], "torch", "train"),
     (["datasets", "synthetic", "--images", "--out", "data"], "PIL", "train"),
+    (["tune"], "optuna", "tune"),
+    (["tune"], "torch", "train"),
 ])
 def test_verb_names_the_missing_extra(monkeypatch, tmp_path, args, hidden, extra) -> None:
     monkeypatch.chdir(tmp_path)

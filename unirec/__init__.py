@@ -72,6 +72,15 @@ def fit(store: Any = "unirec-store", config: Any = None, **kwargs: Any) -> dict[
     return _fit(store, config, **kwargs)
 
 
+def explain(user: Any, items: Any = None, k: int = 10, **kwargs: Any) -> list[dict[str, Any]]:
+    """Why ``items`` (default: ``user``'s top-``k``) are recommended: see
+    ``unirec.serve.explain.explain``. Needs the train extra (the towers)."""
+    require_extra("train", "unirec.explain (the towers compute explanations)")
+    from unirec.serve.explain import explain as run
+
+    return run(user, items, k, **kwargs)
+
+
 _LAZY = {
     "recommend": ("unirec.serve.api", "recommend"),
     "similar": ("unirec.serve.api", "similar"),
@@ -97,6 +106,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "add_encoder",
     "evaluate",
+    "explain",
     "recommend",
     "Recommender",
     "score",

@@ -121,6 +121,65 @@ def fit(store: Path, config_file: Path | None, overrides: tuple[str, ...], epoch
 
 
 @cli.command()
+@STORE_OPTION
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="The base config (trial 0); its train section applies.")
+@click.option("--set", "overrides", multiple=True, metavar="train.KEY=VALUE",
+              help="Override one base setting, e.g. --set train.epochs=10; repeatable.")
+@click.option("--trials", type=click.IntRange(1), help="Trials to run (default 20 when no "
+              "--timeout).")
+@click.option("--timeout", type=click.FloatRange(0, min_open=True),
+              help="Seconds after which no new trial starts.")
+@click.option("--param", "params", multiple=True, metavar="NAME=LOW:HIGH[:log]|NAME=A,B,C",
+              help="Search this train setting over a range or choices; repeatable. Replaces "
+                   "that setting's default range.")
+@click.option("--space", "space_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="A TOML/JSON search space replacing the default one "
+                   "(name = [choices] or name = \"low:high[:log]\").")
+@click.option("--metric", default="ndcg@10", show_default=True,
+              help="Validation metric to maximise (a val_* column of fit's metrics).")
+@click.option("--seed", type=int, default=0, show_default=True, help="The sampler's seed.")
+@click.option("--prune/--no-prune", default=True, show_default=True,
+              help="Stop a trial whose metric trails the median of earlier ones at an epoch.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default="tuned.toml",
+              show_default=True, help="Best config file (.toml or .json) for fit --config.")
+@FORMAT_OPTION
+def tune(store: Path, config_file: Path | None, overrides: tuple[str, ...], trials: int | None,
+         timeout: float | None, params: tuple[str, ...], space_file: Path | None, metric: str,
+         seed: int, prune: bool, out: Path, fmt: str) -> None:
+    """Search train settings on the store's validation slice (Optuna); Ctrl-C keeps the best.
+
+    Trial 0 runs the base config. Every trial goes to the SQL table tuning_trials and the
+    table below; the best config to --out, for `unirec fit --config`.
+    """
+    require_extra("tune", "`unirec tune`")
+    require_extra("train", "`unirec tune` (each trial is a fit)")
+    from unirec.config import load_config
+    from unirec.tune import DEFAULT_SPACE, load_space, parse_param
+    from unirec.tune import tune as run
+
+    cfg = load_config(config_file, overrides)
+    space = None
+    if space_file is not None or params:
+        given = {p.name: p for p in (load_space(space_file) if space_file else DEFAULT_SPACE)}
+        given.update({p.name: p for p in map(parse_param, params)})
+        space = list(given.values())
+    result = run(store, cfg, trials=trials, timeout=timeout, space=space, metric=metric,
+                 seed=seed, prune=prune, out=out)
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    _render(result.trials, fmt)
+    stopped = "stopped by Ctrl-C; " if result.interrupted else ""
+    if result.best:
+        click.echo(f"{stopped}best: trial {result.best['trial']}, validation {metric} = "
+                   f"{result.best['value']:.4f}; config in {result.config_path} "
+                   f"(unirec fit --config {result.config_path}); trials in table "
+                   f"tuning_trials", err=True)
+    else:
+        click.echo(f"{stopped}no trial completed; nothing written to {out}", err=True)
+
+
+@cli.command()
 @click.argument("query")
 @STORE_OPTION
 @FORMAT_OPTION
@@ -179,18 +238,25 @@ def datasets() -> None:
               default="document", show_default=True,
               help="One data.json document, or a folder of users/items/interactions files: "
               "folder (= jsonl) or parquet, the streaming form for large inputs.")
+@click.option("--holdout-items", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+              show_default=True, metavar="FRACTION",
+              help="Hold this share of the items out of training: they keep their records, "
+                   "their interactions go to holdout.csv (ids in new_items.csv).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output folder.")
 def synthetic(n_users: int, n_items: int, n_interactions: int, seed: int, images: bool,
-              fmt: str, out: Path) -> None:
+              fmt: str, holdout_items: float, out: Path) -> None:
     """A dataset with planted, learnable structure in every feature kind."""
-    from unirec.datasets import synthesize, write_document, write_folder
+    from unirec.datasets import synthesize, write_document, write_folder, write_holdout
 
     if images:
         require_extra("train", "`unirec datasets synthetic --images` (Pillow draws them)")
     out.mkdir(parents=True, exist_ok=True)
     data = synthesize(n_users, n_items, n_interactions, seed=seed,
-                      images_dir=out / "images" if images else None)
+                      images_dir=out / "images" if images else None,
+                      holdout_items=holdout_items)
+    for path in write_holdout(data, out):
+        click.echo(f"held out: {path}", err=True)
     if fmt == "document":
         write_document(data, out / "data.json")
         click.echo(str(out / "data.json"))
@@ -243,7 +309,8 @@ def export(onnx_dir: Path, store: Path) -> None:
               help="Load the towers for POSTed records of new users/items (imports torch; "
                    "the train extra). Default: on where the train extra is installed.")
 def serve(store: Path, host: str, port: int, cold: bool | None) -> None:
-    """Serve recommendations over HTTP (JSON): /recommend, /similar, /health."""
+    """Serve recommendations over HTTP (JSON: /recommend, /similar, /explain, /health) and
+    the explorer, a web page of users, items and recommendations, at /."""
     require_extra("serve", "`unirec serve`")
     if cold is None:
         try:

@@ -145,6 +145,9 @@ class FieldConfig(_Section):
                                 "default padded length for this field.")
     transform: Literal["standard", "minmax", "log1p"] | None = Field(
         None, description="Normalize: overrides features.transform for this field.")
+    buckets: int | None = Field(None, ge=2, le=1000, description="Bucketize (op "
+                                "'bucketize'): quantile buckets of the training window; "
+                                "None is 10.")
 
 
 class FeaturesConfig(_Section):
@@ -218,6 +221,10 @@ class TrainConfig(_Section):
                           "pure content models.")
     item_id: bool = Field(True, description="Learn a free embedding per item id. Items "
                           "without training interactions never use theirs (cold start).")
+    drop_features: list[str] = Field(
+        default_factory=list, description="Features the towers leave out, keyed side.group."
+        "field as in `unirec featurize --plan` (e.g. item.text.title): ablations (each "
+        "feature left out, or alone) without featurizing again.")
     id_dropout: float = Field(0.1, ge=0.0, le=1.0, description="Share of training samples "
                               "whose id embeddings are hidden, so the content path learns to "
                               "carry cold items alone.")
@@ -230,10 +237,22 @@ class TrainConfig(_Section):
     negatives: int = Field(256, ge=0, description="Extra sampled negatives per batch, "
                            "shared by all rows, on top of the in-batch ones.")
     negative_sampler: Literal["uniform", "popularity"] = Field(
-        "uniform", description="Where extra negatives come from; uniform covers the long "
-        "tail that in-batch (popularity-distributed) negatives miss.")
+        "uniform", description="Where extra negatives come from, always among items that are "
+        "positives in training: an item never seen positive would only ever be a negative, "
+        "and the content path would learn to push new items' content down (MovieLens mixed "
+        "protocol: 0.5% of slots for new items with negatives from every item). uniform "
+        "covers the long tail that in-batch (popularity-distributed) negatives miss.")
     logq: bool = Field(True, description="Subtract log sampling probability from negative "
                        "logits: in-batch negatives over-penalise popular items otherwise.")
+    content_loss: float = Field(
+        0.5, ge=0.0, description="Weight of a second softmax loss on content-only item "
+        "vectors (id embeddings hidden for every item), so the content path alone ranks "
+        "items on the warm items' scale: what a new item gets at serving time.")
+    cold_val_items: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Share of the items with >= 5 training samples held "
+        "out of training as if new, ranked among themselves each epoch (val_cold_recall@K, "
+        "val_cold_ndcg@K) and added to the early-stopping score: for choosing settings; "
+        "those items are then served content-only, so refit with 0 for the chosen epochs.")
     negative_ratio: int = Field(4, ge=1, description="bce/bpr: sampled negatives per positive.")
     epochs: int = Field(30, ge=1, description="Upper bound; early stopping usually ends sooner.")
     patience: int = Field(3, ge=1, description="Epochs without validation improvement "

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import polars as pl
 
 from unirec.errors import StoreError
@@ -120,6 +121,23 @@ class Store:
         )
 
 
+def write_table(path: str | Path, name: str, data: Any,
+                select: str = "SELECT * FROM _new") -> int:
+    """Create or replace table ``name`` in the store at ``path`` from Arrow ``data`` (a table
+    or a ``RecordBatchReader``, streamed), shaped by ``select`` over it (``_new``); returns the
+    row count. The one writer of the tables that ``fit`` (embeddings) and ``recommend
+    --all-users --explain`` (explanations) add after featurize; one statement, so a reader
+    sees the old table or the new one, never half.
+    """
+    con = connect_for_write(Path(path) / DB_FILE)
+    try:
+        con.register("_new", data)
+        con.execute(f'CREATE OR REPLACE TABLE "{name}" AS {select}')
+        return int(con.execute(f'SELECT count(*) FROM "{name}"').fetchall()[0][0])
+    finally:
+        con.close()
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text.split("Error: ", 1)[-1]
@@ -157,3 +175,42 @@ def storage_version(con: duckdb.DuckDBPyConnection) -> str:
     if isinstance(value, list):  # map extraction returns a list before DuckDB 1.1
         value = value[0] if value else None
     return str(value or STORAGE_VERSION + "+")
+
+
+def serving_histories(store: Store, length: int, users: np.ndarray | None = None,
+                      con: Any = None) -> np.ndarray:
+    """(n_users, L): each user's last L items over every non-test interaction, most recent
+    last. What a recommendation made now should condition on (test stays unseen): what fit
+    embeds users with, what explanations and the explorer show. Here, not in train/, so the
+    torch-free serving path can read it too.
+
+    With ``users`` (user indices), only theirs: (len(users), L), row r for ``users[r]``, so
+    explaining one user reads one user's samples, not everyone's. ``con``: an open
+    connection to the store to use (opening one costs tens of ms).
+    """
+    if con is None:
+        with store.connect() as con:
+            return serving_histories(store, length, users, con)
+    where, params = "split <> 'test'", []
+    if users is not None:
+        uniq, inverse = np.unique(np.asarray(users, np.int64), return_inverse=True)
+        where += " AND list_contains(?, user_index)"
+        params = [uniq.tolist()]
+    n_users = con.execute("SELECT count(*) + 1 FROM user_map").fetchall()[0][0]
+    rows = con.sql(
+        f"SELECT user_index, list_reverse(list(item_index ORDER BY time DESC, position DESC)"
+        f"[1:{length}]) AS h FROM samples WHERE {where} GROUP BY user_index",
+        params=params or None).to_arrow_table()
+    idx = rows.column("user_index").to_numpy()
+    if users is not None:
+        idx = np.searchsorted(uniq, idx)
+    out = np.zeros((n_users if users is None else len(uniq), length), np.int64)
+    lists = rows.column("h").combine_chunks()
+    lengths = np.diff(lists.offsets.to_numpy())
+    values = lists.flatten().to_numpy()
+    # left-pad: row r's values go to its last lengths[r] columns, vectorized
+    rr = np.repeat(np.arange(len(idx)), lengths)
+    cc = length - np.repeat(lengths, lengths) + (np.arange(len(values)) -
+                                                  np.repeat(lists.offsets.to_numpy()[:-1], lengths))
+    out[idx[rr], cc] = values
+    return out if users is None else out[inverse]

@@ -90,7 +90,9 @@ def cold_split() -> tuple[sp.csr_matrix, sp.csr_matrix, np.ndarray, np.ndarray, 
 
 
 @pytest.mark.parametrize("name,params", [("GenrePop", {"beta": 0.5, "gamma": 1.0}),
-                                         ("LightFM", {"components": 8, "epochs": 20})])
+                                         ("LightFM", {"components": 8, "epochs": 20}),
+                                         ("LightFM", {"components": 8, "epochs": 20,
+                                                      "identity": True})])
 def test_content_peers_send_cold_items_to_their_group(name: str, params: dict) -> None:
     if peers.available(name):
         pytest.skip(peers.available(name))
@@ -115,3 +117,9 @@ def test_every_peer_has_a_grid_and_a_quick_point() -> None:
             assert peers.GRIDS[name] and len(peers.QUICK[name]) == 1
             for params in peers.GRIDS[name] + peers.QUICK[name]:
                 peers.PEERS[name](**params)  # every grid point is a valid constructor call
+    for protocol, grids in peers.PROTOCOL_GRIDS.items():
+        for name, points in grids.items():
+            assert name in peers.ON[protocol] and peers.grid(name, protocol) == points
+            for params in points:
+                peers.PEERS[name](**params)
+    assert peers.grid("LightFM", "mixed", quick=True) == peers.QUICK["LightFM"]

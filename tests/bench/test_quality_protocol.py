@@ -49,6 +49,28 @@ def test_splits_catalogue_and_the_shared_evaluator_agree(splits: Path) -> None:
         assert not qm._pairs(splits / "tuning" / "temporal" / part) & test_pairs
 
 
+@needs_data
+def test_mixed_protocol_and_its_carve_score_new_items_and_never_read_test(splits: Path) -> None:
+    cat = quality.Catalogue(DATA)
+    mixed = splits / "splits" / "mixed"
+    assert cat.train_matrix(mixed).nnz == 72_872  # PROTOCOL.md's mixed train rows
+    assert cat.candidates(mixed) is None  # every item competes
+    new = cat.new_items(mixed)
+    assert len(new & set(qm._ids(splits / "splits" / "cold_item" / "cold_items.csv"))) == 135
+    row = quality.test_peer("MostPop", {}, mixed, cat, splits, 1)
+    assert row["new_parity"] == 0.0 and row["new_share_of_recs"] == 0.0  # cannot see them
+    test_pairs = qm._pairs(mixed / "test.csv")
+    carve = splits / "tuning" / "mixed"
+    for part in ("train.csv", "test.csv"):
+        assert not qm._pairs(carve / part) & test_pairs
+    carve_new = set(qm._ids(carve / "new_items.csv").tolist())
+    assert new < carve_new  # the protocol's new items stay new; the carve adds its own
+    assert not {i for _, i in qm._pairs(carve / "train.csv")} & carve_new
+    assert {i for _, i in qm._pairs(carve / "test.csv")} & carve_new  # something to find
+    tuning = quality.tune_peer("EASE", [{"lam": 200.0}], carve, cat, quality._evaluator())
+    assert tuning["trials"][0]["new_parity"] == 0.0 and tuning["trials"][0]["ndcg@10"] > 0.05
+
+
 def fake_result(unirec_ndcg: float = 0.234) -> dict:
     def row(model: str, ndcg: float, recall: float, **extra: object) -> dict:
         return {"model": model, "params": {}, "recall@10": recall, "ndcg@10": ndcg,
@@ -61,7 +83,18 @@ def fake_result(unirec_ndcg: float = 0.234) -> dict:
                 "temporal": {"rows": [row("EASE", 0.192, 0.19, tuning=tuning),
                                       row("unirec", unirec_ndcg, 0.23)]},
                 "cold_item": {"rows": [row("GenrePop", 0.2, 0.30, tuning=tuning),
-                                       {"model": "unirec", "error": "fit failed: boom"}]}}}
+                                       {"model": "unirec", "error": "fit failed: boom"}]},
+                "mixed": {"rows": [
+                    row("EASE", 0.182, 0.18, tuning=tuning, **new(0.0, 0.0, 0.0)),
+                    row("LightFM", 0.15, 0.16, tuning=tuning, **new(0.9, 0.2, 0.12)),
+                    row("unirec", 0.238, 0.24, **new(0.005, 0.001, 0.0005)),
+                    row("unirec tuned", 0.245, 0.25, **new(0.2, 0.05, 0.03), tuning={
+                        "budget": {"trials": 6, "timeout_s": 900}, "trials": [{}, {}],
+                        "seconds": 600.0, "best": {"trial": 1}})]}}}
+
+
+def new(parity: float, recall: float, share: float) -> dict:
+    return {"new_parity": parity, "new_recall@10": recall, "new_share_of_recs": share}
 
 
 def test_markdown_says_by_how_much_unirec_misses_the_target() -> None:
@@ -71,6 +104,20 @@ def test_markdown_says_by_how_much_unirec_misses_the_target() -> None:
     assert "Not run: LightFM" in text and quality.CHART in text
     assert "meets it" in quality.markdown(fake_result(unirec_ndcg=0.26))
     assert "skipped" in quality.markdown({"benchmark": "quality", "skipped": "no data"})
+
+
+def test_mixed_table_puts_new_item_metrics_beside_the_warm_ones() -> None:
+    text = quality.markdown(fake_result())
+    mixed = text[text.index("*mixed"):]
+    header = next(line for line in mixed.splitlines() if line.startswith("| model"))
+    assert header.index("NDCG@10") < header.index("new parity") < header.index("train s")
+    assert "| **unirec tuned** | `unirec tune` (6 trials or 900 s; best trial 1)" in mixed
+    assert "| 0.005 | 0.001 | 0.001 |" in mixed  # unirec's new-item cells
+    assert "parity 0.005 against the target ≥ 0.5 (missed; peers: EASE 0.000, LightFM " \
+           "0.900)" in mixed
+    assert "After `unirec tune`: 0.245 (+0.007)" in mixed
+    temporal = text[text.index("*temporal"):text.index("*cold_item")]
+    assert "new parity" not in temporal  # only where evaluate.py reported them
 
 
 def test_render_rewrites_the_section_and_draws_the_chart(tmp_path: Path) -> None:

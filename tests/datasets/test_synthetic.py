@@ -220,3 +220,47 @@ def test_a_model_fit_through_the_cli_beats_popularity_on_test(tmp_path, syntheti
     model = _test_split_recall(store, users @ items.T)
     popular = _test_split_recall(store, popularity[None, :].astype(np.float64))
     assert model >= 1.5 * popular, (model, popular)
+
+
+def test_holdout_items_keep_their_records_and_lose_their_interactions(data) -> None:
+    held = synthesize(400, 300, 20_000, seed=7, holdout_items=0.1)
+    new = held.new_items.tolist()
+    assert len(new) == 30 and new == sorted(set(new))
+    assert held.items.equals(data.items)  # every item, its content untouched
+    assert not held.interactions["item_id"].is_in(new).any()
+    assert set(held.holdout["item_id"].to_list()) == set(new)  # each has interactions
+    both = pl.concat([held.interactions, held.holdout]).sort(pl.all())
+    assert both.equals(data.interactions.sort(pl.all()))  # moved, none lost, none made up
+    prev = held.users["temporal"].struct.field("prev_interactions").explode().drop_nulls()
+    assert not prev.is_in(new).any()  # no id of a new item reaches training through users
+    # the held-out interactions carry the planted signal, so content can find the new items
+    cat = np.array([CATS.index(c) for c in held.items["categorical"].struct.field("category")])
+    u = held.holdout["user_id"].to_numpy() - 1
+    hit = (cat[held.holdout["item_id"].to_numpy() - 1][:, None] == held.preferred[u]).any(1)
+    assert hit.mean() > 0.7
+    assert synthesize(30, 20, 300, seed=1, holdout_items=0.0).holdout is None
+    with pytest.raises(ValueError, match="holdout_items"):
+        synthesize(30, 20, 300, holdout_items=1.0)
+
+
+def test_cli_holdout_items_write_a_test_file_and_the_ids(tmp_path) -> None:
+    gen = invoke("datasets", "synthetic", "--users", "60", "--items", "40", "--interactions",
+                 "800", "--seed", "2", "--holdout-items", "0.25", "--out", tmp_path / "d")
+    assert gen.exit_code == 0, gen.output
+    assert "held out:" in gen.stderr and gen.stdout.strip() == str(tmp_path / "d" / "data.json")
+    new = pl.read_csv(tmp_path / "d" / "new_items.csv")["item_id"].to_list()
+    holdout = pl.read_csv(tmp_path / "d" / "holdout.csv")
+    assert len(new) == 10 and set(holdout["item_id"].to_list()) == set(new)
+    assert holdout.columns[:2] == ["user_id", "item_id"]  # a test file for evaluate.py
+    bad = invoke("datasets", "synthetic", "--holdout-items", "1", "--out", tmp_path / "x")
+    assert bad.exit_code == 2 and "holdout-items" in bad.output
+
+
+def test_held_out_items_reach_the_store_as_items_without_interactions(holdout_store) -> None:
+    new = pl.read_csv(holdout_store.parent / "new_items.csv")["item_id"].to_list()
+    assert len(new) == 8
+    st = Store(holdout_store)
+    assert st.sql(f"SELECT count(*) FROM item_map WHERE item_id IN ({','.join(map(str, new))})"
+                  ).item() == len(new)  # scoreable: they have content features in the store
+    assert st.sql(f"SELECT count(*) FROM interactions WHERE item_id IN "
+                  f"({','.join(map(str, new))})").item() == 0

@@ -20,10 +20,11 @@ VALUES = {
     "BIGINT[]": ["[10, 11]", "[11]", "NULL", "[12, 12, 12, 12]"],
 }
 PARAMS = {"categorify": {"min_count": 1, "max_len": 3},
-          "normalize": {"transform": "standard"},
+          "normalize": {"transform": "standard"}, "bucketize": {"buckets": 4},
           "id_sequence": {"max_len": 3}, "float_sequence": {"max_len": 3}}
-GROUP = {"categorify": "categorical", "normalize": "continuous", "id_sequence": "temporal",
-         "float_sequence": "temporal", "text_embedding": "text", "image_embedding": "image"}
+GROUP = {"categorify": "categorical", "normalize": "continuous", "bucketize": "continuous",
+         "id_sequence": "temporal", "float_sequence": "temporal", "text_embedding": "text",
+         "image_embedding": "image"}
 CASES = [(name, t) for name in OPS.names() for t in OPS.get(name).accepts]
 
 
@@ -126,3 +127,11 @@ def test_normalize_standardises_with_train_stats() -> None:
     assert stats[0][2:4] == (2.0, 1.0)  # mean, std of 1 and 3 (user 4 is not train)
     assert out["continuous.f"].to_list() == [-1.0, 1.0, 0.0, pytest.approx(999998.0)]
     assert out["continuous.f.missing"].to_list() == [0.0, 0.0, 1.0, 0.0]
+
+
+def test_bucketize_cuts_at_train_quantiles_and_reserves_zero_for_missing() -> None:
+    op, out, (_, _, state) = _run("bucketize", "DOUBLE")
+    assert state["edges"] == [1.5, 2.0, 2.5]  # quartiles of 1 and 3 (user 4 is not train)
+    assert state["vocab_size"] == 5
+    assert out["continuous.f"].to_list() == [1, 4, 0, 4]  # 1e6 lands in the last bucket
+

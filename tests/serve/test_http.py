@@ -186,7 +186,7 @@ def test_unirec_serve_command(fitted_store, tmp_path) -> None:
         got = httpx.get(f"http://127.0.0.1:{port}/recommend", params={"user": 1, "k": 3})
         assert got.status_code == 200 and len(got.json()["items"]) == 3
         cold = httpx.post(f"http://127.0.0.1:{port}/recommend", json={"user": {}})
-        assert cold.status_code == 400 and "cold start" in cold.json()["error"]
+        assert cold.status_code == 400 and "--cold" in cold.json()["error"]
     finally:
         proc.terminate()
         proc.wait(10)

@@ -10,7 +10,8 @@ from unirec.datasets.synthetic import (
     synthesize,
     write_document,
     write_folder,
+    write_holdout,
 )
 
 __all__ = ["Synthetic", "convert_movielens", "default_shape", "detect_layout", "generate",
-           "synthesize", "write_document", "write_folder"]
+           "synthesize", "write_document", "write_folder", "write_holdout"]

@@ -15,6 +15,10 @@ known, in every feature kind, so a model that reads a kind well can be seen to w
 - interactions: timestamped view/click/cart/purchase; carts and purchases concentrate on the
   preferred categories.
 
+``holdout_items`` holds a seeded share of the items out of training, for new-item tests: they
+stay in ``item_data`` (with all their content) but their interactions move to ``holdout``
+(and out of users' ``prev_interactions``), like the shared protocol's mixed split.
+
 Everything is built as numpy/Polars columns (no per-interaction Python), so 10M interactions
 take ~20 s to generate and write; only ``--images`` writes one file per item.
 """
@@ -85,6 +89,8 @@ class Synthetic:
     items: pl.DataFrame
     interactions: pl.DataFrame
     preferred: np.ndarray  # (n_users, 3) preferred category indices into CATEGORIES, -1 pads
+    holdout: pl.DataFrame | None = None  # interactions on held-out items (not in the document)
+    new_items: np.ndarray | None = None  # the held-out item ids, sorted
 
     def frames(self) -> dict[str, pl.DataFrame]:
         """Sections keyed like the document, kept columnar so writers avoid Python records."""
@@ -108,14 +114,20 @@ def generate(n_users: int, n_items: int, n_interactions: int, seed: int = 0,
 
 
 def synthesize(n_users: int, n_items: int, n_interactions: int, seed: int = 0,
-               images_dir: Path | None = None) -> Synthetic:
+               images_dir: Path | None = None, holdout_items: float = 0.0) -> Synthetic:
     """Generate all sections as columns; ``images_dir`` (inside the document's folder) adds PNGs.
+
+    ``holdout_items`` (0 <= f < 1): round(f * n_items) items, drawn among those with
+    interactions by their own seeded generator (the rest of the data does not change), keep
+    their records but lose their interactions to ``Synthetic.holdout``.
 
     Image paths are stored relative to the document's folder as ``<images_dir.name>/i<id>.png``,
     so pass a directory that sits directly in the folder the document is written to.
     """
     if n_users < 1 or n_items < 1 or n_interactions < 0:
         raise ValueError("need n_users >= 1, n_items >= 1 and n_interactions >= 0")
+    if not 0.0 <= holdout_items < 1.0:
+        raise ValueError(f"holdout_items must be in [0, 1), not {holdout_items}")
     rng = np.random.default_rng(seed)
     cat, items = _items(rng, n_items)
     samplers = _Samplers(cat, items)
@@ -124,7 +136,36 @@ def synthesize(n_users: int, n_items: int, n_interactions: int, seed: int = 0,
     if images_dir is not None:
         paths = _draw_images(rng, Path(images_dir), cat)
         items = items.with_columns(pl.struct(pl.Series("main_image", paths)).alias("image"))
-    return Synthetic(users, items.drop("_pop", "_weather", "_audience"), interactions, preferred)
+    items = items.drop("_pop", "_weather", "_audience")
+    if holdout_items > 0:
+        return _hold_out(Synthetic(users, items, interactions, preferred), holdout_items, seed)
+    return Synthetic(users, items, interactions, preferred)
+
+
+def _hold_out(data: Synthetic, fraction: float, seed: int) -> Synthetic:
+    """Move the interactions of a seeded ``fraction`` of the items to ``holdout``."""
+    seen = np.unique(data.interactions["item_id"].to_numpy())
+    n = min(len(seen), int(round(fraction * data.items.height)))
+    rng = np.random.default_rng([seed, 14])  # its own stream: the data stays as without
+    new = np.sort(rng.choice(seen, size=n, replace=False)) if n else np.zeros(0, np.int64)
+    held = data.interactions["item_id"].is_in(new.tolist())
+    prev = pl.col("temporal").struct.field("prev_interactions")
+    users = data.users.with_columns(pl.col("temporal").struct.with_fields(
+        prev.list.eval(pl.element().filter(~pl.element().is_in(new.tolist())))))
+    return Synthetic(users, data.items, data.interactions.filter(~held), data.preferred,
+                     holdout=data.interactions.filter(held), new_items=new)
+
+
+def write_holdout(data: Synthetic, directory: Path) -> list[Path]:
+    """``holdout.csv`` (the held-out interactions, a test set for ``evaluate``-style
+    scorers) and ``new_items.csv`` (their ids) in ``directory``; nothing without a holdout."""
+    if data.holdout is None or data.new_items is None:
+        return []
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    data.holdout.write_csv(directory / "holdout.csv")
+    pl.DataFrame({"item_id": data.new_items}).write_csv(directory / "new_items.csv")
+    return [directory / "holdout.csv", directory / "new_items.csv"]
 
 
 def write_document(doc: dict[str, Any] | Synthetic, path: Path) -> None:

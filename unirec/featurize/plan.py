@@ -84,6 +84,8 @@ def _params(op: str, sql_type: str, fc: Any, over: Any) -> dict[str, Any]:
                 "max_len": pick("max_len", fc.max_values)}
     if op == "normalize":
         return {"transform": pick("transform", fc.transform)}
+    if op == "bucketize":
+        return {"buckets": pick("buckets", 10)}
     if op in ("id_sequence", "float_sequence"):
         return {"max_len": pick("max_len", fc.sequence_length)}
     return {}

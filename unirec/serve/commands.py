@@ -16,6 +16,7 @@ import numpy as np
 
 from unirec.cli_common import FORMAT_OPTION, STORE_OPTION
 from unirec.errors import QueryError
+from unirec.serve.explain_commands import TOP_OPTION, explain, explain_all_users, explain_users
 
 K_OPTION = click.option("-k", "k", type=click.IntRange(1), default=10, show_default=True,
                         help="How many items.")
@@ -84,11 +85,15 @@ def _with_titles(store: Path, columns: dict[str, Any], item_ids: np.ndarray) -> 
               "of the exact scan: for catalogues of millions. Built on first use.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write here instead of stdout (--all-users: .parquet writes Parquet).")
+@click.option("--explain", "why", is_flag=True, help="Say why: per item, the history items "
+              "and features that matter most (see `unirec explain`); with --all-users, into "
+              "the store's explanations table.")
+@TOP_OPTION
 @FORMAT_OPTION
 def recommend(store: Path, user: str | None, users: str | None, users_file: Path | None,
               all_users: bool, user_json: str | None, k: int, include_seen: bool,
               candidates: Path | None, fallback: str | None, ann: bool, out: Path | None,
-              fmt: str) -> None:
+              why: bool, top: int, fmt: str) -> None:
     """Top-K items for users, with the items they have seen left out."""
     from unirec.serve import api
 
@@ -97,6 +102,17 @@ def recommend(store: Path, user: str | None, users: str | None, users_file: Path
     if len(given) != 1:
         raise click.UsageError("give exactly one of --user, --users, --users-file, "
                                "--all-users, --user-json")
+    if why:
+        if user_json is not None or candidates is not None or fallback or ann:
+            raise click.UsageError("--explain works with known users, without --candidates, "
+                                   "--fallback and --ann")
+        if all_users:
+            explain_all_users(store, k, top, not include_seen)
+            return
+        names = [user] if user is not None else _split_ids(users) if users is not None \
+            else api.read_ids(users_file, "user_id", "users", plain=True)
+        explain_users(store, names, None, k, top, not include_seen, fmt, out)
+        return
     if all_users:
         _all_users(store, k, not include_seen, candidates, out, fmt)
         return
@@ -267,4 +283,4 @@ def evaluate(store: Path, k: int, recs_out: Path | None, fmt: str) -> None:
     sys.stdout.flush()
 
 
-COMMANDS = [recommend, similar, score, embed, evaluate]
+COMMANDS = [recommend, similar, score, embed, evaluate, explain]

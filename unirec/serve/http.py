@@ -12,6 +12,8 @@ Endpoints (every answer is JSON; items are ``{"item_id", "score", "title"?}``, b
   encoded by the user tower; the history's items are excluded unless ``exclude_seen`` is false.
 - ``GET /similar?item=ID&k=10`` and ``POST /similar`` with ``{"item": {record}, "k": 10}``.
 - ``GET /health``: model loaded, counts.
+- ``GET /``: the explorer, a web page over the same process (``unirec.serve.explorer``, which
+  also adds ``GET /explain?user=ID&item=ID``).
 
 Errors are ``{"error": "one line"}``, never a traceback: an id the model does not know is
 404; any other problem with the request (k < 1, malformed JSON, a missing or extra field, a
@@ -186,6 +188,9 @@ def create_app(store: str | Path = "unirec-store", *, cold: bool = True) -> Fast
         return {"item": _plain(rec.item_ids(np.array([index]))[0]),
                 "items": _items(rec, ids, scores)}
 
+    from unirec.serve.explorer import mount
+
+    mount(app, store, rec, cold=encoder is not None)
     return app
 
 

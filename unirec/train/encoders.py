@@ -78,6 +78,11 @@ class CategoricalEncoder(Encoder):
         return bag_mean(idx, self.table.weight)
 
 
+@ENCODERS.register("bucketize")
+class BucketEncoder(CategoricalEncoder):
+    """An embedding per quantile bucket (0 = missing = zero): any shape of effect."""
+
+
 @ENCODERS.register("normalize")
 class ContinuousEncoder(Encoder):
     """A projection of (value, missing flag)."""
@@ -216,18 +221,33 @@ class HistoryEncoder(nn.Module):
         pad[:, -1] = False  # an empty history still attends to one (zero) slot
         return self.layer(x, src_key_padding_mask=pad)[:, -1]
 
-    def _attend(self, table: torch.Tensor, slots: torch.Tensor, mask: torch.Tensor,
-                pos: torch.Tensor) -> torch.Tensor:
-        """Attention pooling, written so no (B, L, dim) tensor is built: with x = table[slots]
-        + pos, the scores x·q are table·q gathered at the slots (one GEMM while the table is
-        small, else row dot products), and the pooled sum_l w_l x_l is one weighted bag."""
+    def _weights(self, table: torch.Tensor, slots: torch.Tensor, mask: torch.Tensor,
+                 pos: torch.Tensor) -> torch.Tensor:
+        """(B, L) attention weights with x = table[slots] + pos, without building x: the
+        scores x·q are table·q gathered at the slots (one GEMM while the table is small,
+        else row dot products) plus pos·q."""
         q = self.query(table[slots[:, -1]] + pos[-1]) / table.shape[1] ** 0.5  # latest asks
         if table.shape[0] <= self.gemm_rows_per_slot * slots.shape[1]:
             scores = (q @ table.T).gather(1, slots)
         else:
             scores = (F.embedding(slots, table) * q.unsqueeze(1)).sum(-1)
         scores = (scores + q @ pos.T).masked_fill(~mask, float("-inf"))
-        weights = torch.softmax(scores, dim=1).nan_to_num(0.0)  # empty history -> zeros
+        return torch.softmax(scores, dim=1).nan_to_num(0.0)  # empty history -> zeros
+
+    def _attend(self, table: torch.Tensor, slots: torch.Tensor, mask: torch.Tensor,
+                pos: torch.Tensor) -> torch.Tensor:
+        """Attention pooling with no (B, L, dim) tensor: sum_l w_l x_l is one weighted bag of
+        table rows plus w·pos."""
+        weights = self._weights(table, slots, mask, pos)
         # the bag wants the table's dtype (bf16 under CUDA autocast; softmax gave fp32)
         return F.embedding_bag(slots, table, mode="sum",
                                per_sample_weights=weights.to(table.dtype)) + weights @ pos
+
+    def attention(self, history: torch.Tensor) -> torch.Tensor | None:
+        """(B, L) attention weights over the history slots (``attention`` mode; else None):
+        what ``unirec explain`` shows beside each history item's leave-one-out delta."""
+        if self.mode != "attention":
+            return None
+        idx = history.long()
+        table, slots = self.projected(idx)
+        return self._weights(table, slots, idx > 0, self.pos[-idx.shape[1]:])

@@ -100,25 +100,3 @@ def load_inputs(store: Store) -> Inputs:
         train_shards=[store.path / "shards" / f for f in manifest["shards"]["train"]["files"]],
         n_users=n_users, n_items=n_items,
     )
-
-
-def serving_histories(store: Store, length: int) -> np.ndarray:
-    """(n_users, L): each user's last L items over every non-test interaction, most recent
-    last. What a recommendation made now should condition on (test stays unseen)."""
-    with store.connect() as con:
-        n_users = con.execute("SELECT count(*) + 1 FROM user_map").fetchall()[0][0]
-        rows = con.sql(
-            f"SELECT user_index, list_reverse(list(item_index ORDER BY time DESC, position DESC)"
-            f"[1:{length}]) AS h FROM samples WHERE split <> 'test' GROUP BY user_index"
-        ).to_arrow_table()
-    out = np.zeros((n_users, length), np.int64)
-    idx = rows.column("user_index").to_numpy()
-    lists = rows.column("h").combine_chunks()
-    lengths = np.diff(lists.offsets.to_numpy())
-    values = lists.flatten().to_numpy()
-    # left-pad: row r's values go to its last lengths[r] columns, vectorized
-    rr = np.repeat(np.arange(len(idx)), lengths)
-    cc = length - np.repeat(lengths, lengths) + (np.arange(len(values)) -
-                                                  np.repeat(lists.offsets.to_numpy()[:-1], lengths))
-    out[idx[rr], cc] = values
-    return out

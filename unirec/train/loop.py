@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from unirec.config import Config, TrainConfig
 from unirec.metrics import ranking_metrics, topk
 from unirec.store import Store
 from unirec.train.checkpoint import load_checkpoint, save_checkpoint, save_weights
+from unirec.train.coldval import carve, selection_score, validate_cold
 from unirec.train.data import ShardStream
 from unirec.train.inputs import Inputs, load_inputs
 from unirec.train.losses import LOSSES
@@ -64,8 +66,10 @@ class Sampler:
         pop = popularity.clone().double()
         pop[0] = 0
         self.p_batch = pop / pop.sum().clamp(min=1e-12)  # in-batch items follow popularity
-        uniform = torch.ones_like(pop)
-        uniform[0] = 0
+        # only items seen as positives: one that never is would only ever be pushed down
+        uniform = (pop > 0).double()
+        if not uniform.any():
+            uniform[1:] = 1.0
         self.p_neg = (pop if cfg.negative_sampler == "popularity" else uniform)
         self.p_neg = self.p_neg / self.p_neg.sum()
         expected = batch * self.p_batch + n_neg * self.p_neg  # expected count as a negative
@@ -101,11 +105,15 @@ def _bad_epochs(state: dict[str, Any], score: float, min_gain: float) -> int:
 @torch.no_grad()
 def validate(model: TwoTower, inp: Inputs, k: int, device: torch.device, chunk: int = 1024
              ) -> dict[str, float]:
-    """Full-ranking Recall/NDCG@K over every item for users with a validation slice."""
+    """Full-ranking Recall/NDCG@K over every warm item for users with a validation slice."""
     if not len(inp.val_users):
         return {}
     model.eval()
     items = torch.arange(inp.n_items, device=device)
+    # warm validation ranks the items training saw: new items (no training sample) are
+    # rarely in a validation slice, so ranking them would make early stopping reward hiding
+    # them; the cold slice (train.cold_val_items) is what measures new items
+    warm = (inp.items["popularity"] > 0).numpy()
     item_vecs = torch.cat([model.item(items[i:i + chunk]) for i in range(0, len(items), chunk)])
     recs = []
     indptr, indices = inp.val_exclude
@@ -113,7 +121,7 @@ def validate(model: TwoTower, inp: Inputs, k: int, device: torch.device, chunk: 
         users = torch.from_numpy(inp.val_users[s:s + chunk]).to(device)
         hist = torch.from_numpy(inp.val_history[s:s + chunk]).to(device)
         scores = (model.user(users, hist) @ item_vecs.T).float().cpu().numpy()
-        scores[:, 0] = -np.inf  # the padding item
+        scores[:, ~warm] = -np.inf  # the padding item, and items no training sample has
         e = min(s + chunk, len(inp.val_users))
         sub = (indptr[s:e + 1] - indptr[s], indices[indptr[s]:indptr[e]])
         recs.append(topk(scores, k, exclude=sub))
@@ -124,8 +132,13 @@ def validate(model: TwoTower, inp: Inputs, k: int, device: torch.device, chunk: 
 
 
 def fit(store: str | Path = "unirec-store", config: Config | None = None, *,
-        resume: bool = False, progress: bool | None = None) -> dict[str, Any]:
-    """Train the two-tower model on ``store``; write ``store/model``. Returns the summary."""
+        resume: bool = False, progress: bool | None = None,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train the two-tower model on ``store``; write ``store/model``. Returns the summary.
+
+    ``on_epoch`` (rank 0) sees each epoch's metrics row after validation; an exception it
+    raises ends the fit there (``unirec tune`` prunes bad trials this way).
+    """
     cfg = (config or Config()).train
     st = Store(store)
     rank, world = _distributed()
@@ -134,12 +147,15 @@ def fit(store: str | Path = "unirec-store", config: Config | None = None, *,
         device = torch.device("cuda", rank % torch.cuda.device_count())
     _seed(cfg.seed + rank)
     inp = load_inputs(st)
+    cold = carve(st, inp, cfg.cold_val_items, cfg.seed) if cfg.cold_val_items > 0 else None
+    held = cold.held.to(device) if cold is not None else None
     model = TwoTower(inp.manifest, inp.users, inp.items, inp.text, inp.image,
                      inp.user_trained, cfg).to(device)
     positives = PositiveMask(inp.positive_keys.to(device), inp.n_users, inp.n_items)
     n_neg = cfg.negatives if cfg.loss == "softmax" else cfg.negative_ratio
     sampler = Sampler(inp.items["popularity"].to(device), cfg, cfg.batch_size, n_neg)
     loss_fn = LOSSES.get(cfg.loss)()
+    content = cfg.content_loss > 0 and cfg.item_id  # without ids, items are content already
     opt = make_optimizer(model.parameters(), cfg, device)
     out = st.path / "model"
     ckpt = out / "checkpoint"
@@ -153,7 +169,8 @@ def fit(store: str | Path = "unirec-store", config: Config | None = None, *,
     if cfg.compile is True or (cfg.compile == "auto" and device.type == "cuda"):
         net = torch.compile(net)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
-    step = Step(net, opt, sampler, loss_fn, positives, cfg, device, bf16)
+    step = Step(net, opt, sampler, loss_fn, positives, cfg, device, bf16, model=model,
+                held=held, content=content)
     stream = ShardStream(inp.train_shards, rank=rank, world_size=world, seed=cfg.seed,
                          batch_size=cfg.batch_size, drop_last=False)
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
@@ -163,8 +180,11 @@ def fit(store: str | Path = "unirec-store", config: Config | None = None, *,
                    disable=None if progress is None else not progress)
         with Join([net]) if world > 1 else contextlib.nullcontext():
             for batch in stream:
-                n = len(batch["user"])
-                total += step(batch).item() * n
+                out_step = step(batch)
+                if out_step is None:  # every sample was a held-out cold item
+                    continue
+                loss, n = out_step
+                total += loss.item() * n
                 seen += n
                 bar.update(n)
         bar.close()
@@ -174,8 +194,11 @@ def fit(store: str | Path = "unirec-store", config: Config | None = None, *,
             row = {"epoch": epoch, "train_loss": total / max(seen, 1), "samples": seen,
                    "samples_per_s": seen * world / train_s, "train_seconds": round(train_s, 3),
                    **validate(model, inp, cfg.eval_k, device)}
-            score = row.get(f"val_ndcg@{cfg.eval_k}", -row["train_loss"])
-            improved = score > state["best"] or not state["history"]  # a loss may be < -1
+            if cold is not None:
+                row.update(validate_cold(model, cold, cfg.eval_k, device))
+            score = selection_score(row, cfg.eval_k)
+            # the first epoch always counts: -train_loss (no validation slice) is below -1
+            improved = not state["history"] or score > state["best"]
             state["bad_epochs"] = _bad_epochs(state, score, cfg.min_gain)
             state.update(epoch=epoch, best=score if improved else state["best"])
             state["history"].append(row)
@@ -185,6 +208,8 @@ def fit(store: str | Path = "unirec-store", config: Config | None = None, *,
                 f.write(json.dumps(row) + "\n")
             save_checkpoint(ckpt, model, opt, state)
             stop[0] = float(state["bad_epochs"] >= cfg.patience)
+            if on_epoch is not None:
+                on_epoch(row)
         if world > 1:
             dist.broadcast(stop, src=0)
         if stop.item():

@@ -30,8 +30,8 @@ class LossInput:
     weight: torch.Tensor  # (B,) sample weights
     temperature: float
     logq: bool
-    mask: torch.Tensor | None = None  # (B, B+S) mask_batch | mask_neg in one (saves a copy;
-    # the softmax loss clears its diagonal in place)
+    mask: torch.Tensor | None = None  # (B, B+S) mask_batch | mask_neg in one with its (B, B)
+    # diagonal (each row's own positive) already False: saves the softmax loss a copy
 
 
 def _weighted_mean(loss: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -61,8 +61,10 @@ class SoftmaxLoss:
             positive = positive + bias[:b]
         else:
             logits = users @ candidates.T
-        mask = x.mask if x.mask is not None else torch.cat([x.mask_batch, x.mask_neg], dim=1)
-        mask[:, :b].diagonal().fill_(False)
+        mask = x.mask
+        if mask is None:
+            mask = torch.cat([x.mask_batch, x.mask_neg], dim=1)
+            mask[:, :b].diagonal().fill_(False)
         logits.masked_fill_(mask, float("-inf"))
         return _weighted_mean(torch.logsumexp(logits, dim=1) - positive, x.weight)
 

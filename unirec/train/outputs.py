@@ -13,9 +13,10 @@ import torch
 
 from unirec.config import TrainConfig
 from unirec.serve.bundle import write_bundle
-from unirec.store import DB_FILE, Store, connect_for_write
+from unirec.store import Store, serving_histories, write_table
 from unirec.train.checkpoint import load_weights, save_weights
-from unirec.train.inputs import Inputs, serving_histories
+from unirec.train.coldval import selection_score
+from unirec.train.inputs import Inputs
 from unirec.train.plot import plot_metrics
 from unirec.train.towers import TwoTower
 
@@ -40,14 +41,8 @@ def _write_table(store: Path, name: str, index: str, id_col: str, map_name: str,
     flat = pa.array(vectors[1:].reshape(-1), pa.float32())
     arrow = pa.table({index: np.arange(1, len(vectors), dtype=np.int32),
                       "embedding": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])})
-    con = connect_for_write(store / DB_FILE)
-    try:
-        con.register("_emb", arrow)
-        con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT m.{index}, m.{id_col}, "
-                    f"e.embedding FROM _emb e JOIN {map_name} m USING ({index}) "
-                    f"ORDER BY m.{index}")
-    finally:
-        con.close()
+    write_table(store, name, arrow, f"SELECT m.{index}, m.{id_col}, e.embedding FROM _new e "
+                f"JOIN {map_name} m USING ({index}) ORDER BY m.{index}")
 
 
 def write_outputs(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
@@ -64,8 +59,7 @@ def write_outputs(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
     _write_table(store.path, "user_embeddings", "user_index", "user_id", "user_map", users)
     _write_table(store.path, "item_embeddings", "item_index", "item_id", "item_map", items)
     write_bundle(store, out, inp.items["popularity"].numpy())
-    best = max(state["history"], key=lambda r: r.get(f"val_ndcg@{cfg.eval_k}",
-                                                      -r["train_loss"]))
+    best = max(state["history"], key=lambda r: selection_score(r, cfg.eval_k))
     summary = {"epochs": state["epoch"], "best_epoch": best["epoch"], "best": best,
                "n_users": inp.n_users - 1, "n_items": inp.n_items - 1, "dim": cfg.dim}
     (out / "config.json").write_text(json.dumps({

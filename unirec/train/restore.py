@@ -18,9 +18,9 @@ import torch
 
 from unirec.config import TrainConfig
 from unirec.errors import NotFittedError
-from unirec.store import Store
+from unirec.store import Store, serving_histories
 from unirec.train.checkpoint import load_weights
-from unirec.train.inputs import _tensors, check_store, serving_histories
+from unirec.train.inputs import _tensors, check_store
 from unirec.train.towers import TwoTower
 
 

@@ -55,34 +55,53 @@ class PositiveMask:
 
 class Step:
     """Callable on a batch dict (``user``, ``item``, ``history``, ``weight``): one
-    optimisation step; returns the batch's mean loss as a 0-d tensor (not synced)."""
+    optimisation step."""
 
     def __init__(self, net: torch.nn.Module, opt: torch.optim.Optimizer, sampler,
                  loss_fn, positives: PositiveMask, cfg: TrainConfig, device: torch.device,
-                 bf16: bool) -> None:
+                 bf16: bool, *, model: torch.nn.Module | None = None,
+                 held: torch.Tensor | None = None, content: bool = False) -> None:
         self.net, self.opt, self.sampler, self.loss_fn = net, opt, sampler, loss_fn
         self.positives, self.cfg, self.device, self.bf16 = positives, cfg, device, bf16
+        # held: cold-validation items hidden from training (unirec.train.coldval); content:
+        # add the content-only loss (train.content_loss)
+        self.model, self.held, self.content = model, held, content
 
     def loss(self, batch: dict[str, torch.Tensor], negs: torch.Tensor) -> torch.Tensor:
         """The forward half, on given negatives (tests compare it with a plain step)."""
         user, item = batch["user"].long(), batch["item"].long()
         mask = self.positives(user, torch.cat([item, negs]))
+        mask[:, :len(user)].diagonal().fill_(False)  # a row's own positive is its target
         b, cfg, logq = len(user), self.cfg, self.sampler.logq
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            u, v, nv = self.net(user, batch["history"], item, negs)
-            return self.loss_fn(LossInput(
+            u, v, nv, *plain = self.net(user, batch["history"], item, negs, self.content)
+            x = LossInput(
                 user_vec=u.float(), item_vec=v.float(), neg_vec=nv.float(),
                 logq_items=logq[item], logq_neg=logq[negs], mask_batch=mask[:, :b],
                 mask_neg=mask[:, b:], weight=batch["weight"].float(),
-                temperature=cfg.temperature, logq=cfg.logq, mask=mask))
+                temperature=cfg.temperature, logq=cfg.logq, mask=mask)
+            loss = self.loss_fn(x)
+            if self.content:  # the same task for the content path alone
+                x.item_vec, x.neg_vec = plain[0].float(), plain[1].float()
+                loss = loss + cfg.content_loss * self.loss_fn(x)
+            return loss
 
-    def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def __call__(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int] | None:
+        """(mean loss, samples) of one step; None when nothing was left to train on."""
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        if self.held is not None:
+            from unirec.train.coldval import hide
+            batch = hide(self.held, batch)
+            if not len(batch["item"]):
+                return None
         loss = self.loss(batch, self.sampler.sample())
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        return loss.detach()
+        if self.held is not None:  # id rows of held items stay zero (an id_sequence
+            with torch.no_grad():  # feature may still name them): served as new
+                self.model.item_table.weight[self.held] = 0.0
+        return loss.detach(), len(batch["user"])
 
 
 def make_optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:

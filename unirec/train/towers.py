@@ -48,13 +48,30 @@ class Tower(nn.Module):
 
         ``idx`` None (a new entity, e.g. a cold-start record) skips the id embedding.
         """
+        return self.fuse(self.tokens(rows, idx, history))
+
+    def tokens(self, rows: Rows, idx: torch.Tensor | None = None,
+               history: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, dim): one token per input, in ``token_names`` order (explain masks them)."""
         tokens = [enc(rows) for enc in self.encoders]
         if self.ids is not None:
             tokens.append(self.ids(idx) if idx is not None else
                           torch.zeros_like(tokens[0]) if tokens else self._zeros(history))
         if self.history is not None:
             tokens.append(self.history(history))
-        return F.normalize(self.fusion(torch.stack(tokens, dim=1)), dim=-1)
+        return torch.stack(tokens, dim=1)
+
+    def fuse(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T, dim) tokens -> (B, dim) unit vectors."""
+        return F.normalize(self.fusion(tokens), dim=-1)
+
+    @property
+    def token_names(self) -> list[str]:
+        """What each token of ``tokens`` encodes: feature names, then ``{side}_id``, then
+        ``history``."""
+        return [enc.name for enc in self.encoders] + \
+            ([f"{self.side}_id"] if self.ids is not None else []) + \
+            (["history"] if self.history is not None else [])
 
     def _zeros(self, history: torch.Tensor | None) -> torch.Tensor:
         n = history.shape[0] if history is not None else 1
@@ -62,6 +79,16 @@ class Tower(nn.Module):
 
     def forward(self, idx: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:
         return self.encode(self.gather(idx), idx, history)
+
+
+def _kept_features(features: list[dict[str, Any]], drop: list[str]) -> list[dict[str, Any]]:
+    """The manifest's features less those named in ``train.drop_features``."""
+    known = {f"{f['side']}.{f['name']}" for f in features}
+    unknown = sorted(set(drop) - known)
+    if unknown:
+        raise ConfigError(f"train.drop_features: no feature {unknown[0]!r} in the store; "
+                          f"known: {', '.join(sorted(known))}")
+    return [f for f in features if f"{f['side']}.{f['name']}" not in drop]
 
 
 class TwoTower(nn.Module):
@@ -79,7 +106,7 @@ class TwoTower(nn.Module):
         with torch.no_grad():
             self.item_table.weight[0].zero_()
         shared = Shared(text, image, self.item_table)
-        feats = manifest["features"]
+        feats = _kept_features(manifest["features"], cfg.drop_features)
         user_ids = item_ids = None
         if cfg.user_id:
             self.user_table = nn.Embedding(n_users, cfg.dim, padding_idx=0)
@@ -99,10 +126,16 @@ class TwoTower(nn.Module):
         self.temperature = cfg.temperature
 
     def forward(self, user: torch.Tensor, history: torch.Tensor, item: torch.Tensor,
-                negatives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Unit vectors of the users, their positive items and the sampled negatives."""
+                negatives: torch.Tensor, content: bool = False) -> tuple[torch.Tensor, ...]:
+        """Unit vectors of the users, their positive items and the sampled negatives; with
+        ``content``, also the items' content-only vectors (ids hidden, as for a new item)."""
         # one item-tower pass over the step's distinct candidates (positives and negatives
         # repeat: popular items many times a batch), then index back
         distinct, slot = torch.unique(torch.cat([item, negatives]), return_inverse=True)
-        items = self.item(distinct)[slot]
-        return self.user(user, history), items[: len(item)], items[len(item):]
+        rows = self.item.gather(distinct)
+        items = self.item.encode(rows, distinct)[slot]
+        out = (self.user(user, history), items[: len(item)], items[len(item):])
+        if not content:
+            return out
+        plain = self.item.encode(rows, None)[slot]
+        return (*out, plain[: len(item)], plain[len(item):])

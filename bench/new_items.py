@@ -1,0 +1,197 @@
+"""New-item experiments on MovieLens-100K (docs/quality.md): one fit, its protocol metrics and
+where new items' scores fall among warm ones; the mixed tuning carve; what the title keeps.
+
+Why: the mixed protocol's new_parity says *whether* new items are recommended; these numbers
+say *why not* (score gap, rank percentile among the same user's warm items) and which change
+moves them. Every run copies one featurized store per protocol (the MiniLM titles are cached
+there) and varies only ``fit`` settings, so a run costs one fit.
+
+Usage (splits from ``../shared/protocol/ml100k_split.py --out SPLITS``; stores from
+``unirec featurize SPLITS/P/train.json --split none --store STORES/P``; nothing derived from
+the data is written inside the repository):
+
+  python -m bench.new_items run SPLITS/mixed STORES/mixed TAG [--set train.x=y ...]
+  python -m bench.new_items carve SPLITS OUT        # OUT/mixed: a carve of mixed's train only
+  python -m bench.new_items title STORE [STORE ...]  # title information before/after projection
+
+``run`` appends one JSON line to ``$UNIREC_EXP_RESULTS`` (default ``/tmp/new_items.jsonl``).
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.quality_ml100k import PROTOCOL_DIR, find_data, recommend
+from unirec.store import Store
+
+RESULTS = Path(os.environ.get("UNIREC_EXP_RESULTS", "/tmp/new_items.jsonl"))
+TUNE_SEED = 7  # the carve's cold items; the protocol's own use 42
+
+
+def _ids(path: Path) -> np.ndarray:
+    with open(path, newline="") as f:
+        return np.array(sorted(int(r["item_id"]) for r in csv.DictReader(f)), np.int64)
+
+
+def new_item_ranks(store: Path, split: Path) -> dict[str, float]:
+    """Where new items' scores fall among each user's warm, unseen items (percentile 0-1)."""
+    with Store(store).connect() as con:
+        umap = con.execute("SELECT user_index FROM user_map ORDER BY user_id").fetchnumpy()
+        imap = con.execute("SELECT item_id, item_index FROM item_map ORDER BY item_id"
+                           ).fetchnumpy()
+        seen = con.execute("SELECT DISTINCT user_index, item_index FROM samples").fetchnumpy()
+    users = np.load(store / "model" / "user_embeddings.npy")
+    items = np.load(store / "model" / "item_embeddings.npy")
+    scores = users[umap["user_index"]] @ items[imap["item_index"]].T
+    col = np.empty(len(items), np.int64)
+    col[imap["item_index"]] = np.arange(len(imap["item_index"]))
+    row = np.empty(len(users), np.int64)
+    row[umap["user_index"]] = np.arange(len(umap["user_index"]))
+    scores[row[seen["user_index"]], col[seen["item_index"]]] = np.nan
+    new = np.isin(imap["item_id"], _ids(split / "new_items.csv"))
+    warm = np.sort(np.where(np.isnan(scores[:, ~new]), -np.inf, scores[:, ~new]), axis=1)
+    n_warm = (~np.isnan(scores[:, ~new])).sum(1)
+    pct = np.concatenate([(np.searchsorted(warm[r], scores[r, new]) - (warm.shape[1] - n))
+                          / n for r, n in enumerate(n_warm)])
+    return {"score_new": float(np.nanmean(scores[:, new])),
+            "score_warm": float(np.nanmean(scores[:, ~new])),
+            "new_pct_median": float(np.median(pct)), "new_pct_q90": float(np.quantile(pct, 0.9)),
+            "new_above_warm_p90": float((pct > 0.9).mean())}
+
+
+def run(split: Path, base: Path, tag: str, sets: list[str]) -> dict:
+    """Copy ``base``, fit with ``sets``, score with the protocol's evaluate.py."""
+    store = Path("/tmp/unirec-new-items") / tag
+    shutil.rmtree(store, ignore_errors=True)
+    shutil.copytree(base, store, ignore=shutil.ignore_patterns("model"))
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    t0 = time.time()
+    subprocess.run([sys.executable, "-m", "unirec", "fit", "--store", str(store), *sets],
+                   env=env, check=True, capture_output=True)
+    fit_s = time.time() - t0
+    recs = store / "recs.csv"
+    recommend(store, split, recs)
+    cmd = [sys.executable, str(PROTOCOL_DIR / "evaluate.py"), "--test", str(split / "test.csv"),
+           "--train", str(split / "train.csv"), "--recs", str(recs), "--k", "10"]
+    diag: dict = {}
+    if (split / "cold_items.csv").is_file():
+        cmd += ["--candidates", str(split / "cold_items.csv")]
+    if (split / "new_items.csv").is_file():
+        cmd += ["--new-items", str(split / "new_items.csv")]
+        diag = new_item_ranks(store, split)
+    metrics = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    history = [json.loads(x) for x in (store / "model" / "metrics.jsonl").read_text().split()]
+    out = {"tag": tag, "split": str(split), "sets": sets, "fit_s": round(fit_s),
+           **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}, **diag,
+           "history": [{k: v for k, v in h.items() if k.startswith("val_") or k == "epoch"}
+                       for h in history]}
+    with open(RESULTS, "a") as f:
+        f.write(json.dumps(out) + "\n")
+    shutil.rmtree(store, ignore_errors=True)
+    return out
+
+
+def carve(splits: Path, out: Path) -> None:
+    """The mixed protocol applied again to mixed's train part (test never read)."""
+    spec = importlib.util.spec_from_file_location("split", PROTOCOL_DIR / "ml100k_split.py")
+    assert spec and spec.loader
+    m = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(m)
+    data = find_data()
+    if data is None:
+        sys.exit("no MovieLens-100K: set UNIREC_ML100K")
+    users, items = m.load_users(str(data)), m.load_items(str(data))
+    rows = [r for r in m.load_ratings(str(data)) if r[0] in users]
+    with open(splits / "mixed" / "train.csv", newline="") as f:
+        pairs = {(int(r["user_id"]), int(r["item_id"])) for r in csv.DictReader(f)}
+    train = [r for r in rows if (r[0], r[1]) in pairs]
+    tr_t, te_t = m.temporal_split(train)
+    cold = m.cold_item_split(train, seed=TUNE_SEED)[2]
+    tr, te, new = m.mixed_split(tr_t, te_t, cold, items)
+    d = out / "mixed"
+    d.mkdir(parents=True, exist_ok=True)
+    m.write_csv(str(d / "train.csv"), tr)
+    m.write_csv(str(d / "test.csv"), te)
+    (d / "new_items.csv").write_text("item_id\n" + "".join(f"{i}\n" for i in new))
+    all_users = set(users) | {r[0] for r in rows}
+    (d / "train.json").write_text(json.dumps(m.library_document(tr, users, items, all_users)))
+
+
+def title_info(store: Path) -> dict[str, float]:
+    """Genre macro-F1 (5-fold logistic regression) from the raw 384-d title vector, its
+    trained projection, a random projection of the same width and the content-only item
+    vector; and the share of each item's 10 nearest raw-title neighbours kept after projection.
+    """
+    import torch
+    from safetensors.numpy import load_file
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from unirec.train.restore import load_model
+
+    t = load_file(str(store / "tensors" / "items.safetensors"))
+    raw = load_file(str(store / "tensors" / "text_embeddings.safetensors"))["embedding"][
+        t["text.title"].astype(np.int64)[1:]]
+    model = load_model(store)
+    enc = next(e for e in model.item.encoders if e.name == "text.title")
+    with torch.no_grad():
+        proj = enc.proj(torch.from_numpy(raw)).numpy()
+        idx = torch.arange(1, len(t["_index"]))
+        content = model.item.encode(model.item.gather(idx), None).numpy()
+    genres = t["categorical.genres"][1:]
+    y = np.zeros((len(genres), int(genres.max()) + 1), int)
+    for j in range(genres.shape[1]):
+        y[np.arange(len(genres)), genres[:, j]] = 1
+    y = y[:, 1:][:, y[:, 1:].sum(0) >= 10]
+    rand = raw @ np.random.default_rng(0).normal(size=(raw.shape[1], proj.shape[1]))
+
+    def f1(x: np.ndarray) -> float:
+        clf = make_pipeline(StandardScaler(), OneVsRestClassifier(
+            LogisticRegression(max_iter=500, C=0.1)))
+        return round(float(cross_val_score(clf, x, y, cv=5, scoring="f1_macro").mean()), 3)
+
+    def nn(x: np.ndarray, k: int = 10) -> np.ndarray:
+        x = x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-9)
+        s = x @ x.T
+        np.fill_diagonal(s, -np.inf)
+        return np.argsort(-s, axis=1)[:, :k]
+
+    def overlap(a: np.ndarray, b: np.ndarray) -> float:
+        return round(float(np.mean([len(set(x) & set(y)) / 10 for x, y in zip(a, b,
+                                                                             strict=True)])), 3)
+
+    near = nn(raw)
+    return {"genre_f1_raw": f1(raw), "genre_f1_projection": f1(proj),
+            "genre_f1_random_projection": f1(rand), "genre_f1_content_vector": f1(content),
+            "nn10_kept_projection": overlap(near, nn(proj)),
+            "nn10_kept_random_projection": overlap(near, nn(rand))}
+
+
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["run"]:
+        res = run(Path(argv[1]), Path(argv[2]), argv[3], argv[4:])
+        print(json.dumps({k: v for k, v in res.items() if k != "history"}))
+    elif argv[:1] == ["carve"]:
+        carve(Path(argv[1]), Path(argv[2]))
+    elif argv[:1] == ["title"]:
+        for store in argv[1:]:
+            print(store, json.dumps(title_info(Path(store))))
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,125 @@
+"""New items (never in training) must be recommended: the content path carries an item alone.
+
+The synthetic generator plants category preferences that titles, descriptions and images
+name, so an item held out of training entirely can still be matched to the users who like its
+category. A seeded 20% of items is held out (all their interactions go to test, as on the
+MovieLens mixed protocol) and each user's last 20% of the rest joins test. Everything runs
+through the CLI: featurize, fit, recommend --all-users.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from conftest import invoke
+
+from unirec.datasets import synthesize, write_document
+
+pytestmark = pytest.mark.slow
+
+N_USERS, N_ITEMS, N_INTER, HOLD = 300, 300, 9000, 0.2
+ITEM_FEATURES = ("item.categorical.category", "item.categorical.tags",
+                 "item.categorical.weather", "item.categorical.audience",
+                 "item.continuous.price", "item.temporal.price_history",
+                 "item.text.title", "item.text.description", "item.image.main_image")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict:
+    """The held-out document featurized once, its test pairs and new item ids."""
+    root = tmp_path_factory.mktemp("newitems")
+    syn = synthesize(N_USERS, N_ITEMS, N_INTER, seed=3, images_dir=root / "images")
+    inter = syn.interactions.with_row_index("row")
+    rng = np.random.default_rng(0)
+    seen = np.unique(inter["item_id"].to_numpy())
+    new = np.sort(rng.choice(seen, int(HOLD * len(seen)), replace=False))
+    on_new = inter.filter(pl.col("item_id").is_in(new.tolist()))
+    warm = inter.filter(~pl.col("item_id").is_in(new.tolist())).sort("user_id", "timestamp")
+    rank = warm.select(pl.col("user_id").cum_count().over("user_id").alias("r"),
+                       pl.len().over("user_id").alias("n"))
+    last = (rank["r"] > (rank["n"] * 0.8).floor()).to_numpy()
+    test = pl.concat([warm.filter(pl.Series(last)), on_new])
+    train = warm.filter(pl.Series(~last)).drop("row")
+    doc = {"user_data": syn.users.to_dicts(), "item_data": syn.items.to_dicts(),
+           "interactions": train.to_dicts()}
+    write_document(doc, root / "data.json")
+    store = root / "store"
+    out = invoke("featurize", root / "data.json", "--store", store, "--split", "none")
+    assert out.exit_code == 0, out.output
+    (root / "new.csv").write_text("item_id\n" + "".join(f"{i}\n" for i in new))
+    return {"root": root, "store": store, "new": new, "test": test.select("user_id", "item_id"),
+            "cands": root / "new.csv"}
+
+
+def _fit_and_recommend(world: dict, name: str, drop: tuple[str, ...] = (),
+                       candidates: bool = False) -> pl.DataFrame:
+    """A fit on a copy of the store (``drop`` left out of the towers), then top-10 lists."""
+    import shutil
+
+    store = world["root"] / name
+    shutil.copytree(world["store"], store)
+    cfg = world["root"] / f"{name}.json"
+    cfg.write_text(json.dumps({"train": {"drop_features": list(drop), "batch_size": 256}}))
+    fit = invoke("fit", "--store", store, "--config", cfg, "--epochs", "5")
+    assert fit.exit_code == 0, fit.output
+    args = ["--candidates", world["cands"]] if candidates else []
+    rec = invoke("recommend", "--store", store, "--all-users", "-k", "10", "--format", "csv",
+                 *args)
+    assert rec.exit_code == 0, rec.output
+    return pl.read_csv(io.StringIO(rec.stdout)).select("user_id", "item_id")
+
+
+def _recall(recs: pl.DataFrame, test: pl.DataFrame) -> float:
+    """Recall@10 = hits / min(10, |test|), averaged over users with test pairs."""
+    hits = recs.join(test, on=["user_id", "item_id"]).group_by("user_id").len("hits")
+    per = (test.group_by("user_id").len("n").join(hits, on="user_id", how="left")
+           .fill_null(0).with_columns(r=pl.col("hits") / pl.min_horizontal(10, pl.col("n"))))
+    return float(per["r"].mean())
+
+
+def test_new_items_get_their_share_of_hits(world) -> None:
+    """Defaults: new items compete with warm ones and win their fair share of hits.
+
+    new_parity = (new items' share of hits) / (their share of test pairs); on this fixture the
+    defaults measured 1.67 (one run): the planted categories are in every content field, so
+    new items are as easy as warm ones. 0.5 is the issue's MovieLens target, a wide floor.
+    """
+    recs = _fit_and_recommend(world, "defaults")
+    test, new = world["test"], world["new"].tolist()
+    hits = recs.join(test, on=["user_id", "item_id"])
+    new_hits = hits["item_id"].is_in(new).mean()
+    new_test = test["item_id"].is_in(new).mean()
+    parity = new_hits / new_test
+    print(f"new_parity={parity:.3f} hits={len(hits)}")
+    assert parity >= 0.5, (parity, len(hits))
+
+
+@pytest.mark.parametrize("kind", ["text", "image"])
+def test_text_alone_and_images_alone_find_new_items(world, kind: str) -> None:
+    """Among new items only, each content kind alone beats random by 2x Recall@10 (measured:
+    text 0.77, images 0.78, random 0.21)."""
+    drop = tuple(f for f in ITEM_FEATURES if f".{kind}." not in f)
+    recs = _fit_and_recommend(world, f"{kind}_alone", drop, candidates=True)
+    test = world["test"].filter(pl.col("item_id").is_in(world["new"].tolist()))
+    got = _recall(recs, test)
+    rng = np.random.default_rng(1)
+    users = test["user_id"].unique().to_numpy()
+    rand = np.mean([_recall(pl.DataFrame({
+        "user_id": np.repeat(users, 10),
+        "item_id": np.concatenate([rng.choice(world["new"], 10, replace=False) for _ in users])}),
+        test) for _ in range(5)])
+    print(f"{kind} alone: new-item recall@10={got:.3f} random={rand:.3f}")
+    assert got >= 2 * rand, (kind, got, rand)
+
+
+def test_drop_features_names_unknown_feature(world, tmp_path: Path) -> None:
+    """A misspelt feature in train.drop_features is a one-line error naming it."""
+    out = invoke("fit", "--store", world["store"], "--epochs", "1",
+                 "--set", 'train.drop_features=["item.text.titel"]')
+    assert out.exit_code != 0
+    assert "item.text.titel" in out.output and "Traceback" not in out.output
