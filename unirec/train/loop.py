@@ -31,11 +31,12 @@ from unirec.metrics import ranking_metrics, topk
 from unirec.store import Store
 from unirec.train import workdir
 from unirec.train.checkpoint import save_checkpoint, save_weights
-from unirec.train.coldval import carve, hide, selection_score, validate_cold
+from unirec.train.coldval import carve, selection_score, validate_cold
 from unirec.train.data import ShardStream
 from unirec.train.inputs import Inputs, load_inputs
-from unirec.train.losses import LOSSES, LossInput
+from unirec.train.losses import LOSSES
 from unirec.train.outputs import write_outputs
+from unirec.train.step import PositiveMask, Step, make_optimizer
 from unirec.train.towers import TwoTower
 
 
@@ -85,10 +86,22 @@ class Sampler:
 
 def _positive_mask(keys: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
                    n_items: int) -> torch.Tensor:
-    """(B, C): True where items[c] is among users[b]'s training positives."""
+    """(B, C): True where items[c] is among users[b]'s training positives: the plain
+    search-per-pair form, kept as the reference ``step.PositiveMask`` must equal."""
     q = users.unsqueeze(1) * n_items + items.unsqueeze(0)
     pos = torch.searchsorted(keys, q).clamp(max=len(keys) - 1)
     return keys[pos] == q
+
+
+def _bad_epochs(state: dict[str, Any], score: float, min_gain: float) -> int:
+    """Epochs since the last gain worth an epoch: a score at least ``min_gain`` x |score| above
+    the last one that counted. Smaller gains still keep the best weights (the caller saves
+    any improvement); they just buy no more patience, so a flat curve stops."""
+    ref = state.get("best_counted", state["best"]) if state["history"] else None
+    if ref is None or score > ref + min_gain * abs(ref):
+        state["best_counted"] = score
+        return 0
+    return state["bad_epochs"] + 1
 
 
 @torch.no_grad()
@@ -148,12 +161,12 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
     held = cold.held.to(device) if cold is not None else None
     model = TwoTower(inp.manifest, inp.users, inp.items, inp.text, inp.image,
                      inp.user_trained, cfg).to(device)
-    keys = inp.positive_keys.to(device)
+    positives = PositiveMask(inp.positive_keys.to(device), inp.n_users, inp.n_items)
     n_neg = cfg.negatives if cfg.loss == "softmax" else cfg.negative_ratio
     sampler = Sampler(inp.items["popularity"].to(device), cfg, cfg.batch_size, n_neg)
     loss_fn = LOSSES.get(cfg.loss)()
     content = cfg.content_loss > 0 and cfg.item_id  # without ids, items are content already
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(model.parameters(), cfg, device)
     out = workdir.work_dir(st)
     ckpt = out / workdir.CHECKPOINT
     train = cfg.model_dump(mode="json")
@@ -165,6 +178,8 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
     if cfg.compile is True or (cfg.compile == "auto" and device.type == "cuda"):
         net = torch.compile(net)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    step = Step(net, opt, sampler, loss_fn, positives, cfg, device, bf16, model=model,
+                held=held, content=content)
     stream = ShardStream(inp.train_shards, rank=rank, world_size=world, seed=cfg.seed,
                          batch_size=cfg.batch_size, drop_last=False)
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
@@ -174,35 +189,13 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
                    disable=None if progress is None else not progress)
         with Join([net]) if world > 1 else contextlib.nullcontext():
             for batch in stream:
-                b = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                if cold is not None:
-                    b = hide(held, b)
-                    if not len(b["item"]):
-                        continue
-                user, item = b["user"].long(), b["item"].long()
-                negs = sampler.sample()
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    u, v, nv, *plain = net(user, b["history"], item, negs, content)
-                    x = LossInput(
-                        user_vec=u.float(), item_vec=v.float(), neg_vec=nv.float(),
-                        logq_items=sampler.logq[item], logq_neg=sampler.logq[negs],
-                        mask_batch=_positive_mask(keys, user, item, inp.n_items),
-                        mask_neg=_positive_mask(keys, user, negs, inp.n_items),
-                        weight=b["weight"].float(), temperature=cfg.temperature,
-                        logq=cfg.logq)
-                    loss = loss_fn(x)
-                    if content:  # the same task for the content path alone
-                        x.item_vec, x.neg_vec = plain[0].float(), plain[1].float()
-                        loss = loss + cfg.content_loss * loss_fn(x)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if held is not None:  # id rows of held items stay zero (an id_sequence
-                    with torch.no_grad():  # feature may still name them): served as new
-                        model.item_table.weight[held] = 0.0
-                seen += len(user)
-                total += loss.item() * len(user)
-                bar.update(len(user))
+                out_step = step(batch)
+                if out_step is None:  # every sample was a held-out cold item
+                    continue
+                loss, n = out_step
+                total += loss.item() * n
+                seen += n
+                bar.update(n)
         bar.close()
         train_s = time.perf_counter() - started
         stop = torch.zeros(1)
@@ -215,8 +208,8 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
             score = selection_score(row, cfg.eval_k)
             # the first epoch always counts: -train_loss (no validation slice) is below -1
             improved = not state["history"] or score > state["best"]
-            state.update(epoch=epoch, best=score if improved else state["best"],
-                         bad_epochs=0 if improved else state["bad_epochs"] + 1)
+            state["bad_epochs"] = _bad_epochs(state, score, cfg.min_gain)
+            state.update(epoch=epoch, best=score if improved else state["best"])
             state["history"].append(row)
             if improved:
                 save_weights(out / "best.safetensors", model, {"epoch": str(epoch)})
