@@ -142,9 +142,7 @@ def test_python_api_matches_ids_by_type_and_k_is_a_positive_int(fitted_store) ->
     assert len(all_items) == Recommender.load(fitted_store).n_items
 
 
-@pytest.mark.parametrize("n", [1, pytest.param(3, marks=pytest.mark.xfail(
-    reason="main after #13: IndexError in train/towers.py:140 on a 2-item store (not #11's "
-    "code); passed before that merge", strict=False))])
+@pytest.mark.parametrize("n", [1, 3])
 def test_fit_on_a_store_with_very_few_interactions(tmp_path, n) -> None:
     doc = {"user_data": [{"user_id": u} for u in range(2)],
            "item_data": [{"item_id": i} for i in range(2)],

@@ -165,7 +165,9 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
     n_neg = cfg.negatives if cfg.loss == "softmax" else cfg.negative_ratio
     sampler = Sampler(inp.items["popularity"].to(device), cfg, cfg.batch_size, n_neg)
     loss_fn = LOSSES.get(cfg.loss)()
-    content = cfg.content_loss > 0 and cfg.item_id  # without ids, items are content already
+    # without ids, items are content already; without content features there is no content
+    # path to train alone
+    content = cfg.content_loss > 0 and cfg.item_id and len(model.item.encoders) > 0
     opt = make_optimizer(model.parameters(), cfg, device)
     out = workdir.work_dir(st)
     ckpt = out / workdir.CHECKPOINT
