@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import featurize, fit_speed, ingest, quality, serve_speed
+from bench import featurize, fit_speed, fit_step, ingest, quality, serve_speed
 from bench.harness import ROOT, environment
 
 
@@ -65,6 +65,8 @@ STEPS: list[Step] = [
     Step("fit", "Fit: training samples/s, eager against torch.compile",
          lambda quick: fit_speed.run(50_000 if quick else 200_000, epochs=2 if quick else 3),
          fit_speed.markdown),
+    Step("fit-step", "Fit step: this version against the previous release, interleaved",
+         fit_step.for_run, fit_step.markdown),
     Step("quality", "Quality on MovieLens-100K: unirec's defaults against tuned peers",
          quality.run, quality.markdown, quality.figures),
     Step("serve", "Serve: recommend latency and throughput, in process, CLI and HTTP",

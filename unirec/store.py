@@ -29,6 +29,18 @@ STORE_FORMAT = 2
 2: histories by reference (``user_sequences``, ``tensors/sequences.safetensors``, samples keep
 ``history_end``; shards hold no history)."""
 SEQUENCES_FILE = "tensors/sequences.safetensors"
+# Every read of the store goes through a connection that can reach nothing but the database
+# file: DuckDB's own switches, set when the database starts and then locked, so no statement
+# (COPY TO, EXPORT, read_text/read_csv/glob, ATTACH, INSTALL/LOAD, CREATE SECRET, SET) can
+# read or write another file, fetch an extension or undo the settings.
+SANDBOX: dict[str, Any] = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+    "lock_configuration": True,
+}
+_REFUSED = ("Permission Error", "configuration has been locked", "disabled through configuration")
 
 
 class Store:
@@ -64,9 +76,9 @@ class Store:
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read-only DuckDB connection to ``features.duckdb``."""
+        """A read-only, sandboxed DuckDB connection to ``features.duckdb`` (see ``SANDBOX``)."""
         try:
-            con = duckdb.connect(str(self.path / DB_FILE), read_only=True)
+            con = duckdb.connect(str(self.path / DB_FILE), read_only=True, config=SANDBOX)
         except duckdb.Error as exc:
             raise StoreError(f"cannot open {self.path / DB_FILE}: {_first_line(exc)}") from None
         try:
@@ -77,7 +89,8 @@ class Store:
     def sql(self, query: str, params: list[Any] | None = None) -> pl.DataFrame:
         """Run a read-only query and return a Polars DataFrame.
 
-        Writes are refused: the store changes only through featurize and fit.
+        Writes are refused: the store changes only through featurize and fit. So is anything
+        outside the database: files, extensions, secrets, settings (``SANDBOX``).
         """
         with self.connect() as con:
             try:
@@ -85,6 +98,10 @@ class Store:
                 return rel.pl() if rel is not None else pl.DataFrame()
             except duckdb.Error as exc:
                 msg = _first_line(exc)
+                if any(word in str(exc) for word in _REFUSED):
+                    raise StoreError(
+                        "refused: `unirec sql` reads only the store's tables (no files, "
+                        f"extensions, secrets or settings): {msg}") from None
                 if "read-only" in msg or "read only" in msg:
                     raise StoreError(
                         "the store is read-only here: `unirec sql` only reads "

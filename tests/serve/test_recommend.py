@@ -176,8 +176,10 @@ def test_ties_break_by_item_index() -> None:
     rec = Recommender(None, arrays, {})
     idx, scores = rec.rank(np.array([[1.0, 0.0]]), 4)
     assert idx.tolist() == [[1, 3, 4, 5]]
-    idx, _ = rec.rank(np.array([[1.0, 0.0]]), 9)
-    assert idx.tolist() == [[1, 3, 4, 5, 2, -1, -1, -1, -1]]  # padding never surfaces
+    idx, _ = rec.rank(np.array([[1.0, 0.0]]), 9)  # k is clamped to the catalogue
+    assert idx.tolist() == [[1, 3, 4, 5, 2]]  # and the padding item never surfaces
+    idx, _ = rec.rank(np.array([[1.0, 0.0]]), 9, candidates=np.array([2, 3]))
+    assert idx.tolist() == [[3, 2, -1, -1, -1]]  # fewer allowed items: padded with -1
 
 
 def test_evaluate_agrees_with_the_protocol_evaluator(fitted_store, tmp_path) -> None:

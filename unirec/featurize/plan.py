@@ -11,7 +11,7 @@ from typing import Any
 import duckdb
 
 from unirec.config import Config
-from unirec.errors import ConfigError
+from unirec.errors import ConfigError, DataError
 from unirec.featurize.ops import OPS, FeatureSpec
 from unirec.featurize.ops.base import SIDES
 from unirec.featurize.validate import GROUPS
@@ -41,13 +41,23 @@ def _temporal_op(con: duckdb.DuckDBPyConnection, side: str, field: str, sql_type
         return "float_sequence"
     if sql_type == "VARCHAR[]":
         return "id_sequence"
-    table = SIDES[side][0]
+    table, id_col = SIDES[side][0], SIDES[side][1]
     q = field.replace('"', '""')
-    unknown, total = con.execute(
-        f'SELECT count(*) FILTER (WHERE v NOT IN (SELECT item_id::VARCHAR FROM items)), '
-        f'count(*) FROM (SELECT unnest(temporal."{q}")::VARCHAR AS v FROM {table})'
-    ).fetchone()
-    return "id_sequence" if total and unknown == 0 else "float_sequence"
+    values = (f'SELECT position, {id_col} AS id, unnest(temporal."{q}")::VARCHAR AS v, '
+              f'v IN (SELECT item_id::VARCHAR FROM items) AS known FROM {table}')
+    n_known, n_unknown = con.execute(
+        f"SELECT count(*) FILTER (WHERE known), count(*) FILTER (WHERE NOT known) "
+        f"FROM ({values})").fetchone()
+    if n_known and n_unknown:
+        # one unknown id must not turn every user's id list into numbers: say which it is
+        pos, rid, value = con.execute(f"SELECT position, id, v FROM ({values}) WHERE NOT known "
+                                      "ORDER BY position LIMIT 1").fetchone()
+        raise DataError(
+            f"holds {value}, not an item id, while {n_known} other elements are item ids: fix "
+            f"the id, or set features.fields['{side}.temporal.{field}'].op to 'float_sequence' "
+            "(numbers) or 'id_sequence' (unknown ids become 0)",
+            section=f"{side}_data", position=pos, record_id=rid, field=f"temporal.{field}")
+    return "id_sequence" if n_known else "float_sequence"
 
 
 def make_plan(con: duckdb.DuckDBPyConnection, cfg: Config) -> list[FeatureSpec]:

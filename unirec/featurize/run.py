@@ -18,6 +18,7 @@ from unirec import __version__
 from unirec.config import Config
 from unirec.featurize.atomic import building
 from unirec.featurize.compile import compile_features, create_index_maps, create_train_window
+from unirec.featurize.guard import MARKER, MARKER_TEXT, check_replaceable, resolve_store, store_lock
 from unirec.featurize.ingest import SECTIONS
 from unirec.featurize.plan import make_plan
 from unirec.featurize.progress import Stages, describe_plan
@@ -46,7 +47,9 @@ def featurize(
 
     Returns the report (also written to ``report.json``); with ``plan_only`` returns the
     plan and writes nothing. Raises ``DataError`` on a structural problem; the previous
-    store, if any, is then left untouched.
+    store, if any, is then left untouched. Raises ``StoreError`` before any work when
+    ``store`` is something featurize must not replace (see ``featurize.guard``) or another
+    process is writing it.
     """
     cfg = config or Config()
     data, store = Path(data), Path(store)
@@ -54,10 +57,14 @@ def featurize(
     if plan_only:
         with tempfile.TemporaryDirectory(prefix="unirec-plan-") as tmp:
             return _run(Path(tmp), data, store, cfg, started, plan_only=True)
-    with building(store) as tmp:
-        report, manifest = _run(tmp, data, store, cfg, started)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-        (tmp / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    target = resolve_store(store)
+    with store_lock(target, "featurize"):
+        check_replaceable(target, [data])
+        with building(target) as tmp:
+            report, manifest = _run(tmp, data, target, cfg, started)
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+            (tmp / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+            (tmp / MARKER).write_text(MARKER_TEXT)
     return report
 
 

@@ -152,6 +152,7 @@ def id_column(p: Profile, f: Field, *, one_type: bool) -> Column:
     p.check(f, f"{f.t} IS NULL OR {f.t} = 'NULL'", "is missing: every record needs one")
     _bad_types(p, f, (*INT_TYPES, "VARCHAR"), "an integer or a string")
     p.check(f, f"{f.t} = 'VARCHAR' AND trim({f.v}) = ''", "is empty")
+    untrimmed_ids(p, f)
     if one_type:
         _same_class(p, f, types)
     all_int = all(t in INT_TYPES for t in types)
@@ -199,6 +200,7 @@ def _empty_to_null(p: Profile, f: Field, findings: Findings, empty_is_missing: b
 def continuous_column(p: Profile, f: Field) -> Column:
     _bad_types(p, f, NUM_TYPES, "a number")
     _finite(p, f, f"TRY_CAST({f.v} AS DOUBLE)")
+    huge_numbers(p, f)
     return Column(f.name, f"CAST({f.v} AS DOUBLE)", "DOUBLE", f.group)
 
 
@@ -247,7 +249,9 @@ def entity_columns(
     """Validate user_data or item_data; returns the profile and its typed columns."""
     id_name = ID_NAME[section]
     record_keys(con, section, (id_name, *GROUPS))
+    duplicate_keys(con, section, GROUPS)
     pairs = group_fields(con, section)
+    colliding_fields(con, section, pairs)
     prof = build_profile(con, section, [(None, id_name), *pairs])
     prof.id_field = prof.fields[0]
     cols = [id_column(prof, prof.id_field, one_type=True)]
@@ -264,6 +268,7 @@ def interaction_columns(con: duckdb.DuckDBPyConnection) -> tuple[Profile, dict[s
     """Validate the interactions' fields (ids against entities happen in run.py)."""
     section = "interactions"
     record_keys(con, section, INTERACTION_FIELDS)
+    duplicate_keys(con, section, ())
     prof = build_profile(con, section, [(None, k) for k in INTERACTION_FIELDS])
     f = {x.name: x for x in prof.fields}
     cols = {
@@ -291,7 +296,8 @@ def interaction_columns(con: duckdb.DuckDBPyConnection) -> tuple[Profile, dict[s
 def timestamp_expr(ts: Field) -> str:
     """ISO-8601 strings (offsets honoured, naive = UTC) or unix seconds -> UTC TIMESTAMP."""
     return (
-        f"CASE WHEN {ts.t} = 'VARCHAR' THEN TRY_CAST({ts.v} AS TIMESTAMPTZ)::TIMESTAMP "
+        f"CASE WHEN {ts.t} = 'VARCHAR' AND {ISO_DATE.format(v=ts.v)} "
+        f"THEN TRY_CAST({ts.v} AS TIMESTAMPTZ)::TIMESTAMP "
         f"WHEN {ts.t} IN ('BIGINT', 'UBIGINT', 'DOUBLE') AND abs(TRY_CAST({ts.v} AS DOUBLE)) "
         f"< 1e11 THEN to_timestamp(TRY_CAST({ts.v} AS DOUBLE))::TIMESTAMP END"
     )
@@ -307,3 +313,84 @@ def bad_timestamp_reason(prof: Profile, ts: Field, pos: int) -> str:
     if t is None or t == "NULL":
         return "is missing while other interactions have one: give every interaction a time"
     return f"is {value}, which is not ISO-8601 (e.g. '2024-01-15T10:30:00Z') or unix seconds"
+
+
+# ---------------------------------------------------------------- integrity checks
+# Inputs that other readers would take differently, or that would silently change what a
+# feature means. Each is one bulk query (or a pass over field names, never over records).
+
+# DuckDB casts 'infinity', '-infinity', 'epoch', 'now' and friends to timestamps; an
+# ISO-8601 date starts with a four-digit year, so only such strings are parsed at all.
+ISO_DATE = "regexp_matches({v}, '^[0-9]{{4}}-[0-9]{{2}}')"
+# Suffixes the ops add to a field's name for their extra columns (normalize/image: .missing,
+# categorify/sequences: .length): a field named like one would be silently shadowed.
+DERIVED_SUFFIXES = (".missing", ".length")
+MAX_ABS_CONTINUOUS = 1e30  # float32 training and squared statistics stay finite
+MAX_FIELDS = 256  # per section: one join per field compiles them (256 measured to work)
+
+
+def duplicate_keys(con: duckdb.DuckDBPyConnection, section: str, groups: tuple[str, ...]
+                   ) -> None:
+    """A key twice in one object is an error: JSON readers disagree on which value wins
+    (DuckDB keeps the first, Python the last), so any choice would silently change data."""
+    paths = ["$", *(f"$.{g}" for g in groups)]
+    keys = ", ".join(f"CASE WHEN json_type(rec, '{p}') = 'OBJECT' THEN json_keys(rec, '{p}') "
+                     "END" for p in paths)
+    row = con.execute(
+        f"SELECT pos, [{keys}] FROM src_{section} WHERE list_bool_or(list_transform([{keys}], "
+        "lambda ks: len(ks) <> len(list_distinct(ks)))) ORDER BY pos LIMIT 1").fetchone()
+    if row is None:
+        return
+    pos, lists = row
+    for path, names in zip(paths, lists, strict=True):
+        twice = next((k for k in names or [] if names.count(k) > 1), None)
+        if twice is not None:
+            where = path[2:] or None
+            raise DataError(f"key {twice!r} appears twice in one object: keep one (JSON readers "
+                            "disagree on which value wins)", section=section, position=pos,
+                            field=f"{where}.{twice}" if where else twice)
+
+
+def colliding_fields(con: duckdb.DuckDBPyConnection, section: str,
+                     pairs: list[tuple[str, str]]) -> None:
+    """Field names that would become one column: equal but for case (``age``/``Age``; SQL
+    names are case-insensitive), or one a derived column of the other (``price`` and
+    ``price.missing``); and more fields than the compiler handles."""
+    if len(pairs) > MAX_FIELDS:
+        raise DataError(f"{len(pairs)} fields; at most {MAX_FIELDS} per section are supported "
+                        "(disable or merge fields)", section=section)
+    for group in GROUPS:
+        names = [f for g, f in pairs if g == group]
+        lower: dict[str, str] = {}
+        for name in names:
+            other = lower.setdefault(name.lower(), name)
+            if other != name:
+                _collision(con, section, group, name, f"differs from {other!r} only in case "
+                           "(field names are case-insensitive); rename one")
+        present = set(names)
+        for name in names:
+            for suffix in DERIVED_SUFFIXES:
+                if name.endswith(suffix) and name[: -len(suffix)] in present:
+                    _collision(con, section, group, name, f"collides with the {suffix!r} "
+                               f"column of field {name[: -len(suffix)]!r}; rename one")
+
+
+def _collision(con: duckdb.DuckDBPyConnection, section: str, group: str, name: str,
+               reason: str) -> None:
+    row = con.execute(f"SELECT min(pos) FROM src_{section} WHERE list_contains("
+                      f"json_keys(rec, '$.{group}'), ?)", [name]).fetchone()
+    raise DataError(reason, section=section, position=row[0] if row else None,
+                    field=f"{group}.{name}")
+
+
+def untrimmed_ids(p: Profile, f: Field) -> None:
+    """' 42' and '42' would be two ids that print alike: leading/trailing space is refused."""
+    p.check(f, f"{f.t} = 'VARCHAR' AND {f.v} <> trim({f.v})",
+            "is {value}: ids must not start or end with whitespace")
+
+
+def huge_numbers(p: Profile, f: Field) -> None:
+    """Values like 1e200 overflow float32 and squared statistics: refused with the bound."""
+    p.check(f, f"abs(TRY_CAST({f.v} AS DOUBLE)) > {MAX_ABS_CONTINUOUS}",
+            f"is {{value}}: continuous values must be within +-{MAX_ABS_CONTINUOUS:g} "
+            "(rescale the field, e.g. to thousands)")

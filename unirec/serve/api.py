@@ -83,7 +83,9 @@ def recommend(users: Any = None, k: int = 10, *, store: StorePath = "unirec-stor
     """Top-``k`` ``(item_ids, scores)`` for one user id, many (a list), or new user records.
 
     One id gives 1-D arrays (fewer than ``k`` when the catalogue runs out); a list of ids or
-    ``user_records`` gives ``(n, k)`` arrays, short rows padded with score NaN. Seen items are
+    ``user_records`` gives ``(n, k)`` arrays (``k`` clamped to the catalogue size), short
+    rows padded with score NaN. ``k`` must be a positive int and ids ints or strings (else
+    ``QueryError``). Seen items are
     excluded unless ``exclude_seen=False``; ``candidates`` (ids or a CSV path) restricts the
     catalogue; ``fallback="popular"`` answers unknown users with the most popular items;
     ``ann`` uses the approximate index (the ``ann`` extra) instead of the exact scan.
@@ -133,6 +135,9 @@ def score(user: Any, items: Sequence[Any], *, store: StorePath = "unirec-store",
           user_record: dict[str, Any] | None = None) -> np.ndarray:
     """Cosine scores of ``items`` for one user (by id, or a new user's record)."""
     rec = Recommender.load(store)
+    if not _is_many(items):
+        raise QueryError(f"items must be a list of item ids, got {type(items).__name__} "
+                         f"{items!r}")
     index = rec.item_index(list(items))
     if user_record is not None:
         vector = record_vectors(store, rec, "user", [user_record])[0]

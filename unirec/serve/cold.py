@@ -27,18 +27,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from unirec.errors import DataError, QueryError
+from unirec.errors import DataError, QueryError, StoreError
 from unirec.featurize.embed import EmbeddingCache, ImageEmbedder, TextEmbedder
 from unirec.featurize.embedding import _namespace
 from unirec.metrics import Csr
-from unirec.serve.recommender import Recommender
+from unirec.serve.recommender import Recommender, file_key
 from unirec.serve.records import RecordCompiler
 from unirec.store import Store
 from unirec.train.restore import load_model
 
 SIDES = ("user", "item")
 _MEMO_LIMIT = 10_000  # new strings/files whose vectors a process remembers
-_ENCODERS: dict[tuple[str, float], ColdEncoder] = {}
+_ENCODERS: dict[tuple[str, int, int], ColdEncoder] = {}
 
 
 class ColdEncoder:
@@ -177,10 +177,17 @@ class ColdEncoder:
 def cold_encoder(store: str | Path) -> ColdEncoder:
     """The process-wide encoder of ``store`` (rebuilt when ``fit`` rewrites the model)."""
     weights = Path(store) / "model" / "model.safetensors"
-    key = (str(weights.absolute()), weights.stat().st_mtime if weights.is_file() else 0.0)
-    if key not in _ENCODERS:
-        _ENCODERS[key] = ColdEncoder(store)
-    return _ENCODERS[key]
+    for _ in range(5):  # a fit may swap a new model folder in while we load this one
+        key = file_key(weights) if weights.is_file() else (str(weights.absolute()), 0, 0)
+        if key in _ENCODERS:
+            return _ENCODERS[key]
+        encoder = ColdEncoder(store)
+        if not weights.is_file() or file_key(weights) == key:
+            for old in [k for k in _ENCODERS if k[0] == key[0]]:
+                del _ENCODERS[old]
+            _ENCODERS[key] = encoder
+            return encoder
+    raise StoreError(f"the model in {str(Path(store) / 'model')!r} keeps changing: try again")
 
 
 def embed_records(store: str | Path, side: str, records: list[dict[str, Any]]) -> np.ndarray:

@@ -17,12 +17,17 @@ Endpoints (every answer is JSON; items are ``{"item_id", "score", "title"?}``, b
 
 Errors are ``{"error": "one line"}``, never a traceback: an id the model does not know is
 404; any other problem with the request (k < 1, malformed JSON, a missing or extra field, a
-bad record, an unknown history item) is 400; a store that was re-featurized or re-fitted
-under the server is 503. The model loads once, when the app is created.
+bad record, an unknown history item) is 400; a store that was re-featurized under the server
+(so it has no model yet) is 503. The model loads when the app is created and again, whole, when a
+fit swaps a new one in (the old one answers until then). Image paths in records are confined
+to the served image folders (``serve.images``); images may also come as base64 bytes.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import weakref
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,14 +35,15 @@ import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.exceptions import HTTPException
 
 from unirec.errors import QueryError, StoreError, UnirecError, require_extra
 from unirec.serve import api
+from unirec.serve.images import ImageFolders
 from unirec.serve.recommender import Recommender
 
-Id = int | str
+Id = StrictInt | StrictStr  # JSON true or 1.5 is not an id
 
 
 class NotFound(UnirecError):
@@ -50,7 +56,7 @@ class RecommendBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     user: dict[str, Any] | None = None
     user_id: Id | None = None
-    k: int = Field(10, ge=1)
+    k: StrictInt = Field(10, ge=1)
     exclude_seen: bool = True
     fallback: Literal["popular"] | None = None
 
@@ -61,7 +67,7 @@ class SimilarBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     item: dict[str, Any] | None = None
     item_id: Id | None = None
-    k: int = Field(10, ge=1)
+    k: StrictInt = Field(10, ge=1)
 
 
 def _plain(value: Any) -> Any:
@@ -93,17 +99,27 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def create_app(store: str | Path = "unirec-store", *, cold: bool = True) -> FastAPI:
-    """The API over ``store``; vectors (and with ``cold``, the towers) load now, once."""
+def create_app(store: str | Path = "unirec-store", *, cold: bool = True,
+               image_dirs: list[str | Path] = ()) -> FastAPI:
+    """The API over ``store``; vectors (and with ``cold``, the towers) load now.
+
+    A fit that swaps a new model in is picked up by the next request (``Recommender.load``
+    is a stat when nothing changed); until the new folder is complete the old model answers.
+    Records may name images only under the store's input folder and ``image_dirs``
+    (``serve.images``), or send them as base64.
+    """
     store = Path(store)
-    rec = Recommender.load(store)
+    Recommender.load(store)
     encoder = None
+    uploads = tempfile.mkdtemp(prefix="unirec-serve-images-")
+    folders = ImageFolders(store, list(image_dirs), Path(uploads))
     if cold:
         require_extra("train", "cold start (POSTed records of new users/items)")
         from unirec.serve.cold import cold_encoder  # torch: once, at start-up
 
         encoder = cold_encoder(store)
     app = FastAPI(title="unirec", summary="Recommendations from a fitted unirec store")
+    weakref.finalize(app, shutil.rmtree, uploads, ignore_errors=True)  # sent images go too
 
     @app.exception_handler(NotFound)
     async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
@@ -127,6 +143,7 @@ def create_app(store: str | Path = "unirec-store", *, cold: bool = True) -> Fast
 
     def known_user(user: Id, k: int, exclude_seen: bool, fallback: str | None
                    ) -> dict[str, Any]:
+        rec = Recommender.load(store)
         index = int(rec.user_index([user])[0])
         if index < 0 and fallback is None:
             raise NotFound(f"user {user!r} is not in the store ({rec.n_users} users): POST "
@@ -144,6 +161,7 @@ def create_app(store: str | Path = "unirec-store", *, cold: bool = True) -> Fast
 
     @app.get("/health")
     def health() -> dict[str, Any]:
+        rec = Recommender.load(store)
         return {"status": "ok", "store": str(store), "users": rec.n_users,
                 "items": rec.n_items, "dim": int(rec.items.shape[1]),
                 "cold_start": encoder is not None, "title_field": rec.title_field}
@@ -160,8 +178,10 @@ def create_app(store: str | Path = "unirec-store", *, cold: bool = True) -> Fast
         if body.user_id is not None:
             return known_user(body.user_id, body.k, body.exclude_seen, body.fallback)
         need_cold("user")
+        rec = Recommender.load(store)
+        record = folders.confine(body.user, "user")
         ids, scores = api.recommend(k=min(body.k, rec.n_items), store=store,
-                                    exclude_seen=body.exclude_seen, user_records=[body.user])
+                                    exclude_seen=body.exclude_seen, user_records=[record])
         return {"user": body.user.get("user_id"), "items": _items(rec, ids, scores)}
 
     @app.get("/similar")
@@ -175,10 +195,12 @@ def create_app(store: str | Path = "unirec-store", *, cold: bool = True) -> Fast
         return similar(body.item_id, body.item, body.k)
 
     def similar(item: Id | None, record: dict[str, Any] | None, k: int) -> dict[str, Any]:
+        rec = Recommender.load(store)
         k = min(k, rec.n_items)
         if record is not None:
             need_cold("item")
-            ids, scores = api.similar(k=k, store=store, item_record=record)
+            ids, scores = api.similar(k=k, store=store,
+                                      item_record=folders.confine(record, "item"))
             return {"item": record.get("item_id"), "items": _items(rec, ids, scores)}
         try:
             index = int(rec.item_index([item])[0])
@@ -190,13 +212,14 @@ def create_app(store: str | Path = "unirec-store", *, cold: bool = True) -> Fast
 
     from unirec.serve.explorer import mount
 
-    mount(app, store, rec, cold=encoder is not None)
+    mount(app, store, Recommender.load(store), cold=encoder is not None)
     return app
 
 
 def serve(store: str | Path = "unirec-store", host: str = "127.0.0.1", port: int = 8000,
-          *, cold: bool = True) -> None:
+          *, cold: bool = True, image_dirs: list[str | Path] = ()) -> None:
     """Run the API with uvicorn until interrupted."""
     import uvicorn
 
-    uvicorn.run(create_app(store, cold=cold), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(store, cold=cold, image_dirs=image_dirs), host=host, port=port,
+                log_level="info")

@@ -24,7 +24,7 @@ from unirec.errors import NotFittedError, QueryError, StoreError
 from unirec.metrics import Csr, topk
 
 FALLBACKS = ("popular",)
-_CACHE: dict[tuple[str, float], Recommender] = {}
+_CACHE: dict[tuple[str, int, int], Recommender] = {}
 # Batch mode scores up to 1,024 users at once, fewer for big catalogues: a block's
 # (users, n_items) float32 scores (and top-K's working copy) stay near 128 MB each.
 _BLOCK_USERS, _BLOCK_ELEMENTS = 1024, 1 << 25
@@ -34,6 +34,34 @@ def store_identity(manifest: dict[str, Any]) -> dict[str, Any]:
     """What distinguishes one featurize run's output from another's (a model records it)."""
     return {"input_sha256": manifest["input"].get("sha256"),
             "config_hash": manifest["config_hash"], "counts": manifest["counts"]}
+
+
+def file_key(path: Path) -> tuple[str, int, int]:
+    """Which file ``path`` is now: a swapped-in model folder has new inodes."""
+    st = path.stat()
+    return str(path.absolute()), st.st_ino, st.st_mtime_ns
+
+
+def _check_shapes(arrays: dict[str, np.ndarray]) -> None:
+    """A damaged bundle (a truncated .npy fails in np.load) or a partial one fails here."""
+    need = ("user_embeddings", "item_embeddings", "user_ids", "item_ids", "user_sorted_ids",
+            "item_sorted_ids", "user_sorted_index", "item_sorted_index", "seen_indptr",
+            "seen_indices", "popularity")
+    missing = [n for n in need if n not in arrays]
+    if missing:
+        raise ValueError(f"missing {missing[0]}.npy")
+    for side in ("user", "item"):
+        if len(arrays[f"{side}_embeddings"]) != len(arrays[f"{side}_ids"]):
+            raise ValueError(f"{side}_embeddings.npy does not match {side}_ids.npy")
+
+
+def check_k(k: Any, n_items: int) -> int:
+    """``k`` as a positive int, clamped to the catalogue: a huge k allocates nothing huge."""
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+        raise QueryError(f"k must be a positive integer, got {k!r}")
+    if k < 1:
+        raise QueryError(f"k must be at least 1, got {k}")
+    return int(min(k, max(n_items, 1)))
 
 
 def _disallowed(n: int, candidates: np.ndarray) -> np.ndarray:
@@ -66,10 +94,22 @@ class Recommender:
                                  f"DATA --store {store}` first")
             raise NotFittedError(f"no fitted model in {str(store)!r}: run `unirec fit --store "
                                  f"{store}` first")
-        key = (str(meta_path.absolute()), meta_path.stat().st_mtime)
-        if key not in _CACHE:
-            _CACHE[key] = cls._read(Path(store), model_dir, meta_path)
-        return _CACHE[key]
+        for _ in range(5):  # a fit may swap a new model folder in while we read this one
+            try:
+                key = file_key(meta_path)
+                if key in _CACHE:
+                    return _CACHE[key]
+                rec = cls._read(Path(store), model_dir, meta_path)
+                same = file_key(meta_path) == key
+            except (OSError, ValueError, EOFError, KeyError):
+                continue
+            if same:  # the folder read is still the model
+                for old in [k for k in _CACHE if k[0] == key[0]]:
+                    del _CACHE[old]  # a replaced model: its maps go when its users drop it
+                _CACHE[key] = rec
+                return rec
+        raise StoreError(f"the model in {str(model_dir)!r} is damaged or keeps changing: run "
+                         f"`unirec fit --store {store}` again")
 
     @classmethod
     def _read(cls, store: Path, model_dir: Path, meta_path: Path) -> Recommender:
@@ -79,6 +119,7 @@ class Recommender:
             raise NotFittedError(f"the model in {str(model_dir)!r} was trained before the store "
                                  f"was featurized again: run `unirec fit --store {store}`")
         arrays = {p.stem: np.load(p, mmap_mode="r") for p in model_dir.glob("*.npy")}
+        _check_shapes(arrays)
         return cls(model_dir, arrays, meta)
 
     # ---- ids -----------------------------------------------------------------------
@@ -93,10 +134,13 @@ class Recommender:
     def _index(self, side: str, ids: Sequence[Any]) -> np.ndarray:
         """Indices of ``ids`` (strings from a command line are fine); -1 where unknown."""
         sorted_ids = self._a[f"{side}_sorted_ids"]
-        if sorted_ids.dtype.kind == "i":
-            keys = np.array([_as_int(v) for v in ids], dtype=np.int64)
+        if isinstance(ids, np.ndarray) and ids.dtype.kind in "iu" and sorted_ids.dtype.kind == "i":
+            keys = ids.astype(np.int64)  # indices' ids handed back: already typed
+        elif sorted_ids.dtype.kind == "i":
+            keys = np.array([_as_int(v, side) for v in ids], dtype=np.int64)
         else:
-            keys = np.asarray([str(v) for v in ids], dtype=sorted_ids.dtype if len(ids) else str)
+            keys = np.asarray([_as_str(v, side) for v in ids],
+                              dtype=sorted_ids.dtype if len(ids) else str)
         if len(sorted_ids) == 0:
             return np.full(len(keys), -1, np.int64)
         pos = np.searchsorted(sorted_ids, keys).clip(max=len(sorted_ids) - 1)
@@ -151,11 +195,11 @@ class Recommender:
         """Exact top-``k`` item indices and scores for query ``vectors`` (n, dim).
 
         ``candidates`` (item indices) restricts the catalogue; ``exclude`` (CSR over the rows)
-        removes items per row. Rows with fewer allowed items are padded with index -1 and
-        score NaN. ``ann`` searches the approximate index (``unirec.serve.ann``) instead.
+        removes items per row. ``k`` is clamped to the catalogue size (a huge k allocates
+        nothing huge); rows with fewer allowed items are padded with index -1 and score NaN.
+        ``ann`` searches the approximate index (``unirec.serve.ann``) instead.
         """
-        if k < 1:
-            raise QueryError(f"k must be at least 1, got {k}")
+        k = check_k(k, self.n_items)
         vectors = np.atleast_2d(np.asarray(vectors, np.float32))
         n = len(vectors)
         if ann:
@@ -199,6 +243,7 @@ class Recommender:
     def popular(self, n: int, k: int, exclude: Csr | None = None,
                 candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Most-trained-on items (ties by index) for ``n`` users: the cold-start fallback."""
+        k = check_k(k, self.n_items)
         pop = np.asarray(self._a["popularity"], np.float64).copy()
         pop[0] = -np.inf
         if candidates is not None:
@@ -212,6 +257,7 @@ class Recommender:
                         ann: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` (item indices, scores) for user indices; -1 = unknown (needs ``fallback``)."""
         users = np.asarray(users, np.int64)
+        k = check_k(k, self.n_items)
         if fallback is not None and fallback not in FALLBACKS:
             raise QueryError(f"unknown fallback {fallback!r}; choose from {', '.join(FALLBACKS)}")
         exclude = self.seen(users) if exclude_seen else None
@@ -255,8 +301,32 @@ def _rows_csr(csr: Csr, rows: np.ndarray) -> Csr:
     return out, ind[take]
 
 
-def _as_int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return np.iinfo(np.int64).min  # an id no int64 catalogue holds: reported unknown
+_UNKNOWN_INT = np.iinfo(np.int64).min  # an id no int64 catalogue holds: reported unknown
+_UNKNOWN_STR = "\0"  # likewise for string catalogues (ids never hold NUL)
+
+
+def check_id(value: Any, side: str) -> None:
+    """Ids are ints or strings (numpy's too); anything else -- a float, a bool, bytes,
+    None -- is a ``QueryError``, never silently turned into some other id."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, str, np.integer)):
+        raise QueryError(f"{side} id {value!r} is a {type(value).__name__}: ids are integers "
+                         "or strings")
+
+
+def _as_int(value: Any, side: str) -> int:
+    """An id of an integer catalogue: an int, or its decimal text (command lines and URLs
+    carry text); a string catalogue's kind of id, or one out of int64 range, is unknown."""
+    check_id(value, side)
+    if isinstance(value, str):
+        text = value[1:] if value[:1] == "-" else value
+        if not (text.isascii() and text.isdigit()):
+            return _UNKNOWN_INT
+        value = int(value)
+    value = int(value)
+    return value if -(1 << 63) < value < (1 << 63) else _UNKNOWN_INT
+
+
+def _as_str(value: Any, side: str) -> str:
+    """An id of a string catalogue: only a string matches (1 is not "1")."""
+    check_id(value, side)
+    return str(value) if isinstance(value, str) else _UNKNOWN_STR

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from unirec.registry import Registry
@@ -53,6 +54,12 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
+def bag_mean(idx: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """``masked_mean(table[idx], idx > 0)`` in one fused op (``embedding_bag``): index 0 is
+    padding and is left out of the count; a row of padding only gives zeros."""
+    return F.embedding_bag(idx, table, mode="mean", padding_idx=0)
+
+
 @ENCODERS.register("categorify")
 class CategoricalEncoder(Encoder):
     """An embedding per vocabulary index (0 = OOV/missing = zero); multi-valued: mean."""
@@ -68,7 +75,7 @@ class CategoricalEncoder(Encoder):
         idx = rows[self.name].long()  # (B,) or (B, max_len)
         if idx.dim() == 1:
             return self.table(idx)
-        return masked_mean(self.table(idx), idx > 0)
+        return bag_mean(idx, self.table.weight)
 
 
 @ENCODERS.register("bucketize")
@@ -127,8 +134,7 @@ class IdSequenceEncoder(Encoder):
         self.proj = nn.Linear(shared.item_table.embedding_dim, dim)
 
     def forward(self, rows: Rows) -> torch.Tensor:
-        idx = rows[self.name].long()
-        return self.proj(masked_mean(self.shared[0].item_table(idx), idx > 0))
+        return self.proj(bag_mean(rows[self.name].long(), self.shared[0].item_table.weight))
 
 
 @ENCODERS.register("float_sequence")
@@ -172,6 +178,10 @@ class HistoryEncoder(nn.Module):
     ~4x the cost, for GPUs). ``mean``: a masked mean.
     """
 
+    # attention scores as one (B, table) GEMM while the table has at most this many rows per
+    # history slot (ML-100K: 34), else as B·L row dot products
+    gemm_rows_per_slot = 64
+
     def __init__(self, item_table: nn.Embedding, length: int, dim: int, mode: str,
                  dropout: float) -> None:
         super().__init__()
@@ -185,24 +195,53 @@ class HistoryEncoder(nn.Module):
             self.layer = nn.TransformerEncoderLayer(dim, nhead=2, dim_feedforward=2 * dim,
                                                     dropout=dropout, batch_first=True)
 
+    def projected(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(table, slots)`` with ``table[slots] == proj(item_table(idx))``: each distinct
+        item is projected once, not once per history slot (B·L rows, mostly repeats). The
+        whole catalogue when it is smaller than the slots, else the step's distinct items."""
+        n = self.item_table.num_embeddings
+        if n <= idx.numel():
+            rows, slots = torch.arange(n, device=idx.device), idx
+        else:
+            rows, slots = torch.unique(idx, return_inverse=True)
+        return self.proj(self.item_table(rows)), slots  # the table's padding row stays frozen
+
     def forward(self, history: torch.Tensor) -> torch.Tensor:
         idx = history.long()  # (B, L)
         mask = idx > 0
-        x = self.proj(self.item_table(idx))  # (B, L, dim)
+        table, slots = self.projected(idx)
+        pos = self.pos[-idx.shape[1]:]
+        if self.mode == "attention":
+            return self._attend(table, slots, mask, pos)
+        x = F.embedding(slots, table)  # (B, L, dim)
         if self.mode == "mean":
             return masked_mean(x, mask)
-        x = x + self.pos[-idx.shape[1]:]
-        if self.mode == "attention":
-            return torch.einsum("bl,bld->bd", self._weights(x, mask), x)
+        x = x + pos
         pad = ~mask
         pad[:, -1] = False  # an empty history still attends to one (zero) slot
         return self.layer(x, src_key_padding_mask=pad)[:, -1]
 
-    def _weights(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        q = self.query(x[:, -1])  # (B, dim): the most recent slot asks
-        scores = torch.einsum("bld,bd->bl", x, q) / x.shape[-1] ** 0.5
-        scores = scores.masked_fill(~mask, float("-inf"))
+    def _weights(self, table: torch.Tensor, slots: torch.Tensor, mask: torch.Tensor,
+                 pos: torch.Tensor) -> torch.Tensor:
+        """(B, L) attention weights with x = table[slots] + pos, without building x: the
+        scores x·q are table·q gathered at the slots (one GEMM while the table is small,
+        else row dot products) plus pos·q."""
+        q = self.query(table[slots[:, -1]] + pos[-1]) / table.shape[1] ** 0.5  # latest asks
+        if table.shape[0] <= self.gemm_rows_per_slot * slots.shape[1]:
+            scores = (q @ table.T).gather(1, slots)
+        else:
+            scores = (F.embedding(slots, table) * q.unsqueeze(1)).sum(-1)
+        scores = (scores + q @ pos.T).masked_fill(~mask, float("-inf"))
         return torch.softmax(scores, dim=1).nan_to_num(0.0)  # empty history -> zeros
+
+    def _attend(self, table: torch.Tensor, slots: torch.Tensor, mask: torch.Tensor,
+                pos: torch.Tensor) -> torch.Tensor:
+        """Attention pooling with no (B, L, dim) tensor: sum_l w_l x_l is one weighted bag of
+        table rows plus w·pos."""
+        weights = self._weights(table, slots, mask, pos)
+        # the bag wants the table's dtype (bf16 under CUDA autocast; softmax gave fp32)
+        return F.embedding_bag(slots, table, mode="sum",
+                               per_sample_weights=weights.to(table.dtype)) + weights @ pos
 
     def attention(self, history: torch.Tensor) -> torch.Tensor | None:
         """(B, L) attention weights over the history slots (``attention`` mode; else None):
@@ -210,5 +249,5 @@ class HistoryEncoder(nn.Module):
         if self.mode != "attention":
             return None
         idx = history.long()
-        x = self.proj(self.item_table(idx)) + self.pos[-idx.shape[1]:]
-        return self._weights(x, idx > 0)
+        table, slots = self.projected(idx)
+        return self._weights(table, slots, idx > 0, self.pos[-idx.shape[1]:])

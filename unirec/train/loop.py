@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import random
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,14 +26,17 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from unirec.config import Config, TrainConfig
+from unirec.featurize.guard import resolve_store, store_lock
 from unirec.metrics import ranking_metrics, topk
 from unirec.store import Store
-from unirec.train.checkpoint import load_checkpoint, save_checkpoint, save_weights
-from unirec.train.coldval import carve, hide, selection_score, validate_cold
+from unirec.train import workdir
+from unirec.train.checkpoint import save_checkpoint, save_weights
+from unirec.train.coldval import carve, selection_score, validate_cold
 from unirec.train.data import ShardStream, gather_history
 from unirec.train.inputs import Inputs, load_inputs
-from unirec.train.losses import LOSSES, LossInput
+from unirec.train.losses import LOSSES
 from unirec.train.outputs import write_outputs
+from unirec.train.step import PositiveMask, Step, make_optimizer
 from unirec.train.towers import TwoTower
 
 
@@ -83,10 +86,22 @@ class Sampler:
 
 def _positive_mask(keys: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
                    n_items: int) -> torch.Tensor:
-    """(B, C): True where items[c] is among users[b]'s training positives."""
+    """(B, C): True where items[c] is among users[b]'s training positives: the plain
+    search-per-pair form, kept as the reference ``step.PositiveMask`` must equal."""
     q = users.unsqueeze(1) * n_items + items.unsqueeze(0)
     pos = torch.searchsorted(keys, q).clamp(max=len(keys) - 1)
     return keys[pos] == q
+
+
+def _bad_epochs(state: dict[str, Any], score: float, min_gain: float) -> int:
+    """Epochs since the last gain worth an epoch: a score at least ``min_gain`` x |score| above
+    the last one that counted. Smaller gains still keep the best weights (the caller saves
+    any improvement); they just buy no more patience, so a flat curve stops."""
+    ref = state.get("best_counted", state["best"]) if state["history"] else None
+    if ref is None or score > ref + min_gain * abs(ref):
+        state["best_counted"] = score
+        return 0
+    return state["bad_epochs"] + 1
 
 
 @torch.no_grad()
@@ -121,14 +136,22 @@ def validate(model: TwoTower, inp: Inputs, k: int, device: torch.device, chunk: 
 def fit(store: str | Path = "unirec-store", config: Config | None = None, *,
         resume: bool = False, progress: bool | None = None,
         on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train the two-tower model on ``store``; write ``store/model``. Returns the summary.
+    """Train the two-tower model on ``store``; swap the result in as ``store/model``.
 
+    Returns the summary. The previous model keeps being served until the new one is
+    complete (``train.workdir``); rank 0 holds the store's write lock throughout.
     ``on_epoch`` (rank 0) sees each epoch's metrics row after validation; an exception it
     raises ends the fit there (``unirec tune`` prunes bad trials this way).
     """
-    cfg = (config or Config()).train
     st = Store(store)
     rank, world = _distributed()
+    lock = store_lock(resolve_store(st.path), "fit") if rank == 0 else contextlib.nullcontext()
+    with lock:
+        return _fit(st, (config or Config()).train, resume, progress, rank, world, on_epoch)
+
+
+def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank: int,
+         world: int, on_epoch: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
     device = _device(cfg.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", rank % torch.cuda.device_count())
@@ -138,25 +161,28 @@ def fit(store: str | Path = "unirec-store", config: Config | None = None, *,
     held = cold.held.to(device) if cold is not None else None
     model = TwoTower(inp.manifest, inp.users, inp.items, inp.text, inp.image,
                      inp.user_trained, cfg).to(device)
-    keys = inp.positive_keys.to(device)
+    positives = PositiveMask(inp.positive_keys.to(device), inp.n_users, inp.n_items)
     sequence, width = inp.sequence.to(device), inp.manifest["samples"]["history_length"]
     n_neg = cfg.negatives if cfg.loss == "softmax" else cfg.negative_ratio
     sampler = Sampler(inp.items["popularity"].to(device), cfg, cfg.batch_size, n_neg)
     loss_fn = LOSSES.get(cfg.loss)()
-    content = cfg.content_loss > 0 and cfg.item_id  # without ids, items are content already
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    out = st.path / "model"
-    ckpt = out / "checkpoint"
-    state: dict[str, Any] = {"epoch": 0, "best": -1.0, "bad_epochs": 0, "history": []}
-    if resume and (ckpt / "checkpoint.json").exists():
-        state = load_checkpoint(ckpt, model, opt)
-    elif rank == 0:
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir(parents=True)
+    # without ids, items are content already; without content features there is no content
+    # path to train alone
+    content = cfg.content_loss > 0 and cfg.item_id and len(model.item.encoders) > 0
+    opt = make_optimizer(model.parameters(), cfg, device)
+    out = workdir.work_dir(st)
+    ckpt = out / workdir.CHECKPOINT
+    train = cfg.model_dump(mode="json")
+    state: dict[str, Any] = workdir.start(st, model, opt, resume=resume, rank=rank,
+                                          train=train) or \
+        {"epoch": 0, "best": -math.inf, "bad_epochs": 0, "history": []}
+    state["train"] = train
     net: Any = DistributedDataParallel(model) if world > 1 else model
     if cfg.compile is True or (cfg.compile == "auto" and device.type == "cuda"):
         net = torch.compile(net)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    step = Step(net, opt, sampler, loss_fn, positives, cfg, device, bf16, model=model,
+                held=held, content=content)
     stream = ShardStream(inp.train_shards, rank=rank, world_size=world, seed=cfg.seed,
                          batch_size=cfg.batch_size, drop_last=False)
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
@@ -166,36 +192,16 @@ def fit(store: str | Path = "unirec-store", config: Config | None = None, *,
                    disable=None if progress is None else not progress)
         with Join([net]) if world > 1 else contextlib.nullcontext():
             for batch in stream:
-                b = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                b["history"] = gather_history(sequence, b["hend"], b["hlen"], width)
-                if cold is not None:
-                    b = hide(held, b)
-                    if not len(b["item"]):
-                        continue
-                user, item = b["user"].long(), b["item"].long()
-                negs = sampler.sample()
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    u, v, nv, *plain = net(user, b["history"], item, negs, content)
-                    x = LossInput(
-                        user_vec=u.float(), item_vec=v.float(), neg_vec=nv.float(),
-                        logq_items=sampler.logq[item], logq_neg=sampler.logq[negs],
-                        mask_batch=_positive_mask(keys, user, item, inp.n_items),
-                        mask_neg=_positive_mask(keys, user, negs, inp.n_items),
-                        weight=b["weight"].float(), temperature=cfg.temperature,
-                        logq=cfg.logq)
-                    loss = loss_fn(x)
-                    if content:  # the same task for the content path alone
-                        x.item_vec, x.neg_vec = plain[0].float(), plain[1].float()
-                        loss = loss + cfg.content_loss * loss_fn(x)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if held is not None:  # id rows of held items stay zero (an id_sequence
-                    with torch.no_grad():  # feature may still name them): served as new
-                        model.item_table.weight[held] = 0.0
-                seen += len(user)
-                total += loss.item() * len(user)
-                bar.update(len(user))
+                # histories by reference: gathered on the device before the step (and hide)
+                batch["history"] = gather_history(sequence, batch["hend"].to(device),
+                                                  batch["hlen"].to(device), width)
+                out_step = step(batch)
+                if out_step is None:  # every sample was a held-out cold item
+                    continue
+                loss, n = out_step
+                total += loss.item() * n
+                seen += n
+                bar.update(n)
         bar.close()
         train_s = time.perf_counter() - started
         stop = torch.zeros(1)
@@ -208,8 +214,8 @@ def fit(store: str | Path = "unirec-store", config: Config | None = None, *,
             score = selection_score(row, cfg.eval_k)
             # the first epoch always counts: -train_loss (no validation slice) is below -1
             improved = not state["history"] or score > state["best"]
-            state.update(epoch=epoch, best=score if improved else state["best"],
-                         bad_epochs=0 if improved else state["bad_epochs"] + 1)
+            state["bad_epochs"] = _bad_epochs(state, score, cfg.min_gain)
+            state.update(epoch=epoch, best=score if improved else state["best"])
             state["history"].append(row)
             if improved:
                 save_weights(out / "best.safetensors", model, {"epoch": str(epoch)})

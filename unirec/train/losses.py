@@ -30,6 +30,8 @@ class LossInput:
     weight: torch.Tensor  # (B,) sample weights
     temperature: float
     logq: bool
+    mask: torch.Tensor | None = None  # (B, B+S) mask_batch | mask_neg in one with its (B, B)
+    # diagonal (each row's own positive) already False: saves the softmax loss a copy
 
 
 def _weighted_mean(loss: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -45,15 +47,26 @@ class SoftmaxLoss:
     """
 
     def __call__(self, x: LossInput) -> torch.Tensor:
-        logits = torch.cat([x.user_vec @ x.item_vec.T, x.user_vec @ x.neg_vec.T], dim=1)
-        logits = logits / x.temperature
+        # Few passes over the (B, B+S) logits, the step's largest tensor: the temperature
+        # scales the (B, d) users, logQ enters as addmm's bias, the mask is applied in place
+        # (the diagonal, each row's own positive, cleared first), and the positive's logit
+        # comes from (B, d) row dot products: cross-entropy = logsumexp - positive logit.
+        b = len(x.user_vec)
+        candidates = torch.cat([x.item_vec, x.neg_vec])
+        users = x.user_vec / x.temperature
+        positive = (users * x.item_vec).sum(-1)
         if x.logq:
-            logits = logits - torch.cat([x.logq_items, x.logq_neg])
-        mask = torch.cat([x.mask_batch, x.mask_neg], dim=1)
-        eye = torch.eye(len(logits), logits.shape[1], dtype=torch.bool, device=logits.device)
-        logits = logits.masked_fill(mask & ~eye, float("-inf"))
-        target = torch.arange(len(logits), device=logits.device)
-        return _weighted_mean(F.cross_entropy(logits, target, reduction="none"), x.weight)
+            bias = -torch.cat([x.logq_items, x.logq_neg]).to(users.dtype)
+            logits = torch.addmm(bias.unsqueeze(0), users, candidates.T)
+            positive = positive + bias[:b]
+        else:
+            logits = users @ candidates.T
+        mask = x.mask
+        if mask is None:
+            mask = torch.cat([x.mask_batch, x.mask_neg], dim=1)
+            mask[:, :b].diagonal().fill_(False)
+        logits.masked_fill_(mask, float("-inf"))
+        return _weighted_mean(torch.logsumexp(logits, dim=1) - positive, x.weight)
 
 
 def _neg_scores(x: LossInput) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,8 +12,10 @@ import pyarrow as pa
 import torch
 
 from unirec.config import TrainConfig
+from unirec.errors import StoreError
 from unirec.serve.bundle import write_bundle
 from unirec.store import Store, serving_histories, write_table
+from unirec.train import workdir
 from unirec.train.checkpoint import load_weights, save_weights
 from unirec.train.coldval import selection_score
 from unirec.train.inputs import Inputs
@@ -47,23 +49,29 @@ def _write_table(store: Path, name: str, index: str, id_col: str, map_name: str,
 
 def write_outputs(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
                   state: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """Best weights -> embeddings for every user (with their latest history) and item."""
-    out = store.path / "model"
-    load_weights(out / "best.safetensors", model)
-    save_weights(out / "model.safetensors", model, {"format": "unirec-two-tower"})
+    """Best weights -> embeddings for every user (with their latest history) and item, in a
+    new model folder swapped in whole (``workdir.publish``); then the SQL tables."""
+    work = workdir.work_dir(store)
+    if not (work / "best.safetensors").is_file():
+        raise StoreError("training produced no usable epoch (the loss was never finite): "
+                         "check the data (too few interactions?) and train.lr")
+    load_weights(work / "best.safetensors", model)
     length = inp.manifest["samples"]["history_length"]
     users = embed_all(model, inp.n_users, "user", device, serving_histories(store, length))
     items = embed_all(model, inp.n_items, "item", device)
-    np.save(out / "user_embeddings.npy", users)
-    np.save(out / "item_embeddings.npy", items)
-    _write_table(store.path, "user_embeddings", "user_index", "user_id", "user_map", users)
-    _write_table(store.path, "item_embeddings", "item_index", "item_id", "item_map", items)
-    write_bundle(store, out, inp.items["popularity"].numpy())
     best = max(state["history"], key=lambda r: selection_score(r, cfg.eval_k))
     summary = {"epochs": state["epoch"], "best_epoch": best["epoch"], "best": best,
                "n_users": inp.n_users - 1, "n_items": inp.n_items - 1, "dim": cfg.dim}
-    (out / "config.json").write_text(json.dumps({
-        "train": cfg.model_dump(mode="json"), "store_config_hash":
-        inp.manifest["config_hash"], "summary": summary}, indent=1) + "\n")
-    plot_metrics(out / "metrics.jsonl", out / "metrics.png")
+    with workdir.publish(store, inp.manifest) as out:
+        save_weights(out / "model.safetensors", model, {"format": "unirec-two-tower"})
+        np.save(out / "user_embeddings.npy", users)
+        np.save(out / "item_embeddings.npy", items)
+        write_bundle(store, out, inp.items["popularity"].numpy())
+        (out / "config.json").write_text(json.dumps({
+            "train": cfg.model_dump(mode="json"), "store_config_hash":
+            inp.manifest["config_hash"], "summary": summary}, indent=1) + "\n")
+        plot_metrics(work / "metrics.jsonl", out / "metrics.png")
+    # after the swap: the tables are for inspection; the served model is the folder
+    _write_table(store.path, "user_embeddings", "user_index", "user_id", "user_map", users)
+    _write_table(store.path, "item_embeddings", "item_index", "item_id", "item_map", items)
     return summary

@@ -129,11 +129,13 @@ class TwoTower(nn.Module):
                 negatives: torch.Tensor, content: bool = False) -> tuple[torch.Tensor, ...]:
         """Unit vectors of the users, their positive items and the sampled negatives; with
         ``content``, also the items' content-only vectors (ids hidden, as for a new item)."""
-        both = torch.cat([item, negatives])
-        rows = self.item.gather(both)
-        items = self.item.encode(rows, both)  # one pass: fewer small ops
+        # one item-tower pass over the step's distinct candidates (positives and negatives
+        # repeat: popular items many times a batch), then index back
+        distinct, slot = torch.unique(torch.cat([item, negatives]), return_inverse=True)
+        rows = self.item.gather(distinct)
+        items = self.item.encode(rows, distinct)[slot]
         out = (self.user(user, history), items[: len(item)], items[len(item):])
         if not content:
             return out
-        plain = self.item.encode(rows, None)
+        plain = self.item.encode(rows, None)[slot]
         return (*out, plain[: len(item)], plain[len(item):])
