@@ -56,7 +56,11 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def bag_mean(idx: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """``masked_mean(table[idx], idx > 0)`` in one fused op (``embedding_bag``): index 0 is
-    padding and is left out of the count; a row of padding only gives zeros."""
+    padding and is left out of the count; a row of padding only gives zeros. The ONNX
+    exporter has no ``embedding_bag`` with ``padding_idx``, so an export traces the plain
+    gather + masked mean (the same numbers)."""
+    if torch.onnx.is_in_onnx_export():
+        return masked_mean(F.embedding(idx, table), idx > 0)
     return F.embedding_bag(idx, table, mode="mean", padding_idx=0)
 
 
@@ -200,7 +204,7 @@ class HistoryEncoder(nn.Module):
         item is projected once, not once per history slot (B·L rows, mostly repeats). The
         whole catalogue when it is smaller than the slots, else the step's distinct items."""
         n = self.item_table.num_embeddings
-        if n <= idx.numel():
+        if n <= idx.numel() or torch.onnx.is_in_onnx_export():  # an export: any batch size
             rows, slots = torch.arange(n, device=idx.device), idx
         else:
             rows, slots = torch.unique(idx, return_inverse=True)
@@ -211,6 +215,8 @@ class HistoryEncoder(nn.Module):
         mask = idx > 0
         table, slots = self.projected(idx)
         pos = self.pos[-idx.shape[1]:]
+        if self.mode == "attention" and torch.onnx.is_in_onnx_export():
+            return self._attend_plain(F.embedding(slots, table) + pos, mask)
         if self.mode == "attention":
             return self._attend(table, slots, mask, pos)
         x = F.embedding(slots, table)  # (B, L, dim)
@@ -242,6 +248,14 @@ class HistoryEncoder(nn.Module):
         # the bag wants the table's dtype (bf16 under CUDA autocast; softmax gave fp32)
         return F.embedding_bag(slots, table, mode="sum",
                                per_sample_weights=weights.to(table.dtype)) + weights @ pos
+
+    def _attend_plain(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The same pooling written over x = table[slots] + pos (B, L, dim): what an ONNX
+        export traces (the exporter has no weighted ``embedding_bag``)."""
+        q = self.query(x[:, -1]) / x.shape[-1] ** 0.5
+        scores = (x * q.unsqueeze(1)).sum(-1).masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=1).nan_to_num(0.0)
+        return (weights.unsqueeze(-1) * x).sum(1)
 
     def attention(self, history: torch.Tensor) -> torch.Tensor | None:
         """(B, L) attention weights over the history slots (``attention`` mode; else None):
