@@ -232,7 +232,8 @@ class HistoryEncoder(nn.Module):
         """(B, L) attention weights with x = table[slots] + pos, without building x: the
         scores x·q are table·q gathered at the slots (one GEMM while the table is small,
         else row dot products) plus pos·q."""
-        q = self.query(table[slots[:, -1]] + pos[-1]) / table.shape[1] ** 0.5  # latest asks
+        # the latest item asks; index_select, as its backward is deterministic (x[i] is not)
+        q = self.query(table.index_select(0, slots[:, -1]) + pos[-1]) / table.shape[1] ** 0.5
         if table.shape[0] <= self.gemm_rows_per_slot * slots.shape[1]:
             scores = (q @ table.T).gather(1, slots)
         else:

@@ -130,12 +130,14 @@ class TwoTower(nn.Module):
         """Unit vectors of the users, their positive items and the sampled negatives; with
         ``content``, also the items' content-only vectors (ids hidden, as for a new item)."""
         # one item-tower pass over the step's distinct candidates (positives and negatives
-        # repeat: popular items many times a batch), then index back
+        # repeat: popular items many times a batch), then index back. index_select, not
+        # x[slot]: the latter's backward (index_put_ accumulate) adds with unordered parallel
+        # atomics on CPU, so runs (and fit --resume) would differ in the last bits
         distinct, slot = torch.unique(torch.cat([item, negatives]), return_inverse=True)
         rows = self.item.gather(distinct)
-        items = self.item.encode(rows, distinct)[slot]
+        items = self.item.encode(rows, distinct).index_select(0, slot)
         out = (self.user(user, history), items[: len(item)], items[len(item):])
         if not content:
             return out
-        plain = self.item.encode(rows, None)[slot]
+        plain = self.item.encode(rows, None).index_select(0, slot)
         return (*out, plain[: len(item)], plain[len(item):])
