@@ -90,7 +90,7 @@ def run(split: Path, base: Path, tag: str, sets: list[str]) -> dict:
         cmd += ["--new-items", str(split / "new_items.csv")]
         diag = new_item_ranks(store, split)
     metrics = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
-    history = [json.loads(x) for x in (store / "model" / "metrics.jsonl").read_text().split()]
+    history = [json.loads(x) for x in (store / "model" / "metrics.jsonl").read_text().splitlines()]
     out = {"tag": tag, "split": str(split), "sets": sets, "fit_s": round(fit_s),
            **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}, **diag,
            "history": [{k: v for k, v in h.items() if k.startswith("val_") or k == "epoch"}
