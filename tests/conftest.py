@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -74,6 +79,28 @@ def run_unirec(*args: str | Path, **kwargs) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "unirec", *map(str, args)],
         capture_output=True, text=True, **kwargs,
     )
+
+
+@contextlib.contextmanager
+def serve_on_loopback(app, timeout: float = 60) -> Iterator[str]:
+    """uvicorn serving ``app`` in a thread on a free 127.0.0.1 port; yields its base URL and
+    stops the server on exit. Every HTTP test goes through real loopback requests this way."""
+    import uvicorn  # the serve extra: imported only by tests that serve
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def tree_digest(root: Path) -> dict[str, str]:

@@ -4,15 +4,13 @@ serving path are one-line errors."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
-from conftest import copy_store, invoke, run_unirec, tree_digest, write_doc
+from conftest import copy_store, invoke, run_unirec, serve_on_loopback, tree_digest, write_doc
 
 import unirec
 from unirec.config import Config, TrainConfig
@@ -34,19 +32,11 @@ def _error_line(result) -> str:
 def test_server_answers_through_a_refit_and_a_resume(fitted_store, tmp_path) -> None:
     store = copy_store(fitted_store, tmp_path / "store")
     before = file_key(store / "model" / "bundle.json")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(store, cold=False), log_level="warning",
-                                           access_log=False))
-    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
-    while not server.started:
-        time.sleep(0.02)
     stop, statuses = threading.Event(), []
     user = Recommender.load(store).user_ids(np.array([1]))[0].item()
 
-    def hammer() -> None:
-        with httpx.Client(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}",
-                          timeout=30) as client:
+    def hammer(url: str) -> None:
+        with httpx.Client(base_url=url, timeout=30) as client:
             while not stop.is_set() and len(statuses) < 20_000:
                 for path, params in (("/recommend", {"user": user, "k": 5}),
                                      ("/similar", {"item": 1, "k": 5}), ("/health", {})):
@@ -56,16 +46,16 @@ def test_server_answers_through_a_refit_and_a_resume(fitted_store, tmp_path) -> 
                         statuses.append(type(exc).__name__)
                 time.sleep(0.005)
 
-    loop = threading.Thread(target=hammer)
-    loop.start()
-    try:
-        refit = run_unirec("fit", "--store", store, "--epochs", "1", *FIT, timeout=300)
-        resumed = run_unirec("fit", "--store", store, "--epochs", "2", "--resume", *FIT,
-                             timeout=300)
-    finally:
-        stop.set()
-        loop.join(60)
-        server.should_exit = True
+    with serve_on_loopback(create_app(store, cold=False)) as url:
+        loop = threading.Thread(target=hammer, args=(url,))
+        loop.start()
+        try:
+            refit = run_unirec("fit", "--store", store, "--epochs", "1", *FIT, timeout=300)
+            resumed = run_unirec("fit", "--store", store, "--epochs", "2", "--resume", *FIT,
+                                 timeout=300)
+        finally:
+            stop.set()
+            loop.join(60)
     assert refit.returncode == 0, refit.stderr
     assert resumed.returncode == 0, resumed.stderr
     assert "trained 2 epochs" in resumed.stdout

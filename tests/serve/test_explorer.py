@@ -4,15 +4,12 @@ by a path the client names), and errors are 4xx JSON."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
+from conftest import serve_on_loopback
 
 from unirec.serve import api
 from unirec.serve.explain import explain
@@ -22,26 +19,11 @@ from unirec.store import Store
 STATIC = Path(__file__).parents[2] / "unirec" / "serve" / "static"
 
 
-def _serve(app):
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started
-    return server, thread, f"http://127.0.0.1:{sock.getsockname()[1]}"
-
-
 @pytest.fixture(scope="module")
 def client(fitted_store):
-    server, thread, url = _serve(create_app(fitted_store))
-    with httpx.Client(base_url=url, timeout=60) as c:
+    with serve_on_loopback(create_app(fitted_store)) as url, \
+            httpx.Client(base_url=url, timeout=60) as c:
         yield c
-    server.should_exit = True
-    thread.join(10)
 
 
 def test_page_and_assets_ship_in_the_package(client) -> None:
@@ -129,15 +111,11 @@ def test_bad_requests_are_4xx_json(client, method, url, body, status) -> None:
 
 
 def test_without_the_towers_the_page_still_works(fitted_store) -> None:
-    server, thread, url = _serve(create_app(fitted_store, cold=False))
-    try:
-        with httpx.Client(base_url=url, timeout=60) as c:
-            body = c.get("/explorer/user", params={"user": 17}).json()
-            assert body["explanations"] is False and len(body["items"]) == 10
-            assert "explanation" not in body["items"][0]
-            r = c.get("/explain", params={"user": 17, "item": 5})
-            assert r.status_code == 400 and "--no-cold" in r.json()["error"]
-            assert c.get("/explorer/form").json()["cold_start"] is False
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serve_on_loopback(create_app(fitted_store, cold=False)) as url, \
+            httpx.Client(base_url=url, timeout=60) as c:
+        body = c.get("/explorer/user", params={"user": 17}).json()
+        assert body["explanations"] is False and len(body["items"]) == 10
+        assert "explanation" not in body["items"][0]
+        r = c.get("/explain", params={"user": 17, "item": 5})
+        assert r.status_code == 400 and "--no-cold" in r.json()["error"]
+        assert c.get("/explorer/form").json()["cold_start"] is False

@@ -7,14 +7,13 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
+from conftest import serve_on_loopback
 
 from unirec.serve.cold import embed_records, history_csr, record_history_index
 from unirec.serve.http import create_app
@@ -33,19 +32,9 @@ def _socket() -> socket.socket:
 @pytest.fixture(scope="module")
 def client(fitted_store):
     """uvicorn serving ``create_app`` in a thread on a free port; an httpx client to it."""
-    sock = _socket()
-    server = uvicorn.Server(uvicorn.Config(create_app(fitted_store), log_level="warning",
-                                           access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started
-    with httpx.Client(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=30) as c:
+    with serve_on_loopback(create_app(fitted_store), timeout=30) as url, \
+            httpx.Client(base_url=url, timeout=30) as c:
         yield c
-    server.should_exit = True
-    thread.join(10)
 
 
 @pytest.fixture(scope="module")

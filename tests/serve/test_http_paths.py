@@ -7,15 +7,12 @@ import base64
 import json
 import os
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
+from conftest import serve_on_loopback
 
 from unirec.serve.http import create_app
 from unirec.store import Store
@@ -25,20 +22,10 @@ from unirec.store import Store
 def served(fitted_store, tmp_path_factory):
     """(client, input folder, a scratch folder outside it) for a server on loopback."""
     outside = tmp_path_factory.mktemp("outside")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(fitted_store), log_level="warning",
-                                           access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
     base = Path(Store(fitted_store).manifest["input"]["path"]).parent
-    with httpx.Client(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=60) as c:
+    with serve_on_loopback(create_app(fitted_store), timeout=30) as url, \
+            httpx.Client(base_url=url, timeout=60) as c:
         yield c, base, outside
-    server.should_exit = True
-    thread.join(10)
 
 
 def _item(base: Path) -> tuple[dict, str]:
