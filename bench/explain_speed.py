@@ -27,16 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness import last_json, measure
+from bench.harness import last_json, latency_ms, measure
 
 UNIREC = str(Path(sys.executable).parent / "unirec")
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
-
-
-def _pcts(seconds: list[float]) -> dict[str, float]:
-    ms = np.asarray(seconds) * 1e3
-    return {"p50_ms": round(float(np.percentile(ms, 50)), 2),
-            "p99_ms": round(float(np.percentile(ms, 99)), 2), "n": len(ms)}
 
 
 def child(store: str, n: int) -> dict[str, Any]:
@@ -65,7 +59,7 @@ def child(store: str, n: int) -> dict[str, Any]:
     rows = sum(len(b["user_id"]) for b in blocks(store, 10, 3))
     all_s = time.perf_counter() - t
     out = {"users": rec.n_users, "items": rec.n_items, "towers_load_s": round(load_s, 2),
-           "recommend": _pcts(plain), "explain": _pcts(why),
+           "recommend": latency_ms(plain, 2), "explain": latency_ms(why, 2),
            "all_users_s": round(all_s, 2), "all_users_rows": rows,
            "all_users_per_s": round(rec.n_users / all_s, 1)}
     out["per_recommendation_ms"] = round(out["explain"]["p50_ms"] / 10, 2)
@@ -103,7 +97,7 @@ def page_load(store: Path, runs: int = 5) -> dict[str, Any]:
                 t = time.perf_counter()
                 client.get("/explorer/user", params={"user": user["user_id"]}).raise_for_status()
                 view.append(time.perf_counter() - t)
-        out = {"http_page_ms": _pcts(page), "http_user_view_ms": _pcts(view)}
+        out = {"http_page_ms": latency_ms(page, 2), "http_user_view_ms": latency_ms(view, 2)}
         out["browser"] = _browser(base, user["user_id"], runs)
         return out
     finally:
@@ -135,7 +129,7 @@ def _browser(base: str, user: Any, runs: int) -> dict[str, Any]:
             view.append(time.perf_counter() - t)
             page.close()
         browser.close()
-    return {"page_load_ms": _pcts(load), "user_view_ms": _pcts(view)}
+    return {"page_load_ms": latency_ms(load, 2), "user_view_ms": latency_ms(view, 2)}
 
 
 def run(store: Path, quick: bool = False) -> dict[str, Any]:

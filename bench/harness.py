@@ -23,6 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,6 +114,13 @@ def measure(cmd: list[str], poll_s: float = 0.01, timeout_s: float | None = None
     return Run(round(wall, 3), round(peak / 2**20, 1), rc, tail, round(cpu, 2),
                round(max(0.0, busy - cpu - own) / wall, 2), round(load1, 2), killed,
                round(own / wall, 3))
+
+
+def latency_ms(seconds: list[float], digits: int = 3) -> dict[str, float]:
+    """p50/p99 in milliseconds and the count of a list of per-query wall times (seconds)."""
+    ms = np.asarray(seconds) * 1e3
+    return {"p50_ms": round(float(np.percentile(ms, 50)), digits),
+            "p99_ms": round(float(np.percentile(ms, 99)), digits), "n": len(ms)}
 
 
 def last_json(tail: str) -> dict[str, Any] | None:

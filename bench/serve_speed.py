@@ -28,17 +28,11 @@ from typing import Any
 import numpy as np
 
 from bench import explain_speed
-from bench.harness import ROOT, last_json, measure
+from bench.harness import ROOT, last_json, latency_ms, measure
 
 UNIREC = str(Path(sys.executable).parent / "unirec")
 ML100K = Path(os.environ.get("UNIREC_ML100K", ROOT.parent / "shared" / "data" / "ml-100k"))
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
-
-
-def _pcts(seconds: list[float]) -> dict[str, float]:
-    ms = np.asarray(seconds) * 1e3
-    return {"p50_ms": round(float(np.percentile(ms, 50)), 3),
-            "p99_ms": round(float(np.percentile(ms, 99)), 3), "n": len(ms)}
 
 
 def child_store(store: str, n: int) -> dict[str, Any]:
@@ -58,7 +52,7 @@ def child_store(store: str, n: int) -> dict[str, Any]:
     t = time.perf_counter()
     rows = sum(len(block[0]) for block in all_users(10, store=store))
     batch = time.perf_counter() - t
-    return {"items": rec.n_items, "users": rec.n_users, **_pcts(times),
+    return {"items": rec.n_items, "users": rec.n_users, **latency_ms(times),
             "all_users_s": round(batch, 3), "users_per_s": round(rows / batch)}
 
 
@@ -81,7 +75,7 @@ def child_catalogue(n_items: int, n: int, dim: int = 64, ann: bool = False) -> d
     t = time.perf_counter()
     rec.recommend_index(np.arange(1, 4097), 10)
     batch = time.perf_counter() - t
-    out = {"items": n_items, "dim": dim, **_pcts(times), "bound_ms": round(bound * 1e3, 3),
+    out = {"items": n_items, "dim": dim, **latency_ms(times), "bound_ms": round(bound * 1e3, 3),
            "matrix_mb": round(items.nbytes / 2**20, 1), "batch_users_per_s": round(4096 / batch)}
     out["p50_over_bound"] = round(out["p50_ms"] / out["bound_ms"], 2)
     if ann:
@@ -105,7 +99,7 @@ def _ann(rec: Any, picks: np.ndarray) -> dict[str, Any]:
         approx.append(rec.recommend_index(np.array([u]), 10, ann=True)[0][0])
         times.append(time.perf_counter() - t)
     recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact, strict=True)])
-    return {"build_s": round(build, 1), **_pcts(times), "recall@10": round(float(recall), 4)}
+    return {"build_s": round(build, 1), **latency_ms(times), "recall@10": round(float(recall), 4)}
 
 
 def _timed(fn: Any) -> float:
@@ -189,7 +183,7 @@ def _http(store: Path, n: int) -> dict[str, Any]:
                 r = client.get("/recommend", params={"user": str(uid), "k": 10})
                 times.append(time.perf_counter() - t)
                 bad += r.status_code != 200
-        return {**_pcts(times), "non_200": bad}
+        return {**latency_ms(times), "non_200": bad}
     finally:
         server.terminate()
         server.wait(timeout=30)
