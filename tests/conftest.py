@@ -103,6 +103,18 @@ def serve_on_loopback(app, timeout: float = 60) -> Iterator[str]:
         thread.join(10)
 
 
+def one_error_line(result, *needles: str) -> str:
+    """The one line a refused run printed: exit code 1, stderr a single ``Error: ...`` line
+    holding every needle. ``result`` is click's (``invoke``) or a subprocess's."""
+    code = getattr(result, "exit_code", getattr(result, "returncode", None))
+    assert code == 1, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
 def tree_digest(root: Path) -> dict[str, str]:
     """Relative path -> sha256 of every file under ``root``: a byte-for-byte snapshot."""
     return {

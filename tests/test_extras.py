@@ -11,7 +11,7 @@ import sys
 
 import click
 import pytest
-from conftest import invoke, write_doc
+from conftest import invoke, one_error_line, write_doc
 
 from unirec.cli import cli
 
@@ -19,15 +19,6 @@ from unirec.cli import cli
 def _hide(monkeypatch: pytest.MonkeyPatch, *modules: str) -> None:
     for name in modules:
         monkeypatch.setitem(sys.modules, name, None)
-
-
-def _one_line(result, *needles: str) -> str:
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.mark.parametrize(("args", "hidden", "extra"), [
@@ -42,15 +33,15 @@ def _one_line(result, *needles: str) -> str:
 def test_verb_names_the_missing_extra(monkeypatch, tmp_path, args, hidden, extra) -> None:
     monkeypatch.chdir(tmp_path)
     _hide(monkeypatch, hidden)
-    _one_line(invoke(*args, "--store", "nowhere") if args[0] != "datasets" else invoke(*args),
-              f"unirec[{extra}]")
+    result = invoke(*args, "--store", "nowhere") if args[0] != "datasets" else invoke(*args)
+    one_error_line(result, f"unirec[{extra}]")
     assert not (tmp_path / "data").exists() and not (tmp_path / "onnx-out").exists()
 
 
 def test_new_user_records_need_train_known_users_do_not(monkeypatch, fitted_store) -> None:
     _hide(monkeypatch, "torch", "sentence_transformers")
-    _one_line(invoke("recommend", "--user-json", '{"history": []}', "--store", fitted_store),
-              "new user", "unirec[train]")
+    one_error_line(invoke("recommend", "--user-json", '{"history": []}', "--store", fitted_store),
+                   "new user", "unirec[train]")
     from unirec.serve.recommender import Recommender
 
     user = Recommender.load(fitted_store).user_ids([1])[0]
@@ -60,8 +51,8 @@ def test_new_user_records_need_train_known_users_do_not(monkeypatch, fitted_stor
 
 def test_featurize_text_needs_train_and_plain_fields_do_not(monkeypatch, tmp_path, doc) -> None:
     _hide(monkeypatch, "torch", "sentence_transformers", "timm")
-    line = _one_line(invoke("featurize", write_doc(tmp_path / "doc.json", doc), "--store",
-                            tmp_path / "store"), "text fields", "unirec[train]")
+    line = one_error_line(invoke("featurize", write_doc(tmp_path / "doc.json", doc), "--store",
+                                 tmp_path / "store"), "text fields", "unirec[train]")
     assert "sentence-transformers" in line
     assert not (tmp_path / "store").exists()
     for section in ("user_data", "item_data"):
@@ -81,5 +72,5 @@ def test_an_import_that_slips_past_the_checks_is_still_one_line(monkeypatch) -> 
         import usearch  # noqa: F401
 
     monkeypatch.setitem(cli.commands, "needs-ann", needs_ann)
-    _one_line(invoke("needs-ann"), "`unirec needs-ann`", "usearch is not installed",
-              "unirec[ann]")
+    one_error_line(invoke("needs-ann"), "`unirec needs-ann`", "usearch is not installed",
+                   "unirec[ann]")

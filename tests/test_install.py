@@ -24,6 +24,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import one_error_line
 
 from unirec.store import OLDEST_DUCKDB, STORAGE_VERSION, Store
 
@@ -84,13 +85,6 @@ def _unirec(python: Path, *args: str | Path, check: bool = True) -> subprocess.C
     return _run(python, "-m", "unirec", *args, check=check)
 
 
-def _one_line_error(out: subprocess.CompletedProcess, *needles: str) -> None:
-    assert out.returncode == 1, out.stderr
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), out.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-
 
 def test_serve_install_has_no_torch_and_answers(serve_python, tmp_path):
     from unirec import fit
@@ -112,11 +106,11 @@ def test_serve_install_has_no_torch_and_answers(serve_python, tmp_path):
     (tmp_path / "core.json").write_text(json.dumps(doc))
     store = tmp_path / "store"
 
-    _one_line_error(_unirec(serve_python, "featurize", tmp_path / "full.json", "--store",
-                            tmp_path / "other", check=False), "text fields", "unirec[train]")
+    one_error_line(_unirec(serve_python, "featurize", tmp_path / "full.json", "--store",
+                           tmp_path / "other", check=False), "text fields", "unirec[train]")
     _unirec(serve_python, "featurize", tmp_path / "core.json", "--store", store)
-    _one_line_error(_unirec(serve_python, "fit", "--store", store, check=False),
-                    "`unirec fit`", "unirec[train]")
+    one_error_line(_unirec(serve_python, "fit", "--store", store, check=False),
+                   "`unirec fit`", "unirec[train]")
 
     fit(store, Config(train=TrainConfig(epochs=2, dim=16, batch_size=256)), progress=False)
 

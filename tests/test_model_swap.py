@@ -10,7 +10,15 @@ import time
 import httpx
 import numpy as np
 import pytest
-from conftest import copy_store, invoke, run_unirec, serve_on_loopback, tree_digest, write_doc
+from conftest import (
+    copy_store,
+    invoke,
+    one_error_line,
+    run_unirec,
+    serve_on_loopback,
+    tree_digest,
+    write_doc,
+)
 
 import unirec
 from unirec.config import Config, TrainConfig
@@ -19,13 +27,6 @@ from unirec.serve.http import create_app
 from unirec.serve.recommender import Recommender, file_key
 
 FIT = ("--set", "train.dim=32", "--set", "train.batch_size=256")
-
-
-def _error_line(result) -> str:
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    return lines[0]
 
 
 @pytest.mark.slow
@@ -91,12 +92,12 @@ def test_a_model_of_a_store_featurized_again_is_refused(fitted_store, tmp_path,
 
 def test_resume_with_a_changed_or_broken_checkpoint_is_one_line(fitted_store, tmp_path) -> None:
     store = copy_store(fitted_store, tmp_path / "store")
-    line = _error_line(invoke("fit", "--store", store, "--resume", "--epochs", "4",
-                              "--set", "train.dim=16"))
+    line = one_error_line(invoke("fit", "--store", store, "--resume", "--epochs", "4",
+                                 "--set", "train.dim=16"))
     assert "cannot resume" in line and "train.dim 32 -> 16" in line, line
     ckpt = store / "model" / "checkpoint" / "checkpoint.safetensors"
     ckpt.write_bytes(ckpt.read_bytes()[:100])
-    line = _error_line(invoke("fit", "--store", store, "--resume", "--epochs", "4", *FIT))
+    line = one_error_line(invoke("fit", "--store", store, "--resume", "--epochs", "4", *FIT))
     assert "cannot resume" in line and "damaged" in line, line
     assert (store / "model" / "bundle.json").is_file()  # the served model is still there
 

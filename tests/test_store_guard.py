@@ -7,18 +7,10 @@ import fcntl
 import os
 
 import pytest
-from conftest import invoke, run_unirec, tree_digest, write_doc
+from conftest import invoke, one_error_line, run_unirec, tree_digest, write_doc
 
 from unirec import Store, StoreError, featurize
 from unirec.featurize.guard import MARKER, lock_path
-
-
-def _one_line_error(result, *words: str) -> None:
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 def test_a_folder_of_user_files_survives(tmp_path, doc) -> None:
@@ -28,7 +20,7 @@ def test_a_folder_of_user_files_survives(tmp_path, doc) -> None:
     (mine / "notes.txt").write_text("precious")
     (mine / "sub" / "photo.png").write_bytes(b"\x89PNG")
     before = tree_digest(mine)
-    _one_line_error(invoke("featurize", data, "--store", mine), "not a unirec store")
+    one_error_line(invoke("featurize", data, "--store", mine), "not a unirec store")
     assert tree_digest(mine) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.json", "mine"]
 
@@ -41,18 +33,18 @@ def test_a_file_the_current_folder_and_the_inputs_folder_survive(tmp_path, doc,
     (folder / "img").mkdir()
     (folder / "img" / "u1.png").write_bytes(b"png")
     before = tree_digest(tmp_path)
-    _one_line_error(invoke("featurize", data, "--store", folder), "holds the input")
+    one_error_line(invoke("featurize", data, "--store", folder), "holds the input")
     with pytest.raises(StoreError, match="is a file"):
         featurize(data, data)  # (the CLI's --store refuses a file before featurize runs)
     (tmp_path / "here").mkdir()
     monkeypatch.chdir(tmp_path / "here")  # even an empty current folder is not replaced
-    _one_line_error(invoke("featurize", data, "--store", "."), "current folder")
+    one_error_line(invoke("featurize", data, "--store", "."), "current folder")
     monkeypatch.chdir(tmp_path)
     # a store that holds its own input is refused too, even though it is a store
     assert invoke("featurize", data, "--store", tmp_path / "s").exit_code == 0
     inside = tmp_path / "s" / "data.json"
     inside.write_text(data.read_text())
-    _one_line_error(invoke("featurize", inside, "--store", tmp_path / "s"), "holds the input")
+    one_error_line(invoke("featurize", inside, "--store", tmp_path / "s"), "holds the input")
     assert inside.is_file()
     assert tree_digest(folder) == {k[len("data/"):]: v for k, v in before.items()
                                    if k.startswith("data/")}
@@ -131,7 +123,7 @@ def test_sql_statement_classes_are_refused(sql_store, query) -> None:
     store, tmp = sql_store
     before = tree_digest(tmp)
     result = invoke("sql", query.format(store=store, tmp=tmp), "--store", store)
-    _one_line_error(result)
+    one_error_line(result)
     assert "refused" in result.stderr or "read-only" in result.stderr, result.stderr
     assert "precious" not in result.stdout
     assert tree_digest(tmp) == before
