@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness import last_json, latency_ms, measure
+from bench.harness import last_json, latency_ms, measure, unirec_serve
 
 UNIREC = str(Path(sys.executable).parent / "unirec")
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
@@ -72,37 +69,21 @@ def page_load(store: Path, runs: int = 5) -> dict[str, Any]:
     """Loopback timings of the explorer against a ``unirec serve`` child process."""
     import httpx
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([UNIREC, "serve", "--port", str(port), "--store", str(store)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              env={**os.environ, **ONE_THREAD})
-    base = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client(base_url=base, timeout=30) as client:
-            for _ in range(600):
-                try:
-                    if client.get("/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.1)
-            user = client.get("/explorer/users", params={"limit": 1}).json()["users"][0]
-            page, view = [], []
-            for _ in range(runs):
-                t = time.perf_counter()
-                for path in ("/", "/static/app.js", "/static/style.css", "/explorer/users"):
-                    client.get(path).raise_for_status()
-                page.append(time.perf_counter() - t)
-                t = time.perf_counter()
-                client.get("/explorer/user", params={"user": user["user_id"]}).raise_for_status()
-                view.append(time.perf_counter() - t)
+    with unirec_serve(store, ONE_THREAD) as base, \
+            httpx.Client(base_url=base, timeout=30) as client:
+        user = client.get("/explorer/users", params={"limit": 1}).json()["users"][0]
+        page, view = [], []
+        for _ in range(runs):
+            t = time.perf_counter()
+            for path in ("/", "/static/app.js", "/static/style.css", "/explorer/users"):
+                client.get(path).raise_for_status()
+            page.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            client.get("/explorer/user", params={"user": user["user_id"]}).raise_for_status()
+            view.append(time.perf_counter() - t)
         out = {"http_page_ms": latency_ms(page, 2), "http_user_view_ms": latency_ms(view, 2)}
         out["browser"] = _browser(base, user["user_id"], runs)
         return out
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def _browser(base: str, user: Any, runs: int) -> dict[str, Any]:

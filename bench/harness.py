@@ -11,13 +11,17 @@ A child that runs past its time or memory budget is killed and reported, never w
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import platform
 import resource
+import socket
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -121,6 +125,37 @@ def latency_ms(seconds: list[float], digits: int = 3) -> dict[str, float]:
     ms = np.asarray(seconds) * 1e3
     return {"p50_ms": round(float(np.percentile(ms, 50)), digits),
             "p99_ms": round(float(np.percentile(ms, 99)), digits), "n": len(ms)}
+
+
+@contextlib.contextmanager
+def unirec_serve(store: Path, env: dict[str, str] | None = None,
+                 wait_s: float = 60) -> Iterator[str]:
+    """A ``unirec serve`` child process on a free loopback port, answering ``GET /health``;
+    yields its base URL and stops it on exit. HTTP figures time a real server process."""
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cli = str(Path(sys.executable).parent / "unirec")
+    server = subprocess.Popen([cli, "serve", "--port", str(port), "--store", str(store)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env={**os.environ, **(env or {})})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + wait_s
+        with httpx.Client(base_url=base, timeout=10) as client:
+            while time.monotonic() < deadline:
+                try:
+                    if client.get("/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.1)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def last_json(tail: str) -> dict[str, Any] | None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from bench import explain_speed
-from bench.harness import ROOT, last_json, latency_ms, measure
+from bench.harness import ROOT, last_json, latency_ms, measure, unirec_serve
 
 UNIREC = str(Path(sys.executable).parent / "unirec")
 ML100K = Path(os.environ.get("UNIREC_ML100K", ROOT.parent / "shared" / "data" / "ml-100k"))
@@ -160,33 +159,17 @@ def _http(store: Path, n: int) -> dict[str, Any]:
         return {"skipped": f"HTTP server not available: {exc}"}
     from unirec.serve.recommender import Recommender
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([UNIREC, "serve", "--port", str(port), "--store", str(store)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              env={**os.environ, **ONE_THREAD})
-    try:
-        base = f"http://127.0.0.1:{port}"
-        with httpx.Client(base_url=base, timeout=10) as client:
-            for _ in range(300):
-                try:
-                    if client.get("/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.1)
-            ids = Recommender.load(store).user_ids(
-                np.random.default_rng(1).integers(1, Recommender.load(store).n_users + 1, n))
-            times, bad = [], 0
-            for uid in ids:
-                t = time.perf_counter()
-                r = client.get("/recommend", params={"user": str(uid), "k": 10})
-                times.append(time.perf_counter() - t)
-                bad += r.status_code != 200
-        return {**latency_ms(times), "non_200": bad}
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    rec = Recommender.load(store)
+    ids = rec.user_ids(np.random.default_rng(1).integers(1, rec.n_users + 1, n))
+    with unirec_serve(store, ONE_THREAD, wait_s=30) as base, \
+            httpx.Client(base_url=base, timeout=10) as client:
+        times, bad = [], 0
+        for uid in ids:
+            t = time.perf_counter()
+            r = client.get("/recommend", params={"user": str(uid), "k": 10})
+            times.append(time.perf_counter() - t)
+            bad += r.status_code != 200
+    return {**latency_ms(times), "non_200": bad}
 
 
 def run(quick: bool = False) -> dict[str, Any]:
