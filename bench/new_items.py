@@ -90,6 +90,8 @@ def run(split: Path, base: Path, tag: str, sets: list[str]) -> dict:
         cmd += ["--new-items", str(split / "new_items.csv")]
         diag = new_item_ranks(store, split)
     metrics = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    if (split / "new_items.csv").is_file():  # the new items alone, as cold_item ranks them
+        metrics.update(cold_only(store, split))
     history = [json.loads(x) for x in (store / "model" / "metrics.jsonl").read_text().splitlines()]
     out = {"tag": tag, "split": str(split), "sets": sets, "fit_s": round(fit_s),
            **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}, **diag,
@@ -99,6 +101,25 @@ def run(split: Path, base: Path, tag: str, sets: list[str]) -> dict:
         f.write(json.dumps(out) + "\n")
     shutil.rmtree(store, ignore_errors=True)
     return out
+
+
+def cold_only(store: Path, split: Path) -> dict[str, float]:
+    """Recall/NDCG@10 ranking only the new items for the users who met them (the cold_item
+    protocol inside a mixed split: on the carve, a cold-item figure read from train only)."""
+    new = store / "new_test.csv"
+    with open(split / "test.csv", newline="") as f, open(new, "w", newline="") as g:
+        rows = csv.DictReader(f)
+        w = csv.DictWriter(g, fieldnames=rows.fieldnames or [])
+        w.writeheader()
+        keep = set(_ids(split / "new_items.csv").tolist())
+        w.writerows(r for r in rows if int(r["item_id"]) in keep)
+    recs = store / "recs_new.csv"
+    recommend(store, split, recs, candidates=split / "new_items.csv")
+    cmd = [sys.executable, str(PROTOCOL_DIR / "evaluate.py"), "--test", str(new),
+           "--train", str(split / "train.csv"), "--recs", str(recs), "--k", "10",
+           "--candidates", str(split / "new_items.csv")]
+    m = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    return {"cold_recall@10": m["recall@10"], "cold_ndcg@10": m["ndcg@10"]}
 
 
 def carve(splits: Path, out: Path) -> None:

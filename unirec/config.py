@@ -248,11 +248,21 @@ class TrainConfig(_Section):
         0.5, ge=0.0, description="Weight of a second softmax loss on content-only item "
         "vectors (id embeddings hidden for every item), so the content path alone ranks "
         "items on the warm items' scale: what a new item gets at serving time.")
+    content_projection: Literal["trained", "pca", "pca_frozen"] = Field(
+        "trained", description="How the projections of frozen text/image vectors start: "
+        "'trained' from PyTorch's random init; 'pca' from the principal components of the "
+        "catalogue's vectors (what titles share survives; trained on from there); "
+        "'pca_frozen' keeps those components fixed.")
     cold_val_items: float = Field(
         0.0, ge=0.0, lt=1.0, description="Share of the items with >= 5 training samples held "
         "out of training as if new, ranked among themselves each epoch (val_cold_recall@K, "
         "val_cold_ndcg@K) and added to the early-stopping score: for choosing settings; "
         "those items are then served content-only, so refit with 0 for the chosen epochs.")
+    refit: bool = Field(
+        False, description="After early stopping picks the epoch count, train a fresh model "
+        "(same seed) on train + validation for that many epochs and serve it: the "
+        "validation slice holds each user's latest interactions, the most like what comes "
+        "next. Costs the kept epochs again.")
     negative_ratio: int = Field(4, ge=1, description="bce/bpr: sampled negatives per positive.")
     epochs: int = Field(30, ge=1, description="Upper bound; early stopping usually ends sooner.")
     patience: int = Field(3, ge=1, description="Epochs without validation improvement "

@@ -105,7 +105,7 @@ class TwoTower(nn.Module):
         nn.init.normal_(self.item_table.weight, std=0.05)
         with torch.no_grad():
             self.item_table.weight[0].zero_()
-        shared = Shared(text, image, self.item_table)
+        shared = Shared(text, image, self.item_table, cfg.content_projection)
         feats = _kept_features(manifest["features"], cfg.drop_features)
         user_ids = item_ids = None
         if cfg.user_id:
