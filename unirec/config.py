@@ -229,6 +229,10 @@ class TrainConfig(_Section):
                               "whose id embeddings are hidden, so the content path learns to "
                               "carry cold items alone.")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout inside the towers.")
+    feature_dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Share of training rows on which each item feature's "
+        "token is hidden, so no single feature (a title read as an identifier) carries the "
+        "content path alone.")
     loss: str = Field("softmax", description="'softmax' (in-batch + sampled negatives, "
                       "logQ), 'bce' or 'bpr'; custom losses register by name.")
     temperature: float = Field(0.2, gt=0.0, description="Softmax temperature over cosine "
