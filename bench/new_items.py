@@ -65,7 +65,8 @@ def new_item_ranks(store: Path, split: Path) -> dict[str, float]:
                           / n for r, n in enumerate(n_warm)])
     return {"score_new": float(np.nanmean(scores[:, new])),
             "score_warm": float(np.nanmean(scores[:, ~new])),
-            "new_pct_median": float(np.median(pct)), "new_pct_q90": float(np.quantile(pct, 0.9)),
+            **{f"new_pct_q{q}": float(np.quantile(pct, q / 100)) for q in (10, 25, 75, 90)},
+            "new_pct_median": float(np.median(pct)),
             "new_above_warm_p90": float((pct > 0.9).mean())}
 
 
