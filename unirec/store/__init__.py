@@ -19,8 +19,8 @@ import numpy as np
 import polars as pl
 
 from unirec.errors import StoreError
-from unirec.featurize.atomic import recover
 from unirec.registry import did_you_mean
+from unirec.store.atomic import recover
 
 DEFAULT_STORE = "unirec-store"
 DB_FILE = "features.duckdb"

@@ -14,8 +14,8 @@ from torch import nn
 
 from unirec.config import TrainConfig
 from unirec.errors import ConfigError
-from unirec.train.encoders import ENCODERS, HistoryEncoder, IdEncoder, Rows, Shared
-from unirec.train.fusion import FUSIONS
+from unirec.model.encoders import ENCODERS, HistoryEncoder, IdEncoder, Rows, Shared
+from unirec.model.fusion import FUSIONS
 
 
 class Tower(nn.Module):

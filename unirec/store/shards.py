@@ -17,7 +17,7 @@ member             dtype    meaning
 =================  =======  ====================================================
 
 The history itself is not in the shards: it is ``items[hend - hlen:hend]`` of
-``tensors/sequences.safetensors`` (``unirec.train.data.gather_history``), 12 bytes a
+``tensors/sequences.safetensors`` (``unirec.model.inputs.gather_history``), 12 bytes a
 sample instead of ``4 * history_length``.
 
 Shard ``{split}-{i:06d}.tar`` holds blocks ``i * shard_blocks`` to
