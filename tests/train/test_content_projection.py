@@ -14,7 +14,7 @@ import torch
 from conftest import copy_store, invoke
 from safetensors.numpy import load_file
 
-from unirec.train.restore import load_model
+from unirec.model.restore import load_model
 
 
 def _neighbours(x: np.ndarray, k: int = 10) -> np.ndarray:

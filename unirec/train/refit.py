@@ -15,9 +15,9 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from unirec.model.inputs import Inputs
+from unirec.model.outputs import selection_score
 from unirec.store import Store
-from unirec.train.coldval import selection_score
-from unirec.train.inputs import Inputs
 
 
 def refit_inputs(store: Store, inp: Inputs) -> Inputs:
