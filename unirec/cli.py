@@ -66,31 +66,70 @@ def cli() -> None:
 @click.option("--plan", "plan_only", is_flag=True,
               help="Print every feature's op, output shape and vocabulary, and the split and "
                    "sample plan; write nothing.")
+@click.option("--append", is_flag=True,
+              help="Fold DATA (new interactions, new or changed users and items) into the "
+                   "existing store: indices and fitted statistics kept (docs/incremental.md).")
+@click.option("--refit-stats", is_flag=True,
+              help="With --append: refit every statistic and vocabulary over old + new "
+                   "(a full rebuild; the model then needs a full `unirec fit`).")
 def featurize(data: Path, store: Path, config_file: Path | None, overrides: tuple[str, ...],
-              split: str | None, plan_only: bool, **policies: str | None) -> None:
+              split: str | None, plan_only: bool, append: bool, refit_stats: bool,
+              **policies: str | None) -> None:
     """Compile DATA (a JSON document, or a folder of users/items/interactions .jsonl or
     .parquet files) into the feature store."""
     from unirec.config import load_config
+    from unirec.errors import ConfigError
     from unirec.featurize import featurize as run
 
     flags = {f"validate.{k}": v for k, v in policies.items()}
     flags["split.strategy"] = split
     cfg = load_config(config_file, overrides, flags)
+    if refit_stats and not append:
+        raise ConfigError("--refit-stats goes with --append (a plain featurize always fits)")
+    if append and (plan_only or split or config_file or overrides):
+        raise ConfigError("--append compiles with the store's own config: leave out --plan, "
+                          "--split, --config and --set (a changed config is a full "
+                          "`unirec featurize`)")
     if plan_only:
         _print_plan(run(data, store, cfg, plan_only=True))
         return
-    report = run(data, store, cfg)
+    if append:
+        report = run(data, store, _store_config(store, policies), append=True,
+                     refit_stats=refit_stats)
+    else:
+        report = run(data, store, cfg)
     sec = report["sections"]
-    click.echo(
-        f"featurized {sec['user_data']['kept']} users, {sec['item_data']['kept']} items, "
-        f"{sec['interactions']['kept']} interactions into {store} in {report['seconds']:.1f}s"
-    )
+    if append:
+        c = report["append"]["counts"]
+        click.echo(f"appended {c['interactions']} interactions, {c['users_new']} new users "
+                   f"({c['users_changed']} changed), {c['items_new']} new items "
+                   f"({c['items_changed']} changed) into {store} in {report['seconds']:.1f}s")
+    else:
+        click.echo(
+            f"featurized {sec['user_data']['kept']} users, {sec['item_data']['kept']} items, "
+            f"{sec['interactions']['kept']} interactions into {store} in "
+            f"{report['seconds']:.1f}s")
     for name, s in sec.items():
         for reason, n in s["dropped"].items():
             click.echo(f"warning: dropped {n} {name} records ({reason})", err=True)
     for w in report["warnings"]:
         click.echo(f"warning: {w['section']}: {w['field']}: {w['message']} ({w['count']})",
                    err=True)
+
+
+def _store_config(store: Path, policies: dict[str, str | None]) -> Any:
+    """The config ``store`` was featurized with, plus the --on-* flags given (how to read
+    the appended records); None when there is no store (the append says so)."""
+    import json
+
+    from unirec.config import Config
+
+    try:
+        stored = json.loads((Path(store) / "manifest.json").read_text())["config"]
+    except (OSError, ValueError, KeyError):
+        return None
+    stored.setdefault("validate", {}).update({k: v for k, v in policies.items() if v})
+    return Config.model_validate(stored)
 
 
 @cli.command()
