@@ -202,8 +202,8 @@ def _manifest(store: Path, data: Path, cfg: Config, report: dict[str, Any],
         "config": cfg.to_dict(),
         "config_hash": cfg.hash(),
         # what featurize --append and fit --warm-start check (featurize.append)
-        "stats_id": hashlib.sha256(f"{cfg.hash()} {digest}".encode())
-        .hexdigest()[:16],
+        "stats_id": hashlib.sha256(json.dumps([cfg.hash(), compiled["features"]],
+                                              sort_keys=True).encode()).hexdigest()[:16],
         "interactions_end": report["interactions_end"],
         "ancestors": [],
         "appends": [],
