@@ -142,20 +142,25 @@ def _store_config(store: Path, policies: dict[str, str | None]) -> Any:
 @click.option("--fusion", type=str, help="train.fusion: simple or attention.")
 @click.option("--loss", type=str, help="train.loss: softmax, bce or bpr.")
 @click.option("--resume", is_flag=True, help="Continue from the last epoch's checkpoint.")
+@click.option("--warm-start", is_flag=True,
+              help="Continue the current model after `featurize --append`: old weights kept, "
+                   "trained on the appended samples plus a replay share of older ones "
+                   "(train.warm_start.*).")
 def fit(store: Path, config_file: Path | None, overrides: tuple[str, ...], epochs: int | None,
-        fusion: str | None, loss: str | None, resume: bool) -> None:
+        fusion: str | None, loss: str | None, resume: bool, warm_start: bool) -> None:
     """Train the two-tower model on the store; writes STORE/model."""
     from unirec.config import load_config
     from unirec.train import fit as run
 
     cfg = load_config(config_file, overrides, {"train.epochs": epochs, "train.fusion": fusion,
                                                "train.loss": loss})
-    summary = run(store, cfg, resume=resume)
+    summary = run(store, cfg, resume=resume, warm_start=warm_start)
     if not summary:  # a non-zero torchrun rank
         return
     best = summary["best"]
     metrics = ", ".join(f"{k[4:]}={v:.4f}" for k, v in best.items() if k.startswith("val_"))
-    click.echo(f"trained {summary['epochs']} epochs; best epoch {summary['best_epoch']}: "
+    how = "warm-started and trained" if warm_start else "trained"
+    click.echo(f"{how} {summary['epochs']} epochs; best epoch {summary['best_epoch']}: "
                f"{metrics or 'no validation slice'}; model in {store / 'model'}")
 
 

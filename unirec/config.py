@@ -205,6 +205,23 @@ class ImageConfig(_Section):
     device: str = Field("auto", description="'auto' uses CUDA when present, else the CPU.")
 
 
+class WarmStartConfig(_Section):
+    """``unirec fit --warm-start``: continue the current model after ``featurize --append``."""
+
+    replay: float = Field(
+        0.2, ge=0.0, le=1.0,
+        description="Share of the older training samples drawn again each epoch beside the "
+        "appended ones (a fresh draw per epoch): without replay the model drifts towards the "
+        "new interactions and forgets the rest.")
+    epochs: int = Field(
+        4, ge=1, description="Upper bound on warm-start epochs; early stopping on the "
+        "validation slice (train.patience) usually ends sooner.")
+    similar_items: int = Field(
+        10, ge=1, description="A new item's id embedding starts as the mean of its this many "
+        "most similar known items by content (the item tower without ids); zero when items "
+        "have no content features.")
+
+
 class TrainConfig(_Section):
     """The two-tower model and its training loop."""
 
@@ -275,6 +292,8 @@ class TrainConfig(_Section):
         "the 20-70 s first compile pays only for long runs.")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="'auto' uses bf16 autocast on CUDA and fp32 on CPU.")
+    warm_start: WarmStartConfig = Field(default_factory=WarmStartConfig,
+                                        description=WarmStartConfig.__doc__)
 
 
 class Config(_Section):

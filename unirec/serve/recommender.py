@@ -115,7 +115,10 @@ class Recommender:
     def _read(cls, store: Path, model_dir: Path, meta_path: Path) -> Recommender:
         meta = json.loads(meta_path.read_text())
         manifest = json.loads((store / "manifest.json").read_text())
-        if meta["store"] != store_identity(manifest):
+        # a model of the store before an append keeps answering (for the users and items it
+        # knows) until `fit --warm-start` swaps the extended one in
+        if meta["store"] != store_identity(manifest) and \
+                meta["store"] not in manifest.get("ancestors", []):
             raise NotFittedError(f"the model in {str(model_dir)!r} was trained before the store "
                                  f"was featurized again: run `unirec fit --store {store}`")
         arrays = {p.stem: np.load(p, mmap_mode="r") for p in model_dir.glob("*.npy")}

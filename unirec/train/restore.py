@@ -45,6 +45,12 @@ def train_config(store: str | Path) -> TrainConfig:
     if saved.get("store_config_hash") != st.manifest["config_hash"]:
         raise NotFittedError(f"the model in {str(st.path / 'model')!r} was trained before the "
                              f"store was featurized again: run `unirec fit --store {store}`")
+    bundle = st.path / "model" / "bundle.json"
+    if bundle.is_file() and json.loads(bundle.read_text())["store"] in \
+            st.manifest.get("ancestors", []):
+        raise NotFittedError(f"the model in {str(st.path / 'model')!r} predates an append to "
+                             f"the store (its towers do not know the new rows): run `unirec "
+                             f"fit --warm-start --store {store}`")
     return TrainConfig(**saved["train"])
 
 
