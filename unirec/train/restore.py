@@ -45,13 +45,15 @@ def train_config(store: str | Path) -> TrainConfig:
     if saved.get("store_config_hash") != st.manifest["config_hash"]:
         raise NotFittedError(f"the model in {str(st.path / 'model')!r} was trained before the "
                              f"store was featurized again: run `unirec fit --store {store}`")
-    bundle = st.path / "model" / "bundle.json"
-    if bundle.is_file() and json.loads(bundle.read_text())["store"] in \
-            st.manifest.get("ancestors", []):
-        raise NotFittedError(f"the model in {str(st.path / 'model')!r} predates an append to "
-                             f"the store (its towers do not know the new rows): run `unirec "
-                             f"fit --warm-start --store {store}`")
     return TrainConfig(**saved["train"])
+
+
+def predates_append(store: Store) -> bool:
+    """True when the model was trained before an append to the store (``featurize
+    --append``): its tables lack the new rows until ``fit --warm-start``."""
+    bundle = store.path / "model" / "bundle.json"
+    return bundle.is_file() and json.loads(bundle.read_text())["store"] in \
+        store.manifest.get("ancestors", [])
 
 
 @torch.no_grad()
@@ -72,7 +74,12 @@ def load_model(store: str | Path, device: str | torch.device = "cpu") -> TwoTowe
     model = TwoTower(manifest, users, items, text if text.shape[1] else None,
                      image if image.shape[1] else None, trained, cfg)
     model.to(device)
-    load_weights(st.path / "model" / "model.safetensors", model)
+    if predates_append(st):  # old rows as trained, new rows zero: new entities by content
+        from unirec.train.warm import copy_weights
+
+        copy_weights(model, st.path / "model" / "model.safetensors", st)
+    else:
+        load_weights(st.path / "model" / "model.safetensors", model)
     return model.eval()
 
 

@@ -92,10 +92,12 @@ def _old_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 
 @torch.no_grad()
-def load_grown(model: TwoTower, plan: WarmPlan, store: Store, cfg: TrainConfig) -> dict[str, int]:
-    """Copy the old weights into ``model``: equal shapes whole, grown tables row by row; then
-    initialise new item id rows from content. Returns rows added per table."""
-    old, aliases = _old_tensors(plan.weights)
+def copy_weights(model: TwoTower, path: Path, store: Store) -> tuple[dict[str, int], int]:
+    """Copy the weights at ``path`` into ``model``, which may have grown since: equal shapes
+    whole, grown tables row by row with the new rows at zero (unknown). Returns rows added
+    per table and the old item count. Also how a model that predates an append is served
+    (``train.restore.load_model``) until the warm start replaces it."""
+    old, aliases = _old_tensors(path)
     grown: dict[str, int] = {}
     for name, param in model.state_dict().items():
         saved = old.get(name, old.get(aliases.get(name, ""), None))
@@ -109,9 +111,16 @@ def load_grown(model: TwoTower, plan: WarmPlan, store: Store, cfg: TrainConfig) 
             raise _again(store, f"its weight {name} is {tuple(saved.shape)} and the store now "
                          f"needs {tuple(param.shape)}, not an extension")
         param[: saved.shape[0]].copy_(saved)
-        param[saved.shape[0]:].zero_()  # new users, values: unknown until trained
+        param[saved.shape[0]:].zero_()  # new users, items, values: unknown until trained
         grown[name] = int(param.shape[0] - saved.shape[0])
-    n_old = old.get("item_table.weight", old.get(aliases.get("item_table.weight", ""))).shape[0]
+    return grown, model.item_table.num_embeddings - grown.get("item_table.weight", 0)
+
+
+@torch.no_grad()
+def load_grown(model: TwoTower, plan: WarmPlan, store: Store, cfg: TrainConfig) -> dict[str, int]:
+    """The old weights in the grown ``model`` (``copy_weights``), then new item id rows from
+    content. Returns rows added per table."""
+    grown, n_old = copy_weights(model, plan.weights, store)
     if n_old < model.item_table.num_embeddings and len(model.item.encoders):
         _items_from_content(model, n_old, cfg.warm_start.similar_items)
     return grown
