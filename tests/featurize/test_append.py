@@ -150,3 +150,26 @@ def test_append_needs_a_store_and_keeps_its_config(tmp_path) -> None:
                    "needs an existing store", "unirec featurize DATA")
     one_error_line(invoke("featurize", "--append", doc, "--store", tmp_path / "none",
                           "--set", "features.min_count=3"), "store's own config")
+
+
+def test_min_count_applies_over_the_whole_training_window(tmp_path) -> None:
+    """A value below features.min_count in A that reaches it with B gets the next index;
+    one still below stays out of the vocabulary (index 0)."""
+    def part(users: list[tuple[int, str]], t0: int) -> dict:
+        return {"user_data": [{"user_id": u, "categorical": {"country": c}} for u, c in users],
+                "item_data": [{"item_id": 1}] if t0 == 0 else [],
+                "interactions": [{"user_id": u, "item_id": 1, "timestamp": t0 + u}
+                                 for u, _ in users]}
+
+    a = part([(1, "US"), (2, "US"), (3, "FR"), (4, "DE")], 0)
+    b = part([(5, "FR"), (6, "NL")], 100)
+    store = tmp_path / "store"
+    assert invoke("featurize", write_doc(tmp_path / "a.json", a), "--store", store, "--set",
+                  "features.min_count=2").exit_code == 0
+    import unirec
+
+    unirec.featurize(write_doc(tmp_path / "b.json", b), store, append=True)
+    assert _rows(store, "SELECT value, index FROM vocab ORDER BY index") == [("US", 1),
+                                                                            ("FR", 2)]
+    assert _rows(store, 'SELECT user_id, "categorical.country" FROM user_features '
+                 "ORDER BY user_index") == [(1, 1), (2, 1), (3, 2), (4, 0), (5, 2), (6, 0)]

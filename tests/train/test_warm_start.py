@@ -136,3 +136,23 @@ def test_server_swaps_to_the_warm_started_model_without_a_failed_request(fitted_
     assert len(statuses) > served_after_append > 0 and failures == [], failures[:5]
     # item 1000 is unknown to the old model (404) and known once the new one is served
     assert known[0] == 404 and known[-1] == 200, (known[:3], known[-3:])
+
+
+def test_a_model_that_predates_an_append_keeps_serving(fitted_a, tmp_path) -> None:
+    """Between the append and the warm start: known users from the vectors, new records
+    through the towers (old rows as trained, the new items' rows at zero)."""
+    from unirec.serve.http import create_app
+
+    store = _copy(fitted_a[0], tmp_path / "store")
+    assert invoke("featurize", "--append", fitted_a[2], "--store", store).exit_code == 0
+    out = invoke("recommend", "--store", store, "--user", "1", "--format", "json")
+    assert out.exit_code == 0, out.output
+    with serve_on_loopback(create_app(store, cold=True)) as url:
+        answer = httpx.post(f"{url}/recommend", json={
+            "user": {"categorical": {"group": "g1"}, "history": [1, 5]}, "k": 5})
+        # the served catalogue is the old model's until the warm start
+        unknown = httpx.post(f"{url}/recommend", json={
+            "user": {"categorical": {"group": "g1"}, "history": [1, 1001]}, "k": 5})
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["items"]) == 5
+    assert unknown.status_code == 400 and "1001" in unknown.json()["error"]
