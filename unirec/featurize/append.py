@@ -32,12 +32,13 @@ import duckdb
 
 from unirec.config import Config
 from unirec.errors import ConfigError, DataError, StoreError
-from unirec.featurize.atomic import building
-from unirec.featurize.guard import MARKER, MARKER_TEXT, is_store, resolve_store, store_lock
-from unirec.featurize.ops.base import SIDES
+from unirec.features.ops.base import SIDES
+from unirec.features.validate import GROUPS
 from unirec.featurize.raw import build_raw_tables
-from unirec.featurize.validate import GROUPS
+from unirec.model.folder import store_identity
 from unirec.store import DB_FILE, STORE_FORMAT
+from unirec.store.atomic import building
+from unirec.store.guard import MARKER, MARKER_TEXT, is_store, resolve_store, store_lock
 
 SECTION_OF = {"users": "user_data", "items": "item_data"}
 # config sections an append may change: they say how to read the new records, not what
@@ -92,19 +93,13 @@ def append_data(data: str | Path, store: str | Path, config: Config | None = Non
                     f"{old['input']['sha256']} {digest}".encode()).hexdigest()},
                 stats_id=old["stats_id"] if not refit_stats else
                 hashlib.sha256(f"{old['stats_id']} {digest}".encode()).hexdigest()[:16],
-                ancestors=[_identity(old), *old.get("ancestors", [])],
+                ancestors=[store_identity(old), *old.get("ancestors", [])],
                 appends=[*old.get("appends", []), entry])
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
             (tmp / "report.json").write_text(json.dumps(report, indent=1) + "\n")
             (tmp / MARKER).write_text(MARKER_TEXT)
             _link_tree(target / "model", tmp / "model")
     return report
-
-
-def _identity(manifest: dict[str, Any]) -> dict[str, Any]:
-    from unirec.serve.recommender import store_identity
-
-    return store_identity(manifest)
 
 
 def _old_report(store: Path) -> dict[str, Any]:

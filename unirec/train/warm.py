@@ -24,15 +24,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
 
 from unirec.config import TrainConfig
 from unirec.errors import ConfigError, NotFittedError, StoreError
-from unirec.featurize.shards import rechunk
-from unirec.serve.recommender import store_identity
+from unirec.model.checkpoint import load_grown_weights
+from unirec.model.folder import store_identity
+from unirec.model.towers import TwoTower
 from unirec.store import Store
+from unirec.store.shards import rechunk
 from unirec.train.data import ShardStream
-from unirec.train.towers import TwoTower
 
 # settings that shape the network or what its weights mean: a warm start keeps them
 ARCHITECTURE = ("dim", "fusion", "history", "user_id", "item_id", "drop_features", "loss",
@@ -85,42 +85,15 @@ def prepare(store: Store, cfg: TrainConfig) -> WarmPlan:
                     len(missed))
 
 
-def _old_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """The saved weights and safetensors' alias map of tied weights (name -> stored name)."""
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}, (f.metadata() or {})
-
-
-@torch.no_grad()
-def copy_weights(model: TwoTower, path: Path, store: Store) -> tuple[dict[str, int], int]:
-    """Copy the weights at ``path`` into ``model``, which may have grown since: equal shapes
-    whole, grown tables row by row with the new rows at zero (unknown). Returns rows added
-    per table and the old item count. Also how a model that predates an append is served
-    (``train.restore.load_model``) until the warm start replaces it."""
-    old, aliases = _old_tensors(path)
-    grown: dict[str, int] = {}
-    for name, param in model.state_dict().items():
-        saved = old.get(name, old.get(aliases.get(name, ""), None))
-        if saved is None:
-            raise _again(store, f"the model has no weight {name} (written by another version)")
-        if saved.shape == param.shape:
-            param.copy_(saved)
-            continue
-        if saved.dim() != param.dim() or saved.shape[1:] != param.shape[1:] or \
-                saved.shape[0] > param.shape[0]:
-            raise _again(store, f"its weight {name} is {tuple(saved.shape)} and the store now "
-                         f"needs {tuple(param.shape)}, not an extension")
-        param[: saved.shape[0]].copy_(saved)
-        param[saved.shape[0]:].zero_()  # new users, items, values: unknown until trained
-        grown[name] = int(param.shape[0] - saved.shape[0])
-    return grown, model.item_table.num_embeddings - grown.get("item_table.weight", 0)
-
-
 @torch.no_grad()
 def load_grown(model: TwoTower, plan: WarmPlan, store: Store, cfg: TrainConfig) -> dict[str, int]:
-    """The old weights in the grown ``model`` (``copy_weights``), then new item id rows from
-    content. Returns rows added per table."""
-    grown, n_old = copy_weights(model, plan.weights, store)
+    """The old weights in the grown ``model`` (``model.checkpoint.load_grown_weights``), then
+    new item id rows from content. Returns rows added per table."""
+    try:
+        grown = load_grown_weights(plan.weights, model)
+    except ValueError as exc:
+        raise _again(store, str(exc)) from None
+    n_old = model.item_table.num_embeddings - grown.get("item_table.weight", 0)
     if n_old < model.item_table.num_embeddings and len(model.item.encoders):
         _items_from_content(model, n_old, cfg.warm_start.similar_items)
     return grown
