@@ -215,7 +215,11 @@ class WarmStartConfig(_Section):
         "new interactions and forgets the rest.")
     epochs: int = Field(
         4, ge=1, description="Upper bound on warm-start epochs; early stopping on the "
-        "validation slice (train.patience) usually ends sooner.")
+        "validation slice usually ends sooner.")
+    patience: int = Field(
+        1, ge=1, description="Warm-start epochs without a validation gain (train.min_gain) "
+        "before stopping: the model starts near its best, so one flat epoch is enough "
+        "(ML-100K: the best warm epoch was the 2nd of 4).")
     similar_items: int = Field(
         10, ge=1, description="A new item's id embedding starts as the mean of its this many "
         "most similar known items by content (the item tower without ids); zero when items "

@@ -240,7 +240,8 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
             save_checkpoint(ckpt, model, opt, state)
-            stop[0] = float(state["bad_epochs"] >= cfg.patience)
+            stop[0] = float(state["bad_epochs"] >= (cfg.patience if plan is None else
+                                                    cfg.warm_start.patience))
             if on_epoch is not None:
                 on_epoch(row)
         if world > 1:
