@@ -205,39 +205,12 @@ class _Merge:
         for group in (g for g in GROUPS if g in old_cols or g in new_cols):
             new_f = _fields(con, table, group) if group in new_cols else {}
             old_f = _fields(con, f"old.{table}", group) if group in old_cols else {}
-            for name, sql_type in new_f.items():
-                ref = f'{group}."{name.replace(chr(34), chr(34) * 2)}"'
-                if name not in old_f:
-                    self._fail(con, table, f"{ref} IS NOT NULL", f"{group}.{name}",
-                               f"a new field: the store has no {group}.{name}, so its model "
-                               "has no input for it; an append cannot add fields (run "
-                               "`unirec featurize` over all the data)")
-                if sql_type != old_f[name] and not (old_f[name] == f"{sql_type}[]" or
-                                                    (old_f[name], sql_type) ==
-                                                    ("DOUBLE", "BIGINT")):
-                    self._fail(con, table, f"{ref} IS NOT NULL", f"{group}.{name}",
-                               f"is {sql_type} here but {old_f[name]} in the store; use one "
-                               "type for this field")
+            self._check_fields(con, table, group, new_f, old_f)
             if not old_f:
                 continue
-            packed = []
-            for name, sql_type in old_f.items():
-                q = name.replace('"', '""')
-                value = f'n.{group}."{q}"' if name in new_f else f"NULL::{sql_type}"
-                if name in new_f and new_f[name] != sql_type and sql_type.endswith("[]") \
-                        and new_f[name] == sql_type[:-2]:
-                    value = f"CASE WHEN {value} IS NULL THEN NULL ELSE [{value}] END"
-                if group == "image":  # relative paths: against the input they came from
-                    value = _absolute(value, self.base)
-                packed.append(f'"{q}" := ({value})::{sql_type}')
-            select.append(f"struct_pack({', '.join(packed)}) AS {group}")
-            if group == "image":
-                kept.append("struct_pack(" + ", ".join(
-                    f'"{n.replace(chr(34), chr(34) * 2)}" := '
-                    f'{_absolute(f"o.{group}.{chr(34)}{n}{chr(34)}", old_base)}'
-                    for n in old_f) + f") AS {group}")
-            else:
-                kept.append(f"o.{group}")
+            select.append(_packed("n", group, old_f, new_f, self.base))
+            kept.append(_packed("o", group, old_f, old_f, old_base) if group == "image"
+                        else f"o.{group}")
         self.counts[f"{table}_new"], self.counts[f"{table}_changed"] = con.execute(
             f"SELECT count(*) FILTER (WHERE o.{id_col} IS NULL), count(o.{id_col}) FROM "
             f"{table} n LEFT JOIN old.{table} o ON o.{id_col} = n.{id_col}::"
@@ -250,6 +223,22 @@ class _Merge:
         con.execute(f"DROP TABLE {table}")
         con.execute(f"CREATE TABLE {table} AS SELECT * FROM merged ORDER BY position")
         con.execute("DROP TABLE merged")
+
+    def _check_fields(self, con: duckdb.DuckDBPyConnection, table: str, group: str,
+                      new_f: dict[str, str], old_f: dict[str, str]) -> None:
+        """Every appended field is one the store has, of its type (a lone string where the
+        store has lists, or an integer where it has floats, is that type)."""
+        for name, sql_type in new_f.items():
+            where, field = f"{group}.{_ident(name)} IS NOT NULL", f"{group}.{name}"
+            if name not in old_f:
+                self._fail(con, table, where, field,
+                           f"a new field: the store has no {group}.{name}, so its model has no "
+                           "input for it; an append cannot add fields (run `unirec featurize` "
+                           "over all the data)")
+            if sql_type != old_f[name] and old_f[name] != f"{sql_type}[]" and \
+                    (old_f[name], sql_type) != ("DOUBLE", "BIGINT"):
+                self._fail(con, table, where, field, f"is {sql_type} here but {old_f[name]} in "
+                           "the store; use one type for this field")
 
     def _interactions(self, con: duckdb.DuckDBPyConnection) -> None:
         """Old interactions as they are, the new ones after them (positions continue)."""
@@ -268,6 +257,26 @@ class _Merge:
         con.execute("DROP TABLE interactions")
         con.execute("CREATE TABLE interactions AS SELECT * FROM merged ORDER BY position")
         con.execute("DROP TABLE merged")
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _packed(alias: str, group: str, old_f: dict[str, str], given: dict[str, str],
+            base: str) -> str:
+    """The ``group`` struct of rows ``alias`` in the store's field order and types: fields
+    not ``given`` are NULL, a lone value becomes a one-element list where the store has
+    lists, and relative image paths resolve against the input they came from (``base``)."""
+    packed = []
+    for name, sql_type in old_f.items():
+        value = f"{alias}.{group}.{_ident(name)}" if name in given else f"NULL::{sql_type}"
+        if name in given and given[name] == sql_type[:-2] and sql_type.endswith("[]"):
+            value = f"CASE WHEN {value} IS NULL THEN NULL ELSE [{value}] END"
+        if group == "image":
+            value = _absolute(value, base)
+        packed.append(f"{_ident(name)} := ({value})::{sql_type}")
+    return f"struct_pack({', '.join(packed)}) AS {group}"
 
 
 def _absolute(value: str, base: str) -> str:
