@@ -99,6 +99,8 @@ def test_append_keeps_indices_and_statistics_and_extends_vocabularies(appended) 
     assert len(entry["input"]["sha256"]) == 64
     report = json.loads((store / "report.json").read_text())
     assert report["appends"] == [entry]
+    text = report["embeddings"]["text"]  # only the new strings (B's titles) are embedded
+    assert 0 < text["embedded"] < text["strings"], text
     # B's interactions with the new items reach back in time: counted and warned about,
     # and (test above) placed exactly where one featurize of A + B puts them
     assert entry["out_of_order"] > 0
