@@ -19,6 +19,7 @@ import torch
 from unirec.config import TrainConfig
 from unirec.errors import NotFittedError
 from unirec.model.checkpoint import load_grown_weights, load_weights
+from unirec.model.folder import appends_since
 from unirec.model.inputs import _tensors, check_store
 from unirec.model.towers import TwoTower
 from unirec.store import Store, serving_histories
@@ -50,10 +51,17 @@ def train_config(store: str | Path) -> TrainConfig:
 
 def predates_append(store: Store) -> bool:
     """True when the model was trained before an append to the store (``featurize
-    --append``): its tables lack the new rows until ``fit --warm-start``."""
+    --append``): its tables lack the new rows until ``fit --warm-start``. Refused when an
+    append since refitted the statistics (the old rows no longer mean the same)."""
     bundle = store.path / "model" / "bundle.json"
-    return bundle.is_file() and json.loads(bundle.read_text())["store"] in \
-        store.manifest.get("ancestors", [])
+    if not bundle.is_file():
+        return False
+    missed = appends_since(store.manifest, json.loads(bundle.read_text())["store"])
+    if missed and any(a.get("refit_stats") for a in missed):
+        raise NotFittedError(f"the model in {str(store.path / 'model')!r} predates "
+                             "`featurize --refit-stats`: its inputs changed meaning; run "
+                             f"`unirec fit --store {store.path}`")
+    return bool(missed)
 
 
 @torch.no_grad()

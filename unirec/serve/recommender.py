@@ -22,7 +22,7 @@ import numpy as np
 
 from unirec.errors import NotFittedError, QueryError, StoreError
 from unirec.metrics import Csr, topk
-from unirec.model.folder import store_identity
+from unirec.model.folder import appends_since
 
 FALLBACKS = ("popular",)
 _CACHE: dict[tuple[str, int, int], Recommender] = {}
@@ -112,8 +112,7 @@ class Recommender:
         manifest = json.loads((store / "manifest.json").read_text())
         # a model of the store before an append keeps answering (for the users and items it
         # knows) until `fit --warm-start` swaps the extended one in
-        if meta["store"] != store_identity(manifest) and \
-                meta["store"] not in manifest.get("ancestors", []):
+        if appends_since(manifest, meta["store"]) is None:
             raise NotFittedError(f"the model in {str(model_dir)!r} was trained before the store "
                                  f"was featurized again: run `unirec fit --store {store}`")
         arrays = {p.stem: np.load(p, mmap_mode="r") for p in model_dir.glob("*.npy")}

@@ -28,7 +28,7 @@ import torch
 from unirec.config import TrainConfig
 from unirec.errors import ConfigError, NotFittedError, StoreError
 from unirec.model.checkpoint import load_grown_weights
-from unirec.model.folder import store_identity
+from unirec.model.folder import appends_since
 from unirec.model.towers import TwoTower
 from unirec.store import Store
 from unirec.store.shards import rechunk
@@ -67,17 +67,15 @@ def prepare(store: Store, cfg: TrainConfig) -> WarmPlan:
         raise ConfigError(f"cannot warm-start: the model was trained with other settings "
                           f"({', '.join(changed)}); run `unirec fit --store {store.path}` "
                           "without --warm-start, or keep them")
-    manifest = store.manifest
     trained_on = json.loads((model / "bundle.json").read_text())["store"]
-    if trained_on == store_identity(manifest):
+    missed = appends_since(store.manifest, trained_on)
+    if missed == []:
         raise StoreError("cannot warm-start: the model is already trained on everything in "
                          f"the store; append first (`unirec featurize --append DATA --store "
                          f"{store.path}`)")
-    ancestors = manifest.get("ancestors", [])
-    if trained_on not in ancestors:
+    if missed is None:
         raise _again(store, "the store was featurized again (not appended to) since the model "
                      "was trained, so its indices may have moved")
-    missed = manifest["appends"][len(manifest["appends"]) - 1 - ancestors.index(trained_on):]
     if any(a.get("refit_stats") for a in missed):
         raise _again(store, "the store's statistics were refitted (--refit-stats) since the "
                      "model was trained, so its inputs changed meaning")
