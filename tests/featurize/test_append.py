@@ -175,3 +175,20 @@ def test_min_count_applies_over_the_whole_training_window(tmp_path) -> None:
                                                                             ("FR", 2)]
     assert _rows(store, 'SELECT user_id, "categorical.country" FROM user_features '
                  "ORDER BY user_index") == [(1, 1), (2, 1), (3, 2), (4, 0), (5, 2), (6, 0)]
+
+
+def test_an_append_reads_with_its_own_policies_and_keeps_the_store_config(appended,
+                                                                          tmp_path) -> None:
+    import shutil
+
+    store = shutil.copytree(appended[0], tmp_path / "store")
+    before = json.loads((store / "manifest.json").read_text())
+    doc = {"user_data": [], "item_data": [], "interactions": [
+        {"user_id": "nobody", "item_id": 1, "timestamp": 5}]}
+    out = invoke("featurize", "--append", write_doc(tmp_path / "b.json", doc), "--store",
+                 store, "--on-unknown-user", "drop")
+    assert out.exit_code == 0, out.output
+    assert "dropped 1 interactions records (unknown_user)" in out.stderr
+    after = json.loads((store / "manifest.json").read_text())
+    assert after["config_hash"] == before["config_hash"]  # what a model records
+    assert after["appends"][-1]["validate"]["on_unknown_user"] == "drop"

@@ -41,9 +41,9 @@ from unirec.store.atomic import building
 from unirec.store.guard import MARKER, MARKER_TEXT, is_store, resolve_store, store_lock
 
 SECTION_OF = {"users": "user_data", "items": "item_data"}
-# config sections an append may change: they say how to read the new records, not what
-# the store compiles
-_MAY_CHANGE = ("validate", "ingest")
+# config sections an append may change: how to read the new records, and training (not
+# featurize's business); the rest says what the store compiles and stays the store's
+_MAY_CHANGE = ("validate", "ingest", "train")
 
 
 def append_data(data: str | Path, store: str | Path, config: Config | None = None, *,
@@ -88,7 +88,11 @@ def append_data(data: str | Path, store: str | Path, config: Config | None = Non
                     "count": merge.out_of_order, "message": "appended interactions older "
                     "than their user's latest stored one: placed at their time, so the split "
                     "moved around them (see docs/incremental.md)"})
+            # the store's config stays what compiled it (the model records its hash); how
+            # this append's records were read is in its entry
+            entry["validate"] = cfg.to_dict()["validate"]
             manifest.update(
+                config=old["config"], config_hash=old["config_hash"],
                 input={**old["input"], "sha256": hashlib.sha256(
                     f"{old['input']['sha256']} {digest}".encode()).hexdigest()},
                 stats_id=old["stats_id"] if not refit_stats else
@@ -111,12 +115,12 @@ def _old_report(store: Path) -> dict[str, Any]:
 
 def _config(old: dict[str, Any], given: Config | None, store: str | Path) -> Config:
     """The store's config, with ``validate``/``ingest`` from ``given`` (how to read B)."""
-    stored = old["config"]
+    stored = Config.model_validate(old["config"]).to_dict()  # defaults of this version
     if given is None:
         return Config.model_validate(stored)
     mine = given.to_dict()
     changed = [f"{sec}.{k}" for sec, part in mine.items() if sec not in _MAY_CHANGE
-               for k, v in part.items() if stored.get(sec, {}).get(k) != v]
+               for k, v in part.items() if stored[sec].get(k) != v]
     if changed:
         raise ConfigError(f"--append keeps the store's config, and this one changes "
                           f"{', '.join(changed[:3])}: a changed config is a full rebuild, "
