@@ -180,7 +180,8 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
     # without ids, items are content already; without content features there is no content
     # path to train alone
     content = cfg.content_loss > 0 and cfg.item_id and len(model.item.encoders) > 0
-    opt = make_optimizer(model.parameters(), cfg, device)
+    opt = make_optimizer(model.parameters(), cfg if plan is None else
+                         cfg.model_copy(update={"lr": cfg.warm_start.lr}), device)
     out = workdir.work_dir(st)
     ckpt = out / workdir.CHECKPOINT
     train = cfg.model_dump(mode="json")
