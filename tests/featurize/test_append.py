@@ -192,3 +192,22 @@ def test_an_append_reads_with_its_own_policies_and_keeps_the_store_config(append
     after = json.loads((store / "manifest.json").read_text())
     assert after["config_hash"] == before["config_hash"]  # what a model records
     assert after["appends"][-1]["validate"]["on_unknown_user"] == "drop"
+
+
+def test_refit_stats_rebuilds_as_one_featurize_of_everything(appended, tmp_path) -> None:
+    """--refit-stats: the store's raw tables (every input so far) plus the new records,
+    every statistic and vocabulary refitted: what one featurize of A + B builds."""
+    import shutil
+
+    first, _, whole = appended
+    store = shutil.copytree(first, tmp_path / "store")
+    b = first.parent / "b.json"
+    out = invoke("featurize", "--append", b, "--store", store, "--refit-stats")
+    assert out.exit_code == 0, out.output
+    for query in ("SELECT * FROM stats ORDER BY field",
+                  "SELECT field, value, index FROM vocab ORDER BY field, index",
+                  "SELECT * FROM samples ORDER BY position"):
+        assert _rows(store, query) == _rows(whole, query), query
+    manifest = json.loads((store / "manifest.json").read_text())
+    assert manifest["appends"][-1]["refit_stats"] is True
+    assert manifest["stats_id"] != json.loads((first / "manifest.json").read_text())["stats_id"]
