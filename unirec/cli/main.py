@@ -129,7 +129,10 @@ def _store_config(store: Path, policies: dict[str, str | None]) -> Any:
     except (OSError, ValueError, KeyError):
         return None
     stored.setdefault("validate", {}).update({k: v for k, v in policies.items() if v})
-    return Config.model_validate(stored)
+    try:
+        return Config.model_validate(stored)
+    except ValueError:  # a config of another version: the append says what to run
+        return None
 
 
 @cli.command()

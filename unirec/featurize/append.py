@@ -115,7 +115,11 @@ def _old_report(store: Path) -> dict[str, Any]:
 
 def _config(old: dict[str, Any], given: Config | None, store: str | Path) -> Config:
     """The store's config, with ``validate``/``ingest`` from ``given`` (how to read B)."""
-    stored = Config.model_validate(old["config"]).to_dict()  # defaults of this version
+    try:
+        stored = Config.model_validate(old["config"]).to_dict()  # defaults of this version
+    except ValueError:  # pydantic's ValidationError: a key this version does not know
+        raise StoreError(f"the store {str(store)!r} was compiled with a config this version "
+                         "cannot read: run `unirec featurize` over all the data once") from None
     if given is None:
         return Config.model_validate(stored)
     mine = given.to_dict()
