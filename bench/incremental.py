@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -30,10 +31,11 @@ from typing import Any
 import polars as pl
 
 from bench.harness import measure, save_results
-from bench.quality_ml100k import evaluate, recommend
+from bench.quality_ml100k import evaluate, find_data, recommend, write_splits
 from unirec.datasets import default_shape, synthesize, write_folder
 
-SPLITS = Path("/work/scratch/splits")
+# the protocol's splits (ml100k_split.py's --out); written under the work folder when absent
+SPLITS = Path(os.environ.get("UNIREC_SPLITS", "/work/scratch/splits"))
 TARGETS = {"warm_over_full_fit": 0.25, "ndcg_gap": 0.005}
 
 
@@ -82,7 +84,11 @@ def ml100k(work: Path, quick: bool) -> dict[str, Any]:
     """Full refit against append + warm start on the temporal protocol."""
     split = SPLITS / "temporal"
     if not (split / "train.json").is_file():
-        return {"skipped": f"no {split / 'train.json'} (PROTOCOL.md: ml100k_split.py)"}
+        data = find_data()
+        if data is None:
+            return {"skipped": "no MovieLens-100K (UNIREC_ML100K) and no splits (UNIREC_SPLITS)"}
+        write_splits(data, work / "splits")
+        split = work / "splits" / "temporal"
     doc = json.loads((split / "train.json").read_text())
     frames = {k: pl.DataFrame(v, infer_schema_length=None) for k, v in doc.items()}
     a, b = _cut(frames, 0.8)
