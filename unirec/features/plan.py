@@ -23,7 +23,7 @@ DEFAULT_OP = {"categorical": "categorify", "continuous": "normalize",
 
 def raw_fields(con: duckdb.DuckDBPyConnection, side: str) -> list[tuple[str, str, str]]:
     """(group, field, SQL type) of every raw feature field on one side, in table order."""
-    table = SIDES[side][0]
+    table = SIDES[side].table
     present = {r[0] for r in con.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]
     ).fetchall()}
@@ -41,7 +41,7 @@ def _temporal_op(con: duckdb.DuckDBPyConnection, side: str, field: str, sql_type
         return "float_sequence"
     if sql_type == "VARCHAR[]":
         return "id_sequence"
-    table, id_col = SIDES[side][0], SIDES[side][1]
+    table, id_col = SIDES[side].table, SIDES[side].id
     q = field.replace('"', '""')
     values = (f'SELECT position, {id_col} AS id, unnest(temporal."{q}")::VARCHAR AS v, '
               f'v IN (SELECT item_id::VARCHAR FROM items) AS known FROM {table}')

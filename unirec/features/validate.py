@@ -25,9 +25,9 @@ from unirec.features.profile import (
     type_word,
 )
 from unirec.registry import did_you_mean
+from unirec.store.layout import SIDE_OF_SECTION
 
 GROUPS = ("image", "text", "categorical", "continuous", "temporal")
-ID_NAME = {"user_data": "user_id", "item_data": "item_id"}
 INTERACTION_FIELDS = ("user_id", "item_id", "interaction_type", "timestamp", "weight", "rating")
 
 
@@ -247,7 +247,7 @@ def entity_columns(
     con: duckdb.DuckDBPyConnection, section: str, findings: Findings, empty_is_missing: bool
 ) -> tuple[Profile, list[Column]]:
     """Validate user_data or item_data; returns the profile and its typed columns."""
-    id_name = ID_NAME[section]
+    id_name = SIDE_OF_SECTION[section].id
     record_keys(con, section, (id_name, *GROUPS))
     duplicate_keys(con, section, GROUPS)
     pairs = group_fields(con, section)

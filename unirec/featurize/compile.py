@@ -20,14 +20,16 @@ from unirec.store.layout import SIDES
 
 def create_index_maps(con: duckdb.DuckDBPyConnection) -> None:
     """user_map / item_map: id -> 1..N in input order; 0 is reserved for padding/unknown."""
-    for table, id_col, map_name, index in SIDES.values():
+    for s in SIDES.values():
+        table, id_col, map_name, index = s.table, s.id, s.map, s.index
         con.execute(f"CREATE TABLE {map_name} AS SELECT {id_col}, CAST(row_number() OVER "
                     f"(ORDER BY position) AS INTEGER) AS {index} FROM {table} ORDER BY position")
 
 
 def create_train_window(con: duckdb.DuckDBPyConnection) -> None:
     """Entities with at least one training interaction: what vocabularies and stats see."""
-    for table, id_col, map_name, index in SIDES.values():
+    for s in SIDES.values():
+        table, id_col, map_name, index = s.table, s.id, s.map, s.index
         con.execute(f"CREATE TEMP TABLE train_{table} AS SELECT DISTINCT m.{id_col} FROM "
                     f"split_interactions s JOIN {map_name} m USING ({index}) "
                     "WHERE s.split = 'train'")
@@ -52,7 +54,8 @@ def fit_ops(con: duckdb.DuckDBPyConnection, specs: list[FeatureSpec], base_dir: 
 def build_feature_tables(con: duckdb.DuckDBPyConnection, ops: list[Op], base_dir: Path) -> None:
     """One row per entity (ordered by index) with every op's output columns."""
     ctx = Context(con, str(base_dir))
-    for side, (_, id_col, map_name, index) in SIDES.items():
+    for side, s in SIDES.items():
+        id_col, map_name, index = s.id, s.map, s.index
         joins, cols = [], []
         for i, op in enumerate(o for o in ops if o.spec.side == side):
             joins.append(f"LEFT JOIN ({op.transform_sql(ctx)}) t{i} ON t{i}.key = m.{id_col}")
@@ -67,7 +70,8 @@ def write_tensors(con: duckdb.DuckDBPyConnection, ops: list[Op], mats: dict[str,
     """tensors/{users,items}.safetensors: row i = entity index i, row 0 = the padding row."""
     out.mkdir(parents=True, exist_ok=True)
     shapes: dict[str, Any] = {}
-    for side, (table, _, _, index) in SIDES.items():
+    for side, s in SIDES.items():
+        table, index = s.table, s.index
         arrow = con.sql(f"SELECT * FROM {side}_features ORDER BY {index}").to_arrow_table()
         tensors: dict[str, np.ndarray] = {}
         for op in (o for o in ops if o.spec.side == side):

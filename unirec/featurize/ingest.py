@@ -24,9 +24,8 @@ from unirec.config import IngestConfig
 from unirec.errors import DataError
 from unirec.features.profile import type_word
 from unirec.registry import did_you_mean
+from unirec.store.layout import SECTION_TABLES, SECTIONS
 
-SECTIONS = ("user_data", "item_data", "interactions")
-FOLDER_NAMES = {"user_data": "users", "item_data": "items", "interactions": "interactions"}
 FOLDER_SUFFIXES = (".jsonl", ".ndjson", ".parquet")
 
 
@@ -144,7 +143,7 @@ def _diagnose_document(
 
 def _folder_files(folder: Path) -> dict[str, Path]:
     files: dict[str, Path] = {}
-    for section, stem in FOLDER_NAMES.items():
+    for section, stem in SECTION_TABLES.items():
         candidates = [folder / f"{stem}{suf}" for suf in FOLDER_SUFFIXES]
         found = [p for p in candidates if p.is_file()]
         if not found:

@@ -17,9 +17,8 @@ import numpy as np
 from unirec.config import Config
 from unirec.features.plan import make_plan
 from unirec.featurize.compile import compile_features, create_index_maps, create_train_window
-from unirec.featurize.ingest import SECTIONS
 from unirec.featurize.progress import Stages, describe_plan
-from unirec.featurize.raw import TABLE_OF, build_raw_tables
+from unirec.featurize.raw import build_raw_tables
 from unirec.featurize.samples import build_samples, write_sequences
 from unirec.featurize.split import assign_splits
 from unirec.store import (
@@ -32,6 +31,7 @@ from unirec.store import (
 )
 from unirec.store.atomic import building
 from unirec.store.guard import MARKER, MARKER_TEXT, check_replaceable, resolve_store, store_lock
+from unirec.store.layout import SECTION_TABLES, SECTIONS
 from unirec.store.shards import shard_summary, write_shards
 from unirec.version import __version__
 
@@ -183,7 +183,7 @@ def _manifest(store: Path, data: Path, cfg: Config, report: dict[str, Any],
         "input": {**report["input"], "sha256": _file_digest(data)},
         "config": cfg.to_dict(),
         "config_hash": cfg.hash(),
-        "counts": {TABLE_OF[s]: report["sections"][s]["kept"] for s in SECTIONS},
+        "counts": {SECTION_TABLES[s]: report["sections"][s]["kept"] for s in SECTIONS},
         "split": report["split"],
         "samples": report["samples"],
         "features": compiled["features"],

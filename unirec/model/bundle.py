@@ -39,7 +39,8 @@ TITLE_FIELDS = ("title", "name", "label", "headline")
 
 
 def _ids(con: Any, side: str) -> np.ndarray:
-    _, id_col, map_name, index = SIDES[side]
+    s = SIDES[side]
+    id_col, map_name, index = s.id, s.map, s.index
     ids = con.sql(f"SELECT {id_col} FROM {map_name} ORDER BY {index}").fetchnumpy()[id_col]
     ids = np.asarray(ids)
     if ids.dtype.kind in "iu":

@@ -35,8 +35,8 @@ from unirec.model.restore import load_model
 from unirec.serve.recommender import Recommender, file_key
 from unirec.serve.records import RecordCompiler
 from unirec.store import Store
+from unirec.store.layout import SIDES
 
-SIDES = ("user", "item")
 _MEMO_LIMIT = 10_000  # new strings/files whose vectors a process remembers
 _ENCODERS: dict[tuple[str, int, int], ColdEncoder] = {}
 

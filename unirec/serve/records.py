@@ -34,7 +34,6 @@ from unirec.registry import did_you_mean
 from unirec.store import DB_FILE, Store
 from unirec.store.layout import SIDES
 
-SECTION = {"user": "user_data", "item": "item_data"}
 _BASE_KEYS = {"name", "side", "group", "field", "op", "params", "outputs"}
 # record type (from the validation rules) -> store type conversions that keep the meaning
 _WIDEN = {("BIGINT[]", "DOUBLE[]"), ("BIGINT[]", "VARCHAR[]")}
@@ -108,7 +107,7 @@ class RecordCompiler:
         """Structure of each record: an object, known keys, groups of known fields."""
         if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
             raise QueryError(f"{side} records must be JSON objects (a list of them for many)")
-        id_name = SIDES[side][1]
+        id_name = SIDES[side].id
         allowed = (id_name, *GROUPS, *(("history",) if side == "user" else ()))
         for pos, rec in enumerate(records):
             where = f"{side} record {pos}"
@@ -153,8 +152,8 @@ class RecordCompiler:
     def _raw_table(self, cur: duckdb.DuckDBPyConnection, side: str,
                    records: list[dict[str, Any]]) -> None:
         """Temp ``users``/``items`` keyed by record position, typed like the store's table."""
-        section = SECTION[side]
-        table, id_col = SIDES[side][0], SIDES[side][1]
+        section = SIDES[side].section
+        table, id_col = SIDES[side].table, SIDES[side].id
         texts = [json.dumps({g: r.get(g) for g in GROUPS}) for r in records]
         cur.execute(f"CREATE TEMP TABLE src_{section} AS SELECT generate_subscripts($1::VARCHAR"
                     "[], 1) - 1 AS pos, unnest($1::VARCHAR[])::JSON AS rec", [texts])
@@ -228,7 +227,7 @@ class RecordCompiler:
     def _rows(self, cur: duckdb.DuckDBPyConnection, ctx: Context, side: str
               ) -> dict[str, np.ndarray]:
         """Every op's columns, one row per record in order, as ``build_feature_tables``."""
-        id_col = SIDES[side][1]
+        id_col = SIDES[side].id
         joins, cols, outputs = [], [], []
         for i, op in enumerate(self.ops[side]):
             joins.append(f"LEFT JOIN ({op.transform_sql(ctx)}) t{i} ON t{i}.key = m.{id_col}")
@@ -236,7 +235,7 @@ class RecordCompiler:
             outputs += op.outputs()
         if not outputs:
             return {}
-        arrow = cur.sql(f"SELECT {', '.join(cols)} FROM {SIDES[side][0]} m {' '.join(joins)} "
+        arrow = cur.sql(f"SELECT {', '.join(cols)} FROM {SIDES[side].table} m {' '.join(joins)} "
                         f"ORDER BY m.{id_col}").to_arrow_table()
         return {o.column: column_array(arrow, o.column, o.shape, o.dtype) for o in outputs}
 

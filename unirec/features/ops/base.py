@@ -56,13 +56,13 @@ class Context:
 
     def value_sql(self, spec: FeatureSpec) -> str:
         """SELECT key, value FROM the raw table (value = the field, NULLs included)."""
-        table, id_col, _, _ = SIDES[spec.side]
+        table, id_col = SIDES[spec.side].table, SIDES[spec.side].id
         return (f'SELECT {id_col} AS key, "{spec.group}"."{_q(spec.field)}" AS value '
                 f"FROM {table}")
 
     def train_value_sql(self, spec: FeatureSpec) -> str:
         """The same, restricted to entities seen in training interactions."""
-        table, id_col, _, _ = SIDES[spec.side]
+        table, id_col = SIDES[spec.side].table, SIDES[spec.side].id
         return (f"{self.value_sql(spec)} WHERE {id_col} IN "
                 f"(SELECT {id_col} FROM train_{table})")
 

@@ -163,7 +163,8 @@ class Explainer:
             return cached[idx]
         tower = self.model.user if side == "user" else self.model.item
         names = tower.token_names
-        table, id_col, map_name, index = SIDES[side]
+        s = SIDES[side]
+        table, id_col, map_name, index = s.table, s.id, s.map, s.index
         cols = []
         for name in names:
             if name in ("history", f"{side}_id"):
