@@ -13,6 +13,7 @@ from conftest import copy_store, invoke
 from PIL import Image
 
 from unirec import Store
+from unirec.csr import csr_from_pairs
 from unirec.datasets import default_shape, generate, synthesize, write_document, write_folder
 from unirec.datasets.synthetic import (
     AGE_EDGES,
@@ -23,7 +24,7 @@ from unirec.datasets.synthetic import (
     MAX_SEQ,
     WEATHERS,
 )
-from unirec.metrics import csr_from_pairs, ranking_metrics, topk
+from unirec.metrics import ranking_metrics, topk
 
 CATS = list(CATEGORIES)
 

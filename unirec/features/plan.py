@@ -16,6 +16,7 @@ from unirec.features.ops import OPS, FeatureSpec
 from unirec.features.validate import GROUPS
 from unirec.registry import did_you_mean
 from unirec.store.layout import SIDES
+from unirec.store.sql import ident
 
 DEFAULT_OP = {"categorical": "categorify", "continuous": "normalize",
               "text": "text_embedding", "image": "image_embedding"}
@@ -42,8 +43,7 @@ def _temporal_op(con: duckdb.DuckDBPyConnection, side: str, field: str, sql_type
     if sql_type == "VARCHAR[]":
         return "id_sequence"
     table, id_col = SIDES[side].table, SIDES[side].id
-    q = field.replace('"', '""')
-    values = (f'SELECT position, {id_col} AS id, unnest(temporal."{q}")::VARCHAR AS v, '
+    values = (f'SELECT position, {id_col} AS id, unnest(temporal.{ident(field)})::VARCHAR AS v, '
               f'v IN (SELECT item_id::VARCHAR FROM items) AS known FROM {table}')
     n_known, n_unknown = con.execute(
         f"SELECT count(*) FILTER (WHERE known), count(*) FILTER (WHERE NOT known) "

@@ -242,6 +242,14 @@ KIND_RULES = {
 }
 
 
+def field_column(p: Profile, f: Field, findings: Findings, empty_is_missing: bool) -> Column:
+    """The typed column of one user/item field, by its group's rule (``KIND_RULES``): what
+    featurize applies to a whole section and serving to a new record."""
+    if f.group == "categorical":
+        return categorical_column(p, f, findings, empty_is_missing)
+    return KIND_RULES[f.group](p, f)
+
+
 # ---------------------------------------------------------------- sections
 def entity_columns(
     con: duckdb.DuckDBPyConnection, section: str, findings: Findings, empty_is_missing: bool
@@ -255,12 +263,7 @@ def entity_columns(
     prof = build_profile(con, section, [(None, id_name), *pairs])
     prof.id_field = prof.fields[0]
     cols = [id_column(prof, prof.id_field, one_type=True)]
-    for f in prof.fields[1:]:
-        rule = KIND_RULES[f.group]
-        if f.group == "categorical":
-            cols.append(rule(prof, f, findings, empty_is_missing))
-        else:
-            cols.append(rule(prof, f))
+    cols += [field_column(prof, f, findings, empty_is_missing) for f in prof.fields[1:]]
     return prof, cols
 
 

@@ -14,8 +14,9 @@ from safetensors.numpy import save_file
 from unirec.config import Config
 from unirec.features.embedding import embed_pools
 from unirec.features.ops import OPS, Context, FeatureSpec, Op
-from unirec.features.ops.base import _q, column_array
+from unirec.features.ops.base import column_array
 from unirec.store.layout import SIDES
+from unirec.store.sql import ident
 
 
 def create_index_maps(con: duckdb.DuckDBPyConnection) -> None:
@@ -59,7 +60,7 @@ def build_feature_tables(con: duckdb.DuckDBPyConnection, ops: list[Op], base_dir
         joins, cols = [], []
         for i, op in enumerate(o for o in ops if o.spec.side == side):
             joins.append(f"LEFT JOIN ({op.transform_sql(ctx)}) t{i} ON t{i}.key = m.{id_col}")
-            cols += [f't{i}."{_q(o.column)}"' for o in op.outputs()]
+            cols += [f't{i}.{ident(o.column)}' for o in op.outputs()]
         select = ", ".join([f"m.{index}", f"m.{id_col}", *cols])
         con.execute(f"CREATE TABLE {side}_features AS SELECT {select} FROM {map_name} m "
                     f"{' '.join(joins)} ORDER BY m.{index}")
@@ -98,5 +99,5 @@ def compile_features(con: duckdb.DuckDBPyConnection, specs: list[FeatureSpec], c
     embed_report, mats = embed_pools(con, cfg, cache_root)
     build_feature_tables(con, ops, base_dir)
     shapes = write_tensors(con, ops, mats, popularity, store / "tensors")
-    return {"features": [op.describe() for op in ops], "tensors": shapes,
+    return {"features": [op.to_json() for op in ops], "tensors": shapes,
             "embeddings": embed_report}

@@ -25,6 +25,7 @@ from unirec.features.validate import (
 )
 from unirec.featurize.ingest import load_sources
 from unirec.store.layout import SECTION_TABLES, SECTIONS
+from unirec.store.sql import ident
 from unirec.version import __version__
 
 
@@ -59,10 +60,6 @@ def build_raw_tables(con: duckdb.DuckDBPyConnection, data: Path, cfg: Config,
     }
 
 
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _entity_table(
     con: duckdb.DuckDBPyConnection,
     prof: Profile,
@@ -77,7 +74,7 @@ def _entity_table(
     for group in GROUPS:
         members = [c for c in cols[1:] if c.group == group]
         if members:
-            packed = ", ".join(f"{_ident(c.name)} := {c.expr}" for c in members)
+            packed = ", ".join(f"{ident(c.name)} := {c.expr}" for c in members)
             select.append(f"struct_pack({packed}) AS {group}")
     con.execute(f"CREATE TABLE {table} AS SELECT {', '.join(select)} FROM {prof.table} "
                 "ORDER BY pos")

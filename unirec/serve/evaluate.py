@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from unirec.csr import csr_from_pairs
 from unirec.errors import StoreError
-from unirec.metrics import csr_from_pairs, ranking_metrics
+from unirec.metrics import ranking_metrics
 from unirec.serve.recommender import Recommender
 from unirec.store import Store
 

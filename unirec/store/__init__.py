@@ -21,6 +21,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from unirec.csr import pad_left
 from unirec.errors import StoreError
 from unirec.registry import did_you_mean
 from unirec.store.atomic import recover
@@ -232,11 +233,6 @@ def serving_histories(store: Store, length: int, users: np.ndarray | None = None
         idx = np.searchsorted(uniq, idx)
     out = np.zeros((n_users if users is None else len(uniq), length), np.int64)
     lists = rows.column("h").combine_chunks()
-    lengths = np.diff(lists.offsets.to_numpy())
-    values = lists.flatten().to_numpy()
-    # left-pad: row r's values go to its last lengths[r] columns, vectorized
-    rr = np.repeat(np.arange(len(idx)), lengths)
-    cc = length - np.repeat(lengths, lengths) + (np.arange(len(values)) -
-                                                  np.repeat(lists.offsets.to_numpy()[:-1], lengths))
-    out[idx[rr], cc] = values
+    offsets = lists.offsets.to_numpy()
+    out[idx] = pad_left((offsets - offsets[0], lists.flatten().to_numpy()), length)
     return out if users is None else out[inverse]

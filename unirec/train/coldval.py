@@ -20,7 +20,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from unirec.metrics import csr_from_pairs, ranking_metrics, topk
+from unirec.csr import csr_from_pairs
+from unirec.metrics import ranking_metrics, topk
 from unirec.model.inputs import Inputs
 from unirec.store import Store, serving_histories
 
