@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from unirec import metrics
-from unirec.csr import csr_from_pairs
 from unirec.metrics import ranking_metrics, topk
+from unirec.store.csr import csr_from_pairs
 
 PROTOCOL = Path(__file__).resolve().parents[2] / "shared" / "protocol" / "evaluate.py"
 
@@ -199,7 +199,7 @@ def test_serving_path_stays_torch_free():
 
 
 def test_csr_rows_and_left_padding() -> None:
-    from unirec.csr import csr_from_lists, csr_rows, pad_left
+    from unirec.store.csr import csr_from_lists, csr_rows, pad_left
 
     csr = csr_from_lists([np.array([1, 2, 3, 4]), np.array([], np.int64), np.array([7]),
                           np.array([5, 6])])

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from unirec.csr import Csr, csr_rows, rows_of
+from unirec.store.csr import Csr, csr_rows, rows_of
 
 # Rows of the score matrix handled at once by topk, sized so the temporaries stay small.
 _TOPK_BLOCK_ELEMENTS = 1 << 22

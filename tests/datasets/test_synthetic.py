@@ -13,7 +13,6 @@ from conftest import copy_store, invoke
 from PIL import Image
 
 from unirec import Store
-from unirec.csr import csr_from_pairs
 from unirec.datasets import default_shape, generate, synthesize, write_document, write_folder
 from unirec.datasets.synthetic import (
     AGE_EDGES,
@@ -25,6 +24,7 @@ from unirec.datasets.synthetic import (
     WEATHERS,
 )
 from unirec.metrics import ranking_metrics, topk
+from unirec.store.csr import csr_from_pairs
 
 CATS = list(CATEGORIES)
 

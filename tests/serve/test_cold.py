@@ -11,12 +11,12 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from unirec.csr import csr_from_lists
 from unirec.errors import DataError, QueryError
 from unirec.model.restore import load_model, user_histories
 from unirec.serve.cold import cold_encoder, embed_records, record_history_index
 from unirec.serve.recommender import Recommender
 from unirec.store import Store
+from unirec.store.csr import csr_from_lists
 
 
 @pytest.fixture(scope="module")

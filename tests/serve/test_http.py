@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from conftest import serve_on_loopback
 
-from unirec.csr import csr_from_lists
 from unirec.serve.cold import embed_records, record_history_index
 from unirec.serve.http import create_app
 from unirec.serve.recommender import Recommender
 from unirec.store import Store
+from unirec.store.csr import csr_from_lists
 
 
 def _socket() -> socket.socket:

@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from unirec.csr import csr_from_pairs
 from unirec.model.folder import BUNDLE_META, store_identity
 from unirec.store import Store
+from unirec.store.csr import csr_from_pairs
 from unirec.store.layout import SIDES
 from unirec.store.sql import ident
 

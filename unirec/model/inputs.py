@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file
 
-from unirec.csr import Csr, csr_from_pairs
 from unirec.errors import StoreError
 from unirec.store import SEQUENCES_FILE, STORE_FORMAT, Store
+from unirec.store.csr import Csr, csr_from_pairs
 
 
 @dataclass

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from unirec.csr import csr_from_lists
 from unirec.errors import QueryError, require_extra
 from unirec.serve.recommender import Recommender
+from unirec.store.csr import csr_from_lists
 
 StorePath = str | Path
 

@@ -10,7 +10,7 @@ embedders, then encoded by the tower with no id embedding (the entity has no tra
 A user record may carry ``history``: known item ids, most recent last. It feeds the user
 tower's history encoder exactly as a known user's recent items do, and
 :func:`record_history_index` returns those items' indices so callers can leave them out of
-the recommendations (``unirec.csr.csr_from_lists`` turns them into ``Recommender.rank``'s
+the recommendations (``unirec.store.csr.csr_from_lists`` turns them into ``Recommender.rank``'s
 ``exclude``).
 
 Loading the towers imports torch (~1-2 s), once per process and store; the text model loads
@@ -28,13 +28,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from unirec.csr import csr_from_lists, pad_left
 from unirec.errors import DataError, QueryError, StoreError
 from unirec.features.embed import EmbeddingCache, ImageEmbedder, TextEmbedder, unreadable
 from unirec.model.restore import load_model
 from unirec.serve.recommender import Recommender, file_key
 from unirec.serve.records import RecordCompiler
 from unirec.store import Store
+from unirec.store.csr import csr_from_lists, pad_left
 from unirec.store.layout import SIDES
 
 _MEMO_LIMIT = 10_000  # new strings/files whose vectors a process remembers

@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from unirec.csr import Csr, csr_rows
 from unirec.errors import NotFittedError, QueryError, StoreError
 from unirec.metrics import topk
 from unirec.model.folder import BUNDLE_META, check_fresh
+from unirec.store.csr import Csr, csr_rows
 
 FALLBACKS = ("popular",)
 _CACHE: dict[tuple[str, int, int], Recommender] = {}

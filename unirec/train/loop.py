@@ -26,7 +26,6 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from unirec.config import Config, TrainConfig
-from unirec.csr import csr_rows
 from unirec.metrics import ranking_metrics, topk
 from unirec.model import workdir
 from unirec.model.checkpoint import save_checkpoint, save_weights
@@ -34,6 +33,7 @@ from unirec.model.inputs import Inputs, gather_history, load_inputs
 from unirec.model.outputs import selection_score, write_outputs
 from unirec.model.towers import TwoTower
 from unirec.store import Store
+from unirec.store.csr import csr_rows
 from unirec.store.guard import resolve_store, store_lock
 from unirec.train.coldval import carve, validate_cold
 from unirec.train.data import ShardStream

@@ -153,7 +153,7 @@ class Op:
 
 def pad_left_sql(list_sql: str, length: int, element: str = "INTEGER") -> str:
     """Keep the last ``length`` elements, left-padded with 0 (most recent last): the SQL twin
-    of ``unirec.csr.pad_left``, for lists of ``element``."""
+    of ``unirec.store.csr.pad_left``, for lists of ``element``."""
     tail = f"list_slice({list_sql}, -{length}, -1)"
     return (f"list_concat(list_resize([]::{element}[], {length} - len({tail}), 0), {tail})")
 
