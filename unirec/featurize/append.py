@@ -32,15 +32,16 @@ import duckdb
 
 from unirec.config import Config
 from unirec.errors import ConfigError, DataError, StoreError
-from unirec.features.ops.base import SIDES
 from unirec.features.validate import GROUPS
 from unirec.featurize.raw import build_raw_tables
 from unirec.model.folder import store_identity
 from unirec.store import DB_FILE, STORE_FORMAT
 from unirec.store.atomic import building
 from unirec.store.guard import MARKER, MARKER_TEXT, is_store, resolve_store, store_lock
+from unirec.store.layout import SIDES
 
-SECTION_OF = {"users": "user_data", "items": "item_data"}
+SECTION_OF = {s.table: s.section for s in SIDES.values()}
+ID_OF = {s.table: s.id for s in SIDES.values()}
 # config sections an append may change: how to read the new records, and training (not
 # featurize's business); the rest says what the store compiles and stays the store's
 _MAY_CHANGE = ("validate", "ingest", "train")
@@ -188,12 +189,12 @@ class _Merge:
 
     def _entities(self, con: duckdb.DuckDBPyConnection) -> None:
         old_base = self.manifest["input"].get("base_dir", self.base)
-        for table, id_col, _, _ in SIDES.values():
-            self._entity(con, table, id_col, old_base)
+        for side in SIDES.values():
+            self._entity(con, side.table, side.id, old_base)
 
     def _fail(self, con: duckdb.DuckDBPyConnection, table: str, where: str, field: str,
               message: str) -> None:
-        pos, rid = con.execute(f"SELECT position, {table[:-1]}_id FROM {table} WHERE {where} "
+        pos, rid = con.execute(f"SELECT position, {ID_OF[table]} FROM {table} WHERE {where} "
                                "ORDER BY position LIMIT 1").fetchone()
         raise DataError(message, section=SECTION_OF[table], position=pos, record_id=rid,
                         field=field)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from unirec.features.ops.base import Context, Op, Output, _s
+from unirec.features.ops.base import Context, Op, Output
 from unirec.features.ops.registry import OPS
+from unirec.store.sql import literal
 
 
 @OPS.register("categorify")
@@ -55,7 +56,7 @@ class Categorify(Op):
         """The store's values keep their indices; values new to the training window (or
         reaching ``min_count`` only now) get the next ones, by the same count order."""
         old = (f"(SELECT value, index FROM {ctx.previous}.vocab "
-               f"WHERE field = '{_s(self.spec.key)}')")
+               f"WHERE field = {literal(self.spec.key)})")
         ctx.con.execute(
             f"CREATE OR REPLACE TEMP TABLE v_cur AS SELECT o.value, o.index, "
             f"coalesce(c.count, 0) AS count FROM {old} o LEFT JOIN ({self._counted(ctx)}) c "
@@ -74,7 +75,7 @@ class Categorify(Op):
             self.counts["truncated_rows"] = int(cut)
 
     def transform_sql(self, ctx: Context) -> str:
-        vocab = f"(SELECT value, index FROM vocab WHERE field = '{_s(self.spec.key)}')"
+        vocab = f"(SELECT value, index FROM vocab WHERE field = {literal(self.spec.key)})"
         src = ctx.value_sql(self.spec)
         if not self.multi:
             return (f"SELECT s.key, coalesce(v.index, 0)::INTEGER AS {self.col()} "
