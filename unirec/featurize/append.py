@@ -34,11 +34,11 @@ from unirec.config import Config
 from unirec.errors import ConfigError, DataError, StoreError
 from unirec.features.validate import GROUPS
 from unirec.featurize.raw import build_raw_tables
-from unirec.model.folder import store_identity
 from unirec.store import DB_FILE, STORE_FORMAT
 from unirec.store.atomic import building
 from unirec.store.guard import MARKER, MARKER_TEXT, is_store, resolve_store, store_lock
 from unirec.store.layout import SIDES
+from unirec.store.lineage import store_identity
 
 SECTION_OF = {s.table: s.section for s in SIDES.values()}
 ID_OF = {s.table: s.id for s in SIDES.values()}

@@ -10,28 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from unirec.errors import NotFittedError
+from unirec.store.lineage import appends_since, store_identity
+
+__all__ = ["BUNDLE_META", "appends_since", "check_fresh", "read_meta", "store_identity"]
 
 BUNDLE_META = "bundle.json"
 """The model folder's description, written last by fit: which store run it was trained on."""
-
-
-def store_identity(manifest: dict[str, Any]) -> dict[str, Any]:
-    """What distinguishes one featurize run's output from another's (a model records it)."""
-    return {"input_sha256": manifest["input"].get("sha256"),
-            "config_hash": manifest["config_hash"], "counts": manifest["counts"]}
-
-
-def appends_since(manifest: dict[str, Any], identity: dict[str, Any]
-                  ) -> list[dict[str, Any]] | None:
-    """The appends (``featurize --append``, oldest first) that made ``manifest``'s store out
-    of the store a model with ``identity`` was trained on: ``[]`` for that store itself,
-    None when the store was featurized again instead (the model does not carry over)."""
-    if identity == store_identity(manifest):
-        return []
-    ancestors = manifest.get("ancestors", [])  # newest first, one per append
-    if identity not in ancestors:
-        return None
-    return manifest["appends"][len(manifest["appends"]) - 1 - ancestors.index(identity):]
 
 
 def check_fresh(meta: dict[str, Any], manifest: dict[str, Any], model_dir: Path,
