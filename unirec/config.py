@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from unirec.errors import ConfigError
 from unirec.registry import did_you_mean
@@ -205,6 +205,76 @@ class ImageConfig(_Section):
     device: str = Field("auto", description="'auto' uses CUDA when present, else the CPU.")
 
 
+RANK_TARGETS = ("rating", "interaction_type", "weight")
+
+
+class RankConfig(_Section):
+    """The second stage: a model that sees each (user, candidate item) pair and re-ranks the
+    retrieval model's top candidates (docs/ranking.md)."""
+
+    enabled: bool | Literal["auto"] = Field(
+        "auto", description="'auto' trains the ranker after retrieval and keeps it only if it "
+        "raises validation NDCG@K (train.eval_k) over retrieval alone; true keeps it always; "
+        "false skips the stage.")
+    model: str = Field("dcn", description="The interaction model: 'dcn' (DCN-v2 cross "
+                       "network + MLP) or 'transformer' (self-attention over the user's and "
+                       "the item's tokens); custom ones register with "
+                       "@unirec.register_interaction.")
+    candidates_n: int = Field(
+        50, ge=1, description="Training: hard negatives per sample, the retrieval model's "
+        "top-N for that sample's user (their training positives masked), beside the positive.")
+    serve_candidates: int = Field(
+        200, ge=1, description="Validation (and the default of `recommend --candidates-n`): "
+        "how many retrieved items the ranker re-orders.")
+    loss: Literal["listwise", "bce"] = Field(
+        "listwise", description="'listwise': softmax over each sample's candidate list, the "
+        "positive as target; 'bce': pointwise, positive 1 and negatives 0.")
+    dim: int = Field(16, ge=2, description="Width each user/item token is projected to "
+                     "before the interaction model.")
+    layers: int = Field(2, ge=1, description="Cross layers (dcn) or attention blocks "
+                        "(transformer).")
+    hidden: int = Field(64, ge=2, description="Width of the MLP and of the shared vector the "
+                        "heads read.")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout in the ranker's MLP.")
+    epochs: int = Field(8, ge=1, description="Upper bound; the best validation epoch is kept "
+                        "(2 epochs without gain stop).")
+    batch_size: int = Field(256, ge=1, description="Training samples (each with its "
+                            "candidate list) per step.")
+    lr: float = Field(2e-3, gt=0.0, description="AdamW learning rate of the ranker.")
+    weight_decay: float = Field(1e-5, ge=0.0, description="AdamW weight decay.")
+    max_samples: int = Field(0, ge=0, description="Training samples per epoch, a seeded "
+                             "draw; 0 = all. Bounds the stage's time on big stores.")
+    heads: dict[str, float] = Field(
+        default_factory=dict, description="Auxiliary targets -> loss weight: 'rating' (MSE), "
+        "'interaction_type' (softmax over the types), 'weight' (MSE), each learned on the "
+        "positives that carry the field. E.g. {\"rating\": 0.5} on MovieLens.")
+    blend: dict[str, float] = Field(
+        default_factory=dict, description="The served score: the ranking logit plus, per "
+        "key, weight x 'rating' / 'weight' (predicted), 'interaction_type:TYPE' (its "
+        "probability) or 'retrieval' (the cosine score). Empty: the ranking logit alone.")
+
+    @field_validator("heads")
+    @classmethod
+    def _known_heads(cls, heads: dict[str, float]) -> dict[str, float]:
+        for name, weight in heads.items():
+            if name not in RANK_TARGETS:
+                raise ValueError(f"unknown head {name!r}{did_you_mean(name, RANK_TARGETS)}; "
+                                 f"known: {', '.join(RANK_TARGETS)}")
+            if not weight >= 0:
+                raise ValueError(f"head {name!r} weight must be >= 0, got {weight}")
+        return heads
+
+    @field_validator("blend")
+    @classmethod
+    def _known_blend(cls, blend: dict[str, float]) -> dict[str, float]:
+        for name in blend:
+            if name not in ("rating", "weight", "retrieval") and \
+                    not name.startswith("interaction_type:"):
+                raise ValueError(f"unknown blend term {name!r}: use rating, weight, retrieval "
+                                 "or interaction_type:TYPE")
+        return blend
+
+
 class TrainConfig(_Section):
     """The two-tower model and its training loop."""
 
@@ -275,6 +345,7 @@ class TrainConfig(_Section):
         "the 20-70 s first compile pays only for long runs.")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="'auto' uses bf16 autocast on CUDA and fp32 on CPU.")
+    rank: RankConfig = Field(default_factory=RankConfig, description=RankConfig.__doc__)
 
 
 class Config(_Section):
