@@ -221,8 +221,9 @@ class RankConfig(_Section):
                        "the item's tokens); custom ones register with "
                        "@unirec.register_interaction.")
     candidates_n: int = Field(
-        50, ge=1, description="Training: hard negatives per sample, the retrieval model's "
-        "top-N for that sample's user (their training positives masked), beside the positive.")
+        20, ge=1, description="Training: negatives per sample beside the positive, drawn from "
+        "the retrieval model's top serve_candidates for that sample's user (their training "
+        "positives masked): the pool serving re-ranks.")
     serve_candidates: int = Field(
         200, ge=1, description="Validation (and the default of `recommend --candidates-n`): "
         "how many retrieved items the ranker re-orders.")
@@ -236,7 +237,7 @@ class RankConfig(_Section):
     hidden: int = Field(64, ge=2, description="Width of the MLP and of the shared vector the "
                         "heads read.")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout in the ranker's MLP.")
-    epochs: int = Field(8, ge=1, description="Upper bound; the best validation epoch is kept "
+    epochs: int = Field(6, ge=1, description="Upper bound; the best validation epoch is kept "
                         "(2 epochs without gain stop).")
     batch_size: int = Field(256, ge=1, description="Training samples (each with its "
                             "candidate list) per step.")

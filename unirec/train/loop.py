@@ -36,6 +36,7 @@ from unirec.train.data import ShardStream, gather_history
 from unirec.train.inputs import Inputs, load_inputs
 from unirec.train.losses import LOSSES
 from unirec.train.outputs import write_outputs
+from unirec.train.rank import fit_ranker
 from unirec.train.step import PositiveMask, Step, make_optimizer
 from unirec.train.towers import TwoTower
 
@@ -231,7 +232,9 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
             break
     summary: dict[str, Any] = {}
     if rank == 0:
-        summary = write_outputs(st, model, inp, cfg, state, device)
+        ranker = fit_ranker(st, model, inp, cfg, device, out) \
+            if (out / "best.safetensors").is_file() else None
+        summary = write_outputs(st, model, inp, cfg, state, device, ranker)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()

@@ -20,6 +20,7 @@ from unirec.train.checkpoint import load_weights, save_weights
 from unirec.train.coldval import selection_score
 from unirec.train.inputs import Inputs
 from unirec.train.plot import plot_metrics
+from unirec.train.rank.fit import RANK_DIR, RankResult
 from unirec.train.towers import TwoTower
 
 
@@ -48,9 +49,11 @@ def _write_table(store: Path, name: str, index: str, id_col: str, map_name: str,
 
 
 def write_outputs(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
-                  state: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """Best weights -> embeddings for every user (with their latest history) and item, in a
-    new model folder swapped in whole (``workdir.publish``); then the SQL tables."""
+                  state: dict[str, Any], device: torch.device,
+                  ranker: RankResult | None = None) -> dict[str, Any]:
+    """Best weights -> embeddings for every user (with their latest history) and item, and
+    the ranking stage's files (``rank/``), in a new model folder swapped in whole
+    (``workdir.publish``); then the SQL tables."""
     work = workdir.work_dir(store)
     if not (work / "best.safetensors").is_file():
         raise StoreError("training produced no usable epoch (the loss was never finite): "
@@ -62,11 +65,16 @@ def write_outputs(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
     best = max(state["history"], key=lambda r: selection_score(r, cfg.eval_k))
     summary = {"epochs": state["epoch"], "best_epoch": best["epoch"], "best": best,
                "n_users": inp.n_users - 1, "n_items": inp.n_items - 1, "dim": cfg.dim}
+    if ranker is not None:
+        summary["rank"] = {k: ranker.meta.get(k) for k in ("model", "active", "best_epoch",
+                                                           "validation", "note")}
     with workdir.publish(store, inp.manifest) as out:
         save_weights(out / "model.safetensors", model, {"format": "unirec-two-tower"})
         np.save(out / "user_embeddings.npy", users)
         np.save(out / "item_embeddings.npy", items)
         write_bundle(store, out, inp.items["popularity"].numpy())
+        if ranker is not None:
+            ranker.save(out / RANK_DIR)
         (out / "config.json").write_text(json.dumps({
             "train": cfg.model_dump(mode="json"), "store_config_hash":
             inp.manifest["config_hash"], "summary": summary}, indent=1) + "\n")
