@@ -180,13 +180,27 @@ def _torch_body(meta: dict[str, Any], body_w: Weights) -> Callable[[Weights, np.
     return run
 
 
+STAGES = ("auto", "rank", "retrieve")
+
+
 def rerank(ranker: Ranker, users: np.ndarray, idx: np.ndarray, retrieval: np.ndarray,
-           u: np.ndarray, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Re-order retrieved ``idx`` (n, N; -1 pads, NaN scores) by the ranker; top ``k``."""
-    valid = idx > 0
-    cand = np.maximum(idx, 0)
-    score = np.where(valid, retrieval, 0).astype(np.float32)
-    return top_by(idx, ranker.score(users, cand, u, items[cand], score), k)
+           u: np.ndarray, items: np.ndarray, k: int, block: int = 64
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Re-order retrieved ``idx`` (n, N; -1 pads, NaN scores) of user indices ``users`` (their
+    vectors ``u``) by the ranker; top ``k``. Blocks of users keep the (users x N x tokens)
+    working set small."""
+    k = min(k, idx.shape[1])
+    top = np.full((len(idx), k), -1, np.int64)
+    out = np.full((len(idx), k), np.nan, np.float32)
+    for lo in range(0, len(idx), block):
+        sl = slice(lo, lo + block)
+        valid = idx[sl] > 0
+        cand = np.maximum(idx[sl], 0)
+        score = np.where(valid, retrieval[sl], 0).astype(np.float32)
+        s = ranker.score(users[sl], cand, np.asarray(u[sl], np.float32),
+                         np.asarray(items[cand], np.float32), score)
+        top[sl], out[sl] = top_by(idx[sl], s, k)
+    return top, out
 
 
 def top_by(idx: np.ndarray, s: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

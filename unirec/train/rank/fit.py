@@ -21,8 +21,14 @@ from unirec.store import Store, serving_histories
 from unirec.train.checkpoint import load_weights
 from unirec.train.data import gather_history
 from unirec.train.inputs import Inputs
-from unirec.train.rank.data import Frozen, Samples, frozen_items, hard_candidates, \
-    load_samples, user_side
+from unirec.train.rank.data import (
+    Frozen,
+    Samples,
+    frozen_items,
+    hard_candidates,
+    load_samples,
+    user_side,
+)
 from unirec.train.rank.models import RankNet
 from unirec.train.rank.validate import Validation
 from unirec.train.step import PositiveMask, make_optimizer
