@@ -89,7 +89,7 @@ def test_numpy_ranker_equals_torch(tmp_path, synthetic_store, model) -> None:
         tok, _ = user_side(tower, torch.from_numpy(users), torch.from_numpy(hist))
         up = net.user_part(tok)
         np.testing.assert_allclose(up.numpy(), ranker.user_part[users], atol=1e-5)
-        frozen = frozen_items(tower, torch.from_numpy(np.asarray(rec._a["popularity"])),
+        frozen = frozen_items(tower, torch.from_numpy(np.array(rec._a["popularity"])),
                               torch.device("cpu"))
         np.testing.assert_allclose(net.item_part(frozen.item_tokens).numpy(),
                                    ranker.item_part, atol=1e-5)
