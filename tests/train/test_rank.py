@@ -169,3 +169,31 @@ def test_known_user_ranking_path_never_imports_torch(ranked_store) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY []" in proc.stdout, proc.stdout
+
+
+def test_http_and_explain_carry_the_ranking_stage(ranked_store) -> None:
+    import httpx
+    from conftest import serve_on_loopback
+
+    from unirec.serve.http import create_app
+
+    rec = unirec.Recommender.load(ranked_store)
+    user = rec.user_ids(np.array([3]))[0]
+    ranked, scores = unirec.recommend(user, 5, store=ranked_store)
+    retrieved, _ = unirec.recommend(user, 5, store=ranked_store, stage="retrieve")
+    with serve_on_loopback(create_app(ranked_store, cold=False)) as url:
+        got = httpx.get(f"{url}/recommend", params={"user": user, "k": 5}).json()
+        plain = httpx.get(f"{url}/recommend", params={"user": user, "k": 5,
+                                                      "stage": "retrieve"}).json()
+        bad = httpx.get(f"{url}/recommend", params={"user": user, "stage": "rerank"})
+        health = httpx.get(f"{url}/health").json()
+    assert got["stage"] == "rank" and [r["item_id"] for r in got["items"]] == list(ranked)
+    assert plain["stage"] == "retrieve" and \
+        [r["item_id"] for r in plain["items"]] == list(retrieved)
+    assert bad.status_code == 400 and "stage" in bad.json()["error"]
+    assert health["ranking_stage"] is True
+    why = unirec.explain(user, k=5, store=ranked_store)
+    assert [w["item_id"] for w in why] == list(ranked)
+    for w, s in zip(why, scores, strict=True):
+        assert w["ranking"] == {"score": pytest.approx(float(s), abs=1e-5), "stage": "rank"}
+        assert abs(w["score"] - w["recomputed"]) < 1e-4, "score stays the retrieval cosine"
