@@ -25,11 +25,10 @@ from unirec.errors import (
     require_extra,
 )
 
-__version__ = "0.1.0"
-
 # Eager on purpose: the subpackage unirec.featurize shares the function's name, and the
 # function must win the attribute.
 from unirec.featurize import featurize  # noqa: E402
+from unirec.version import __version__  # noqa: E402
 
 if TYPE_CHECKING:
     from unirec.config import Config, load_config
@@ -43,10 +42,10 @@ def register_encoder(op: str, encoder: Any = None, *, replace: bool = False) -> 
     """Register a tower encoder for features compiled by ``op`` (decorator or call).
 
     The class is built as ``Encoder(feature, dim, shared)`` and returns one (B, dim) token;
-    see ``unirec.train.encoders`` for the built-ins, registered the same way.
+    see ``unirec.model.encoders`` for the built-ins, registered the same way.
     """
     require_extra("train", "register_encoder")
-    from unirec.train.encoders import ENCODERS
+    from unirec.model.encoders import ENCODERS
 
     return ENCODERS.register(op, encoder, replace=replace)
 
@@ -68,9 +67,9 @@ def register_loss(name: str, loss: Any = None, *, replace: bool = False) -> Any:
 def register_interaction(name: str, model: Any = None, *, replace: bool = False) -> Any:
     """Register a ranking-stage interaction model (``train.rank.model``): an ``nn.Module``
     built as ``cls(n_tokens, dim, rank_config)`` with ``out_dim``, mapping (N, n_tokens, dim)
-    to (N, out_dim); see ``unirec.train.rank.models``. Usable as a decorator."""
+    to (N, out_dim); see ``unirec.model.interactions``. Usable as a decorator."""
     require_extra("train", "register_interaction")
-    from unirec.train.rank.models import INTERACTIONS
+    from unirec.model.interactions import INTERACTIONS
 
     return INTERACTIONS.register(name, model, replace=replace)
 

@@ -16,11 +16,11 @@ import torch
 from conftest import copy_store, invoke
 
 import unirec
-from unirec.serve.rank import Ranker
+from unirec.model.interactions import INTERACTIONS, RankNet
+from unirec.model.ranker import Ranker
+from unirec.model.restore import load_model
 from unirec.store import Store, serving_histories
 from unirec.train.rank.data import frozen_items, user_side
-from unirec.train.rank.models import INTERACTIONS, RankNet
-from unirec.train.restore import load_model
 
 ROOT = Path(__file__).resolve().parents[2]
 MARGIN = 0.03  # relative validation NDCG@10 the ranker must add on the synthetic set

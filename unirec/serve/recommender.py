@@ -22,18 +22,13 @@ import numpy as np
 
 from unirec.errors import NotFittedError, QueryError, StoreError
 from unirec.metrics import Csr, topk
+from unirec.model.folder import store_identity
 
 FALLBACKS = ("popular",)
 _CACHE: dict[tuple[str, int, int], Recommender] = {}
 # Batch mode scores up to 1,024 users at once, fewer for big catalogues: a block's
 # (users, n_items) float32 scores (and top-K's working copy) stay near 128 MB each.
 _BLOCK_USERS, _BLOCK_ELEMENTS = 1024, 1 << 25
-
-
-def store_identity(manifest: dict[str, Any]) -> dict[str, Any]:
-    """What distinguishes one featurize run's output from another's (a model records it)."""
-    return {"input_sha256": manifest["input"].get("sha256"),
-            "config_hash": manifest["config_hash"], "counts": manifest["counts"]}
 
 
 def file_key(path: Path) -> tuple[str, int, int]:
@@ -180,9 +175,9 @@ class Recommender:
     # ---- ranking -------------------------------------------------------------------
     @property
     def ranker(self) -> Any:
-        """The ranking stage (``unirec.serve.rank.Ranker``) fit left, or None."""
+        """The ranking stage (``unirec.model.ranker.Ranker``) fit left, or None."""
         if self._ranker is False:
-            from unirec.serve.rank import Ranker
+            from unirec.model.ranker import Ranker
 
             self._ranker = Ranker.load(self.model_dir)
         return self._ranker
@@ -190,7 +185,7 @@ class Recommender:
     def stage_ranker(self, stage: str) -> Any:
         """The ranker a query at ``stage`` uses: 'auto' -- the ranker when fit kept it,
         'rank' -- the ranker even when auto dropped it, 'retrieve' -- none."""
-        from unirec.serve.rank import STAGES
+        from unirec.model.ranker import STAGES
 
         if stage not in STAGES:
             raise QueryError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
@@ -211,7 +206,7 @@ class Recommender:
         ranker = self.stage_ranker(stage)
         if ranker is None:
             return self.rank(vectors, k, exclude, candidates, ann=ann)
-        from unirec.serve.rank import rerank
+        from unirec.model.ranker import rerank
 
         n = candidates_n or ranker.meta["config"]["serve_candidates"]
         if n < 1:

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from unirec.model.towers import TwoTower
 from unirec.store import Store
 from unirec.train.step import PositiveMask
-from unirec.train.towers import TwoTower
 
 
 @dataclass

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +15,12 @@ import torch.nn.functional as F
 
 from unirec.config import TrainConfig
 from unirec.errors import ConfigError
-from unirec.serve.rank import FORMAT, RANK_DIR
+from unirec.model.checkpoint import load_weights
+from unirec.model.inputs import Inputs, gather_history
+from unirec.model.interactions import RankNet
+from unirec.model.ranker import FORMAT, RANK_DIR, RankResult
+from unirec.model.towers import TwoTower
 from unirec.store import Store, serving_histories
-from unirec.train.checkpoint import load_weights
-from unirec.train.data import gather_history
-from unirec.train.inputs import Inputs
 from unirec.train.rank.data import (
     Frozen,
     Samples,
@@ -29,26 +29,8 @@ from unirec.train.rank.data import (
     load_samples,
     user_side,
 )
-from unirec.train.rank.models import RankNet
 from unirec.train.rank.validate import Validation
 from unirec.train.step import PositiveMask, make_optimizer
-from unirec.train.towers import TwoTower
-
-
-@dataclass
-class RankResult:
-    """What the model folder gets: ``rank/`` arrays, weights and ``rank.json``."""
-
-    meta: dict[str, Any]
-    weights: dict[str, np.ndarray]
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def save(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        np.savez(folder / "weights.npz", **self.weights)
-        for name, arr in self.arrays.items():
-            np.save(folder / f"{name}.npy", arr)
-        (folder / "rank.json").write_text(json.dumps(self.meta, indent=1) + "\n")
 
 
 def _stats(values: np.ndarray) -> list[float]:

@@ -12,11 +12,11 @@ import torch
 
 from unirec.config import TrainConfig
 from unirec.metrics import ranking_metrics, topk
-from unirec.serve.rank import blend, top_by
-from unirec.train.inputs import Inputs
+from unirec.model.inputs import Inputs
+from unirec.model.interactions import RankNet
+from unirec.model.ranker import blend, top_by
+from unirec.model.towers import TwoTower
 from unirec.train.rank.data import Frozen, Samples, user_side
-from unirec.train.rank.models import RankNet
-from unirec.train.towers import TwoTower
 
 
 class Validation:

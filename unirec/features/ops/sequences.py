@@ -1,0 +1,85 @@
+"""Temporal lists: item-id sequences over the shared item table, and float sequences."""
+
+from __future__ import annotations
+
+from unirec.features.ops.base import Context, Op, Output, pad_left_sql
+from unirec.features.ops.registry import OPS
+
+
+@OPS.register("id_sequence")
+class IdSequence(Op):
+    """A list of item ids (oldest first) -> item indices, most recent last.
+
+    Shares the item index (``item_map``), so the model reads these through the same item
+    table as everything else. Reserved index: **0 = padding or an id not in item_data**
+    (counted as ``unknown_ids``). Keeps the last ``max_len`` entries, left-padded with 0,
+    plus ``.length``.
+    """
+
+    name = "id_sequence"
+    accepts = ("VARCHAR[]", "BIGINT[]")
+
+    def outputs(self) -> list[Output]:
+        n = self.spec.params["max_len"]
+        return [Output(self.spec.name, "int32", (n,)), Output(f"{self.spec.name}.length",
+                                                               "int32")]
+
+    def _mapped(self, ctx: Context) -> str:
+        return (
+            f"SELECT u.key, list(coalesce(m.item_index, 0)::INTEGER ORDER BY u.ord) AS seq "
+            f"FROM (SELECT key, unnest(value)::VARCHAR AS value, generate_subscripts(value, 1) "
+            f"AS ord FROM ({ctx.value_sql(self.spec)})) u LEFT JOIN item_map m "
+            f"ON u.value = m.item_id::VARCHAR GROUP BY u.key"
+        )
+
+    def fit(self, ctx: Context) -> None:
+        unknown, = ctx.fetch_one(
+            f"SELECT count(*) FROM (SELECT unnest(value)::VARCHAR AS v FROM "
+            f"({ctx.value_sql(self.spec)})) WHERE v NOT IN (SELECT item_id::VARCHAR FROM items)"
+        )
+        self.counts = {"unknown_ids": int(unknown)}
+
+    def transform_sql(self, ctx: Context) -> str:
+        n = self.spec.params["max_len"]
+        seq = "coalesce(e.seq, []::INTEGER[])"
+        return (f"SELECT s.key, {pad_left_sql(seq, n)} AS {self.col()}, "
+                f"least(len({seq}), {n})::INTEGER AS {self.col('.length')} "
+                f"FROM ({ctx.value_sql(self.spec)}) s LEFT JOIN ({self._mapped(ctx)}) e "
+                f"ON s.key = e.key")
+
+
+@OPS.register("float_sequence")
+class FloatSequence(Op):
+    """A list of numbers (oldest first) -> standardised floats, most recent last.
+
+    Statistics over every element of training-window entities. **0 = padding**; keeps the
+    last ``max_len`` values, left-padded, plus ``.length`` (so a real 0 is told apart).
+    """
+
+    name = "float_sequence"
+    accepts = ("DOUBLE[]", "BIGINT[]")
+
+    def outputs(self) -> list[Output]:
+        n = self.spec.params["max_len"]
+        return [Output(self.spec.name, "float32", (n,)), Output(f"{self.spec.name}.length",
+                                                                 "int32")]
+
+    def fit(self, ctx: Context) -> None:
+        mean, std, lo, hi, missing = ctx.fetch_one(
+            f"SELECT avg(x), stddev_pop(x), min(x), max(x), 0 FROM (SELECT unnest(value)::DOUBLE"
+            f" AS x FROM ({ctx.train_value_sql(self.spec)}))"
+        )
+        row = {"mean": mean or 0.0, "std": std or 0.0, "min": lo or 0.0, "max": hi or 0.0,
+               "missing": missing}
+        ctx.add_stats(self.spec, "standard", row)
+        self.state = {"stats": row}
+
+    def transform_sql(self, ctx: Context) -> str:
+        n = self.spec.params["max_len"]
+        s = self.state["stats"]
+        scaled = (f"list_transform(list_slice(coalesce(value, []), -{n}, -1), lambda x: "
+                  f"((x - {s['mean']!r}) / {s['std'] or 1.0!r})::FLOAT)")
+        pad = f"list_resize([]::FLOAT[], {n} - len({scaled}), 0)"
+        return (f"SELECT key, list_concat({pad}, {scaled}) AS {self.col()}, "
+                f"least(len(coalesce(value, [])), {n})::INTEGER AS {self.col('.length')} "
+                f"FROM ({ctx.value_sql(self.spec)})")

@@ -1,0 +1,396 @@
+"""Validate records in bulk and say exactly what is wrong, where.
+
+Each rule is one SQL aggregate over ``prof_<section>`` (see profile.py): the first
+offending record becomes a one-line ``DataError`` naming section, position, id and field.
+Rules return the SQL that turns a valid field into its typed column, so checking and
+typing cannot disagree. Soft problems are counted in ``Findings``, never dropped silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import duckdb
+
+from unirec.errors import DataError
+from unirec.features.profile import (
+    INT_TYPES,
+    NUM_TYPES,
+    SCALAR_TYPES,
+    Field,
+    Profile,
+    build_profile,
+    short_value,
+    type_class,
+    type_word,
+)
+from unirec.registry import did_you_mean
+
+GROUPS = ("image", "text", "categorical", "continuous", "temporal")
+ID_NAME = {"user_data": "user_id", "item_data": "item_id"}
+INTERACTION_FIELDS = ("user_id", "item_id", "interaction_type", "timestamp", "weight", "rating")
+
+
+@dataclass
+class Findings:
+    """Soft problems (warnings) and dropped rows, per section, for report.json."""
+
+    warnings: list[dict] = field(default_factory=list)
+    dropped: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def warn(self, section: str, fld: str, count: int, message: str) -> None:
+        if count:
+            self.warnings.append(
+                {"section": section, "field": fld, "count": count, "message": message}
+            )
+
+    def drop(self, section: str, reason: str, count: int) -> None:
+        if count:
+            sec = self.dropped.setdefault(section, {})
+            sec[reason] = sec.get(reason, 0) + count
+
+
+@dataclass
+class Column:
+    """A typed output column: ``expr`` over prof's t<i>/v<i> columns, of ``sql_type``."""
+
+    name: str
+    expr: str
+    sql_type: str
+    group: str | None = None
+
+
+# ---------------------------------------------------------------- records and keys
+def record_keys(con: duckdb.DuckDBPyConnection, section: str, allowed: tuple[str, ...]) -> None:
+    """Every record is an object and every key is one the format knows."""
+    row = con.execute(
+        f"SELECT pos, coalesce(json_type(rec), 'NULL') FROM src_{section} "
+        "WHERE rec IS NULL OR json_type(rec) <> 'OBJECT' ORDER BY pos LIMIT 1"
+    ).fetchone()
+    if row:
+        raise DataError(
+            f"each record must be an object, got {type_word(row[1])}",
+            section=section, position=row[0],
+        )
+    rows = con.execute(
+        f"SELECT k, min(pos) FROM (SELECT pos, unnest(json_keys(rec)) AS k FROM src_{section}) "
+        "GROUP BY k ORDER BY 2"
+    ).fetchall()
+    for key, pos in rows:
+        if key not in allowed:
+            raise DataError(
+                f"unknown key {key!r}{did_you_mean(key, allowed)}; records here take "
+                f"{', '.join(allowed)}",
+                section=section, position=pos,
+            )
+
+
+def group_fields(con: duckdb.DuckDBPyConnection, section: str) -> list[tuple[str, str]]:
+    """(group, field) pairs present in any record, in first-seen order."""
+    out: list[tuple[str, str]] = []
+    for group in GROUPS:
+        path = f"'$.{group}'"
+        row = con.execute(
+            f"SELECT pos, json_type(rec, {path}) FROM src_{section} "
+            f"WHERE json_type(rec, {path}) NOT IN ('OBJECT', 'NULL') ORDER BY pos LIMIT 1"
+        ).fetchone()
+        if row:
+            raise DataError(
+                f"must be an object of field -> value, got {type_word(row[1])}",
+                section=section, position=row[0], field=group,
+            )
+        keys = con.execute(
+            f"SELECT k, min(pos) FROM (SELECT pos, unnest(json_keys(rec, {path})) AS k "
+            f"FROM src_{section} WHERE json_type(rec, {path}) = 'OBJECT') GROUP BY k ORDER BY 2, 1"
+        ).fetchall()
+        for key, pos in keys:
+            if not key.strip():
+                raise DataError("field names must not be empty", section=section,
+                                position=pos, field=group)
+            out.append((group, key))
+    return out
+
+
+# ---------------------------------------------------------------- per-kind rules
+def _bad_types(p: Profile, f: Field, allowed: tuple[str, ...], want: str) -> None:
+    for t, (_, pos) in sorted(p.types(f).items(), key=lambda kv: kv[1][1]):
+        if t is not None and t != "NULL" and t not in allowed:
+            raise p.fail(f, pos, f"must be {want}, got {type_word(t)} ({_val(p, f, pos)})")
+
+
+def _val(p: Profile, f: Field, pos: int) -> str:
+    return short_value(p.value(f, pos))
+
+
+def _same_class(p: Profile, f: Field, types: dict) -> None:
+    """'a field whose type differs across records' is an error, naming both records."""
+    seen: dict[str, int] = {}
+    for t, (_, pos) in sorted(types.items(), key=lambda kv: kv[1][1]):
+        cls = type_class(t)
+        if cls is None:
+            continue
+        if seen and cls not in seen:
+            other_cls, other_pos = next(iter(seen.items()))
+            if other_pos == pos:
+                reason = f"mixes {other_cls}s and {cls}s; use one type for this field"
+            else:
+                article = "an" if other_cls[0] in "aeiou" else "a"
+                reason = (f"is {type_word(t)} here but {article} {other_cls} in "
+                          f"{p.section}[{other_pos}]; use one type for this field")
+            raise p.fail(f, pos, reason)
+        seen.setdefault(cls, pos)
+
+
+def _finite(p: Profile, f: Field, expr: str) -> None:
+    p.check(f, f"isnan({expr}) OR isinf({expr})",
+            "is {value}: NaN and infinity are not allowed (use null for a missing value)")
+
+
+def id_column(p: Profile, f: Field, *, one_type: bool) -> Column:
+    """Ids are integers or non-empty strings; within a section one type (when asked)."""
+    types = p.types(f)
+    p.check(f, f"{f.t} IS NULL OR {f.t} = 'NULL'", "is missing: every record needs one")
+    _bad_types(p, f, (*INT_TYPES, "VARCHAR"), "an integer or a string")
+    p.check(f, f"{f.t} = 'VARCHAR' AND trim({f.v}) = ''", "is empty")
+    untrimmed_ids(p, f)
+    if one_type:
+        _same_class(p, f, types)
+    all_int = all(t in INT_TYPES for t in types)
+    if all_int:
+        p.check(f, f"TRY_CAST({f.v} AS BIGINT) IS NULL", "is {value}: integer ids must fit 64 bits")
+        return Column(f.name, f"CAST({f.v} AS BIGINT)", "BIGINT")
+    return Column(f.name, f.v, "VARCHAR")
+
+
+def categorical_column(p: Profile, f: Field, findings: Findings, empty_is_missing: bool) -> Column:
+    """Strings, numbers or booleans, or lists of them (multi-valued); one class throughout."""
+    types = p.types(f)
+    _bad_types(p, f, (*SCALAR_TYPES, "ARRAY"), "a string, number, boolean or a list of them")
+    scalar = {t: v for t, v in types.items() if t in SCALAR_TYPES}
+    if "ARRAY" not in types:
+        _same_class(p, f, scalar)
+        return Column(f.name, _empty_to_null(p, f, findings, empty_is_missing), "VARCHAR", f.group)
+    elements = p.element_types(f)
+    for t, (_, pos) in elements.items():
+        if t not in SCALAR_TYPES:
+            raise p.fail(f, pos, f"list elements must be strings, numbers or booleans, "
+                                 f"got {type_word(t)}")
+    _same_class(p, f, {**scalar, **elements})
+    n_empty = p.count(f"{f.t} = 'ARRAY' AND list_contains(CAST({f.v}::JSON AS VARCHAR[]), '')")
+    if n_empty and not empty_is_missing:
+        p.check(f, f"{f.t} = 'ARRAY' AND list_contains(CAST({f.v}::JSON AS VARCHAR[]), '')",
+                "holds an empty string ('') in {value}")
+    findings.warn(p.section, f.label, n_empty, "empty strings in lists treated as missing")
+    scalar_expr = _empty_to_null(p, f, findings, empty_is_missing)
+    expr = (
+        f"CASE WHEN {f.t} = 'ARRAY' THEN list_filter(CAST({f.v}::JSON AS VARCHAR[]), "
+        f"lambda x: x <> '') WHEN {scalar_expr} IS NULL THEN NULL ELSE [{scalar_expr}] END"
+    )
+    return Column(f.name, expr, "VARCHAR[]", f.group)
+
+
+def _empty_to_null(p: Profile, f: Field, findings: Findings, empty_is_missing: bool) -> str:
+    where = f"{f.t} = 'VARCHAR' AND {f.v} = ''"
+    if not empty_is_missing:
+        p.check(f, where, "is an empty string (use null for a missing value)")
+    findings.warn(p.section, f.label, p.count(where), "empty strings treated as missing")
+    return f"CASE WHEN {f.t} = 'ARRAY' THEN NULL ELSE NULLIF({f.v}, '') END"
+
+
+def continuous_column(p: Profile, f: Field) -> Column:
+    _bad_types(p, f, NUM_TYPES, "a number")
+    _finite(p, f, f"TRY_CAST({f.v} AS DOUBLE)")
+    huge_numbers(p, f)
+    return Column(f.name, f"CAST({f.v} AS DOUBLE)", "DOUBLE", f.group)
+
+
+def text_column(p: Profile, f: Field) -> Column:
+    _bad_types(p, f, ("VARCHAR",), "a string")
+    return Column(f.name, f.v, "VARCHAR", f.group)
+
+
+def image_column(p: Profile, f: Field) -> Column:
+    _bad_types(p, f, ("VARCHAR",), "a path (a string)")
+    p.check(f, f"{f.t} = 'VARCHAR' AND trim({f.v}) = ''",
+            "is an empty path (use null for a record without an image)")
+    return Column(f.name, f.v, "VARCHAR", f.group)
+
+
+def temporal_column(p: Profile, f: Field) -> Column:
+    """Lists of item ids (strings or integers) or of numbers; elements of one class."""
+    _bad_types(p, f, ("ARRAY",), "a list of ids or numbers")
+    elements = p.element_types(f)
+    for t, (_, pos) in elements.items():
+        if t not in (*NUM_TYPES, "VARCHAR"):
+            raise p.fail(f, pos, f"list elements must be ids or numbers, got {type_word(t)}")
+    _same_class(p, f, elements)
+    if "VARCHAR" in elements:
+        return Column(f.name, f"CAST({f.v}::JSON AS VARCHAR[])", "VARCHAR[]", f.group)
+    sql_type = "DOUBLE[]" if "DOUBLE" in elements else "BIGINT[]"
+    p.check(f, f"{f.t} = 'ARRAY' AND list_bool_or(list_transform(CAST({f.v}::JSON AS DOUBLE[]), "
+               "lambda x: isnan(x) OR isinf(x)))",
+            "holds NaN or infinity in {value}")
+    return Column(f.name, f"CAST({f.v}::JSON AS {sql_type})", sql_type, f.group)
+
+
+KIND_RULES = {
+    "categorical": categorical_column,
+    "continuous": continuous_column,
+    "text": text_column,
+    "image": image_column,
+    "temporal": temporal_column,
+}
+
+
+# ---------------------------------------------------------------- sections
+def entity_columns(
+    con: duckdb.DuckDBPyConnection, section: str, findings: Findings, empty_is_missing: bool
+) -> tuple[Profile, list[Column]]:
+    """Validate user_data or item_data; returns the profile and its typed columns."""
+    id_name = ID_NAME[section]
+    record_keys(con, section, (id_name, *GROUPS))
+    duplicate_keys(con, section, GROUPS)
+    pairs = group_fields(con, section)
+    colliding_fields(con, section, pairs)
+    prof = build_profile(con, section, [(None, id_name), *pairs])
+    prof.id_field = prof.fields[0]
+    cols = [id_column(prof, prof.id_field, one_type=True)]
+    for f in prof.fields[1:]:
+        rule = KIND_RULES[f.group]
+        if f.group == "categorical":
+            cols.append(rule(prof, f, findings, empty_is_missing))
+        else:
+            cols.append(rule(prof, f))
+    return prof, cols
+
+
+def interaction_columns(con: duckdb.DuckDBPyConnection) -> tuple[Profile, dict[str, Column]]:
+    """Validate the interactions' fields (ids against entities happen in run.py)."""
+    section = "interactions"
+    record_keys(con, section, INTERACTION_FIELDS)
+    duplicate_keys(con, section, ())
+    prof = build_profile(con, section, [(None, k) for k in INTERACTION_FIELDS])
+    f = {x.name: x for x in prof.fields}
+    cols = {
+        "user_id": id_column(prof, f["user_id"], one_type=False),
+        "item_id": id_column(prof, f["item_id"], one_type=False),
+    }
+    it = f["interaction_type"]
+    _bad_types(prof, it, ("VARCHAR",), "a string")
+    prof.check(it, f"{it.t} = 'VARCHAR' AND trim({it.v}) = ''",
+               "is empty (leave it out, or name the type)")
+    cols["interaction_type"] = Column("interaction_type", it.v, "VARCHAR")
+    for name in ("weight", "rating"):
+        w = f[name]
+        _bad_types(prof, w, NUM_TYPES, "a number")
+        _finite(prof, w, f"TRY_CAST({w.v} AS DOUBLE)")
+        cols[name] = Column(name, f"CAST({w.v} AS DOUBLE)", "DOUBLE")
+    prof.check(f["weight"], f"TRY_CAST({f['weight'].v} AS DOUBLE) < 0",
+               "is {value}: weights must be zero or positive")
+    ts = f["timestamp"]
+    _bad_types(prof, ts, (*NUM_TYPES, "VARCHAR"), "an ISO-8601 string or unix seconds")
+    cols["timestamp"] = Column("timestamp", timestamp_expr(ts), "TIMESTAMP")
+    return prof, cols
+
+
+def timestamp_expr(ts: Field) -> str:
+    """ISO-8601 strings (offsets honoured, naive = UTC) or unix seconds -> UTC TIMESTAMP."""
+    return (
+        f"CASE WHEN {ts.t} = 'VARCHAR' AND {ISO_DATE.format(v=ts.v)} "
+        f"THEN TRY_CAST({ts.v} AS TIMESTAMPTZ)::TIMESTAMP "
+        f"WHEN {ts.t} IN ('BIGINT', 'UBIGINT', 'DOUBLE') AND abs(TRY_CAST({ts.v} AS DOUBLE)) "
+        f"< 1e11 THEN to_timestamp(TRY_CAST({ts.v} AS DOUBLE))::TIMESTAMP END"
+    )
+
+
+def bad_timestamp_reason(prof: Profile, ts: Field, pos: int) -> str:
+    """Why the timestamp at ``pos`` was rejected, with the fix."""
+    t = prof.con.execute(f"SELECT {ts.t} FROM {prof.table} WHERE pos = ?", [pos]).fetchone()[0]
+    value = _val(prof, ts, pos)
+    if t in NUM_TYPES:
+        return (f"is {value}, beyond year 5000: unix timestamps are in seconds "
+                "(divide milliseconds by 1000)")
+    if t is None or t == "NULL":
+        return "is missing while other interactions have one: give every interaction a time"
+    return f"is {value}, which is not ISO-8601 (e.g. '2024-01-15T10:30:00Z') or unix seconds"
+
+
+# ---------------------------------------------------------------- integrity checks
+# Inputs that other readers would take differently, or that would silently change what a
+# feature means. Each is one bulk query (or a pass over field names, never over records).
+
+# DuckDB casts 'infinity', '-infinity', 'epoch', 'now' and friends to timestamps; an
+# ISO-8601 date starts with a four-digit year, so only such strings are parsed at all.
+ISO_DATE = "regexp_matches({v}, '^[0-9]{{4}}-[0-9]{{2}}')"
+# Suffixes the ops add to a field's name for their extra columns (normalize/image: .missing,
+# categorify/sequences: .length): a field named like one would be silently shadowed.
+DERIVED_SUFFIXES = (".missing", ".length")
+MAX_ABS_CONTINUOUS = 1e30  # float32 training and squared statistics stay finite
+MAX_FIELDS = 256  # per section: one join per field compiles them (256 measured to work)
+
+
+def duplicate_keys(con: duckdb.DuckDBPyConnection, section: str, groups: tuple[str, ...]
+                   ) -> None:
+    """A key twice in one object is an error: JSON readers disagree on which value wins
+    (DuckDB keeps the first, Python the last), so any choice would silently change data."""
+    paths = ["$", *(f"$.{g}" for g in groups)]
+    keys = ", ".join(f"CASE WHEN json_type(rec, '{p}') = 'OBJECT' THEN json_keys(rec, '{p}') "
+                     "END" for p in paths)
+    row = con.execute(
+        f"SELECT pos, [{keys}] FROM src_{section} WHERE list_bool_or(list_transform([{keys}], "
+        "lambda ks: len(ks) <> len(list_distinct(ks)))) ORDER BY pos LIMIT 1").fetchone()
+    if row is None:
+        return
+    pos, lists = row
+    for path, names in zip(paths, lists, strict=True):
+        twice = next((k for k in names or [] if names.count(k) > 1), None)
+        if twice is not None:
+            where = path[2:] or None
+            raise DataError(f"key {twice!r} appears twice in one object: keep one (JSON readers "
+                            "disagree on which value wins)", section=section, position=pos,
+                            field=f"{where}.{twice}" if where else twice)
+
+
+def colliding_fields(con: duckdb.DuckDBPyConnection, section: str,
+                     pairs: list[tuple[str, str]]) -> None:
+    """Field names that would become one column: equal but for case (``age``/``Age``; SQL
+    names are case-insensitive), or one a derived column of the other (``price`` and
+    ``price.missing``); and more fields than the compiler handles."""
+    if len(pairs) > MAX_FIELDS:
+        raise DataError(f"{len(pairs)} fields; at most {MAX_FIELDS} per section are supported "
+                        "(disable or merge fields)", section=section)
+    for group in GROUPS:
+        names = [f for g, f in pairs if g == group]
+        lower: dict[str, str] = {}
+        for name in names:
+            other = lower.setdefault(name.lower(), name)
+            if other != name:
+                _collision(con, section, group, name, f"differs from {other!r} only in case "
+                           "(field names are case-insensitive); rename one")
+        present = set(names)
+        for name in names:
+            for suffix in DERIVED_SUFFIXES:
+                if name.endswith(suffix) and name[: -len(suffix)] in present:
+                    _collision(con, section, group, name, f"collides with the {suffix!r} "
+                               f"column of field {name[: -len(suffix)]!r}; rename one")
+
+
+def _collision(con: duckdb.DuckDBPyConnection, section: str, group: str, name: str,
+               reason: str) -> None:
+    row = con.execute(f"SELECT min(pos) FROM src_{section} WHERE list_contains("
+                      f"json_keys(rec, '$.{group}'), ?)", [name]).fetchone()
+    raise DataError(reason, section=section, position=row[0] if row else None,
+                    field=f"{group}.{name}")
+
+
+def untrimmed_ids(p: Profile, f: Field) -> None:
+    """' 42' and '42' would be two ids that print alike: leading/trailing space is refused."""
+    p.check(f, f"{f.t} = 'VARCHAR' AND {f.v} <> trim({f.v})",
+            "is {value}: ids must not start or end with whitespace")
+
+
+def huge_numbers(p: Profile, f: Field) -> None:
+    """Values like 1e200 overflow float32 and squared statistics: refused with the bound."""
+    p.check(f, f"abs(TRY_CAST({f.v} AS DOUBLE)) > {MAX_ABS_CONTINUOUS}",
+            f"is {{value}}: continuous values must be within +-{MAX_ABS_CONTINUOUS:g} "
+            "(rescale the field, e.g. to thousands)")

@@ -1,0 +1,143 @@
+"""The two towers: features -> tokens (encoders) -> one vector (fusion), L2-normalised.
+
+Entity feature tensors sit on the device as buffers, so a batch is an index gather, not a
+data-loader round trip. Row 0 of every table is the padding/unknown entity.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unirec.config import TrainConfig
+from unirec.errors import ConfigError
+from unirec.model.encoders import ENCODERS, HistoryEncoder, IdEncoder, Rows, Shared
+from unirec.model.fusion import FUSIONS
+
+
+class Tower(nn.Module):
+    """One side's features, its optional id embedding and (users) recent history."""
+
+    def __init__(self, side: str, features: list[dict[str, Any]], table: dict[str, torch.Tensor],
+                 cfg: TrainConfig, shared: Shared, ids: IdEncoder | None,
+                 history: HistoryEncoder | None) -> None:
+        super().__init__()
+        self.side = side
+        self.encoders = nn.ModuleList(ENCODERS.get(f["op"])(f, cfg.dim, shared) for f in features)
+        self.columns = sorted({c for e in self.encoders for c in e.columns})
+        for i, col in enumerate(self.columns):  # buffer names cannot hold dots
+            self.register_buffer(f"_col{i}", table[col], persistent=False)
+        self.ids = ids
+        self.history = history
+        n_tokens = len(self.encoders) + (ids is not None) + (history is not None)
+        if n_tokens == 0:
+            raise ConfigError(f"the {side} tower has no inputs: enable train.{side}_id or give "
+                              f"{side}s features")
+        self.fusion = FUSIONS.get(cfg.fusion)(n_tokens, cfg.dim, cfg.dropout)
+
+    def gather(self, idx: torch.Tensor) -> Rows:
+        """Feature rows of entity indices ``idx`` (B,)."""
+        return {col: getattr(self, f"_col{i}")[idx] for i, col in enumerate(self.columns)}
+
+    def encode(self, rows: Rows, idx: torch.Tensor | None = None,
+               history: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, dim) unit vectors from feature rows (and ids/history where the tower has them).
+
+        ``idx`` None (a new entity, e.g. a cold-start record) skips the id embedding.
+        """
+        return self.fuse(self.tokens(rows, idx, history))
+
+    def tokens(self, rows: Rows, idx: torch.Tensor | None = None,
+               history: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, dim): one token per input, in ``token_names`` order (explain masks them)."""
+        tokens = [enc(rows) for enc in self.encoders]
+        if self.ids is not None:
+            tokens.append(self.ids(idx) if idx is not None else
+                          torch.zeros_like(tokens[0]) if tokens else self._zeros(history))
+        if self.history is not None:
+            tokens.append(self.history(history))
+        return torch.stack(tokens, dim=1)
+
+    def fuse(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T, dim) tokens -> (B, dim) unit vectors."""
+        return F.normalize(self.fusion(tokens), dim=-1)
+
+    @property
+    def token_names(self) -> list[str]:
+        """What each token of ``tokens`` encodes: feature names, then ``{side}_id``, then
+        ``history``."""
+        return [enc.name for enc in self.encoders] + \
+            ([f"{self.side}_id"] if self.ids is not None else []) + \
+            (["history"] if self.history is not None else [])
+
+    def _zeros(self, history: torch.Tensor | None) -> torch.Tensor:
+        n = history.shape[0] if history is not None else 1
+        return torch.zeros(n, self.ids.table.embedding_dim, device=self.ids.table.weight.device)
+
+    def forward(self, idx: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:
+        return self.encode(self.gather(idx), idx, history)
+
+
+def _kept_features(features: list[dict[str, Any]], drop: list[str]) -> list[dict[str, Any]]:
+    """The manifest's features less those named in ``train.drop_features``."""
+    known = {f"{f['side']}.{f['name']}" for f in features}
+    unknown = sorted(set(drop) - known)
+    if unknown:
+        raise ConfigError(f"train.drop_features: no feature {unknown[0]!r} in the store; "
+                          f"known: {', '.join(sorted(known))}")
+    return [f for f in features if f"{f['side']}.{f['name']}" not in drop]
+
+
+class TwoTower(nn.Module):
+    """User tower · item tower = the cosine of a (user, item) pair; the loss divides it by
+    ``train.temperature`` (``unirec.train.step``), the served scores are the plain cosine."""
+
+    def __init__(self, manifest: dict[str, Any], users: dict[str, torch.Tensor],
+                 items: dict[str, torch.Tensor], text: torch.Tensor | None,
+                 image: torch.Tensor | None, user_trained: torch.Tensor,
+                 cfg: TrainConfig) -> None:
+        super().__init__()
+        n_items = items["_index"].shape[0]
+        n_users = users["_index"].shape[0]
+        self.item_table = nn.Embedding(n_items, cfg.dim, padding_idx=0)
+        nn.init.normal_(self.item_table.weight, std=0.05)
+        with torch.no_grad():
+            self.item_table.weight[0].zero_()
+        shared = Shared(text, image, self.item_table)
+        feats = _kept_features(manifest["features"], cfg.drop_features)
+        user_ids = item_ids = None
+        if cfg.user_id:
+            self.user_table = nn.Embedding(n_users, cfg.dim, padding_idx=0)
+            nn.init.normal_(self.user_table.weight, std=0.05)
+            user_ids = IdEncoder(self.user_table, user_trained, cfg.id_dropout)
+        if cfg.item_id:
+            item_ids = IdEncoder(self.item_table, items["popularity"] > 0, cfg.id_dropout)
+        history = None
+        if cfg.history != "none":
+            history = HistoryEncoder(self.item_table, manifest["samples"]["history_length"],
+                                     cfg.dim, cfg.history, cfg.dropout)
+        self.user = Tower("user", [f for f in feats if f["side"] == "user"], users, cfg,
+                          shared, user_ids, history)
+        self.item = Tower("item", [f for f in feats if f["side"] == "item"], items, cfg,
+                          shared, item_ids, None)
+        self.shared = shared
+
+    def forward(self, user: torch.Tensor, history: torch.Tensor, item: torch.Tensor,
+                negatives: torch.Tensor, content: bool = False) -> tuple[torch.Tensor, ...]:
+        """Unit vectors of the users, their positive items and the sampled negatives; with
+        ``content``, also the items' content-only vectors (ids hidden, as for a new item)."""
+        # one item-tower pass over the step's distinct candidates (positives and negatives
+        # repeat: popular items many times a batch), then index back. index_select, not
+        # x[slot]: the latter's backward (index_put_ accumulate) adds with unordered parallel
+        # atomics on CPU, so runs (and fit --resume) would differ in the last bits
+        distinct, slot = torch.unique(torch.cat([item, negatives]), return_inverse=True)
+        rows = self.item.gather(distinct)
+        items = self.item.encode(rows, distinct).index_select(0, slot)
+        out = (self.user(user, history), items[: len(item)], items[len(item):])
+        if not content:
+            return out
+        plain = self.item.encode(rows, None).index_select(0, slot)
+        return (*out, plain[: len(item)], plain[len(item):])
