@@ -158,7 +158,7 @@ def test_readme_custom_interaction_model_ranks(tmp_path, synthetic_store) -> Non
 
 def test_known_user_ranking_path_never_imports_torch(ranked_store) -> None:
     user = unirec.Recommender.load(ranked_store).user_ids(np.array([2]))[0]
-    code = ("import sys; from unirec.cli import cli\n"
+    code = ("import sys; from unirec.cli.main import cli\n"
             f"cli(['recommend', '--user', '{user}', '--stage', 'rank', '--store', "
             f"'{ranked_store}'], standalone_mode=False)\n"
             "from unirec.serve.recommender import Recommender\n"
