@@ -8,8 +8,9 @@ never into the repository), then every user's top-10 from the same fitted model 
 ``stage="retrieve"`` and ``stage="rank"``. Also the recommend p50 in process with ranking
 over 200 candidates against retrieval alone, and the CLI process time of each.
 
-Usage: python -m bench.rank [--splits DIR] [--protocol temporal] [--work DIR]
-       [--set train.x=y ...]; prints and writes ``bench/results/rank.json``.
+Usage: python -m bench.rank [--splits DIR] [--protocol temporal ...] [--work DIR] [--quick]
+       [--no-synthetic] [--set train.x=y ...]; prints the table and writes
+       ``bench/results/rank.json``. ``make bench`` runs it as the ``rank`` step.
 """
 
 from __future__ import annotations
@@ -134,28 +135,93 @@ def run_synthetic(work: Path, sets: list[str]) -> dict[str, Any]:
     return {k: v for k, v in got.items() if k.startswith(("retrieve_", "rank_", "stage"))}
 
 
+def run(quick: bool = False, splits: Path | None = None, work: Path | None = None,
+        protocols: list[str] | None = None, sets: list[str] | None = None,
+        synthetic: bool = True) -> dict[str, Any]:
+    """The step (``bench/run.py``'s ``rank``): ML-100K protocols (temporal; quick: temporal
+    with 2 retrieval epochs) from ``splits``, else written from the data
+    (``quality_ml100k.find_data``), then the synthetic set."""
+    import tempfile
+
+    from bench import quality_ml100k as qm
+
+    sets = list(sets or []) + (["--set", "train.epochs=2"] if quick else [])
+    protocols = protocols or (["temporal"] if quick else ["temporal", "mixed"])
+    with tempfile.TemporaryDirectory(prefix="unirec-rank-") as tmp:
+        work = work or Path(tmp)
+        results: dict[str, Any] = {"benchmark": "rank", "protocols": {}}
+        if splits is None:
+            data = qm.find_data()
+            if data is None:
+                results["skipped_ml100k"] = "MovieLens-100K not found (set UNIREC_ML100K)"
+            else:
+                splits = work / "splits"
+                qm.write_splits(data, splits)
+        for protocol in protocols if splits is not None else []:
+            if not (splits / protocol / "train.json").is_file():
+                continue
+            got = run_ml100k(splits / protocol, work / protocol, sets)
+            results["protocols"][protocol] = got
+            print(protocol, json.dumps({k: v for k, v in got.items() if k != "epochs"}),
+                  flush=True)
+        if synthetic:
+            results["synthetic"] = run_synthetic(work, sets)
+            print("synthetic", json.dumps(results["synthetic"]), flush=True)
+    return results
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """Retrieval alone against retrieval + ranking, per protocol, and serving cost."""
+    lines = ["Retrieval alone and retrieval + ranking from the same `unirec fit` (defaults, "
+             "plus the `rating` head on MovieLens), top-10 scored by the shared protocol's "
+             "`evaluate.py` (`python -m bench.rank`; docs/ranking.md). Target: +5% relative "
+             "NDCG@10 on the temporal protocol.", "",
+             "| data | stage | Recall@10 | NDCG@10 | HR@10 | gain NDCG | ranker kept | "
+             "val rating RMSE |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in result.get("protocols", {}).items():
+        for stage in ("retrieve", "rank"):
+            m = r[stage]
+            gain = f"{100 * r['ndcg_gain_relative']:+.1f}%" if stage == "rank" else ""
+            kept = str(r["ranker"]["active"]) if stage == "rank" else ""
+            rmse = r.get("val_rating_rmse") if stage == "rank" else None
+            lines.append(f"| ML-100K {name} | {stage} | {m['recall@10']:.4f} | "
+                         f"{m['ndcg@10']:.4f} | {m['hr@10']:.4f} | {gain} | {kept} | "
+                         f"{'' if rmse is None else f'{rmse:.3f}'} |")
+    syn = result.get("synthetic")
+    if syn and "rank_ndcg@10" in syn:
+        gain = syn["rank_ndcg@10"] / syn["retrieve_ndcg@10"] - 1
+        lines.append(f"| synthetic (test split) | retrieve | {syn['retrieve_recall@10']:.4f} | "
+                     f"{syn['retrieve_ndcg@10']:.4f} | | | | |")
+        lines.append(f"| synthetic (test split) | rank | {syn['rank_recall@10']:.4f} | "
+                     f"{syn['rank_ndcg@10']:.4f} | | {100 * gain:+.1f}% | | |")
+    lat = [(n, r) for n, r in result.get("protocols", {}).items() if "recommend_p50_ms_rank"
+           in r]
+    if lat:
+        lines += ["", "| data | recommend p50 in process, retrieve / rank over 200 | CLI "
+                  "process, retrieve / rank |", "|---|---|---|"]
+        for n, r in lat:
+            lines.append(f"| ML-100K {n} | {r['recommend_p50_ms_retrieve']} ms / "
+                         f"{r['recommend_p50_ms_rank']} ms | {r['cli_process_s_retrieve']} s /"
+                         f" {r['cli_process_s_rank']} s |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--splits", type=Path, default=Path("/work/scratch/splits"))
+    ap.add_argument("--splits", type=Path, default=None, help="protocol splits "
+                    "(ml100k_split.py --out); default: written from the data")
     ap.add_argument("--protocol", action="append", default=None)
-    ap.add_argument("--work", type=Path, default=Path("/tmp/unirec-rank"))
+    ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--set", dest="sets", action="append", default=[])
     ap.add_argument("--no-synthetic", action="store_true")
+    ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     sets = [x for s in args.sets for x in ("--set", s)]
-    results: dict[str, Any] = {}
-    for protocol in args.protocol or ["temporal"]:
-        if not (args.splits / protocol / "train.json").is_file():
-            print(f"skipping {protocol}: no {args.splits / protocol / 'train.json'}")
-            continue
-        results[protocol] = run_ml100k(args.splits / protocol, args.work / protocol, sets)
-        print(protocol, json.dumps({k: v for k, v in results[protocol].items()
-                                    if k != "epochs"}), flush=True)
-    if not args.no_synthetic:
-        results["synthetic"] = run_synthetic(args.work, sets)
-        print("synthetic", json.dumps(results["synthetic"]), flush=True)
+    results = run(args.quick, args.splits, args.work, args.protocol, sets,
+                  not args.no_synthetic)
     path = ROOT / "bench" / "results" / "rank.json"
     path.write_text(json.dumps(results, indent=1) + "\n")
+    print(markdown(results))
 
 
 if __name__ == "__main__":
