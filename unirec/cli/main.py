@@ -118,6 +118,17 @@ def fit(store: Path, config_file: Path | None, overrides: tuple[str, ...], epoch
     metrics = ", ".join(f"{k[4:]}={v:.4f}" for k, v in best.items() if k.startswith("val_"))
     click.echo(f"trained {summary['epochs']} epochs; best epoch {summary['best_epoch']}: "
                f"{metrics or 'no validation slice'}; model in {store / 'model'}")
+    rank = summary.get("rank")
+    if rank:
+        val = rank.get("validation") or {}
+        k = cfg.train.eval_k
+        figures = (f": validation NDCG@{k} {val[f'val_rank_ndcg@{k}']:.4f} against "
+                   f"{val[f'val_retrieval_ndcg@{k}']:.4f} for retrieval alone"
+                   if f"val_rank_ndcg@{k}" in val else "")
+        why = rank.get("note") or "it did not beat retrieval"
+        state = "in use" if rank["active"] else f"not used ({why})"
+        click.echo(f"ranking stage ({rank['model']}, epoch {rank['best_epoch']}){figures}; "
+                   f"{state}")
 
 
 @cli.command()
