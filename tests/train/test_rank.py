@@ -197,3 +197,24 @@ def test_http_and_explain_carry_the_ranking_stage(ranked_store) -> None:
     for w, s in zip(why, scores, strict=True):
         assert w["ranking"] == {"score": pytest.approx(float(s), abs=1e-5), "stage": "rank"}
         assert abs(w["score"] - w["recomputed"]) < 1e-4, "score stays the retrieval cosine"
+
+
+def test_onnx_export_covers_the_ranker(ranked_store, tmp_path) -> None:
+    ort = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    out = invoke("export", "--onnx", tmp_path / "onnx", "--store", ranked_store)
+    assert out.exit_code == 0, out.output
+    spec = json.loads((tmp_path / "onnx" / "towers.json").read_text())["ranker"]
+    ranker = Ranker.load(ranked_store / "model")
+    rec = unirec.Recommender.load(ranked_store)
+    users = np.arange(1, 6)
+    cand = np.random.default_rng(1).integers(1, rec.n_items + 1, (len(users), 40))
+    u, v = np.asarray(rec.users[users]), np.asarray(rec.items[cand])
+    s = np.einsum("nd,nkd->nk", u, v).astype(np.float32)
+    session = ort.InferenceSession(str(tmp_path / "onnx" / spec["file"]))
+    got = session.run(None, {"user_part": np.asarray(ranker.user_part[users]),
+                             "item_part": np.asarray(ranker.item_part[cand]), "u": u, "v": v,
+                             "score": s})
+    want = ranker.outputs(users, cand, u, v, s)
+    assert spec["outputs"] == ["rank", "interaction_type"]
+    for name, value in zip(spec["outputs"], got, strict=True):
+        np.testing.assert_allclose(value, want[name], atol=1e-5, rtol=0)
