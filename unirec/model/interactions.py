@@ -106,9 +106,14 @@ class RankNet(nn.Module):
     """
 
     def __init__(self, n_user_tokens: int, n_item_tokens: int, tower_dim: int,
-                 cfg: RankConfig, n_types: int) -> None:
+                 cfg: RankConfig, n_types: int, score_init: float = 1.0) -> None:
         super().__init__()
         h = cfg.dim
+        # the ranking logit is a residual over retrieval: score_scale x the retrieval score
+        # (initialised at 1 / train.temperature, retrieval's own logit) plus what the
+        # interaction model adds, so training starts from retrieval's order and learns
+        # corrections rather than rediscovering it
+        self.score_scale = nn.Parameter(torch.tensor(float(score_init)))
         self.user_proj, self.item_proj = nn.Linear(tower_dim, h), nn.Linear(tower_dim, h)
         self.user_slot = nn.Parameter(torch.randn(n_user_tokens, h) * 0.02)
         self.item_slot = nn.Parameter(torch.randn(n_item_tokens, h) * 0.02)
@@ -138,7 +143,9 @@ class RankNet(nn.Module):
         tokens = torch.cat([user_part.unsqueeze(1).expand(b, c, -1, -1), item_part,
                             pair.unsqueeze(2)], dim=2)
         hidden = self.body(tokens.flatten(0, 1))
-        return {name: head(hidden).view(b, c, -1) for name, head in self.heads.items()}
+        out = {name: head(hidden).view(b, c, -1) for name, head in self.heads.items()}
+        out["rank"] = out["rank"] + self.score_scale * score.unsqueeze(-1)
+        return out
 
 
 def torch_body(meta: dict[str, Any], body_w: dict[str, np.ndarray]) -> Any:

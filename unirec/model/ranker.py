@@ -160,8 +160,10 @@ class Ranker:
         tokens = np.concatenate([np.broadcast_to(up[:, None], (n, c, *up.shape[1:])),
                                  np.asarray(self.item_part[cand]), pair[:, :, None]], axis=2)
         hidden = self._body(self.body_w, tokens.reshape(n * c, *tokens.shape[2:]))
-        return {name[6:-7]: _linear(w, name[:-7], hidden).reshape(n, c, -1)
-                for name in w if name.startswith("heads.") and name.endswith(".weight")}
+        out = {name[6:-7]: _linear(w, name[:-7], hidden).reshape(n, c, -1)
+               for name in w if name.startswith("heads.") and name.endswith(".weight")}
+        out["rank"] = out["rank"] + w["score_scale"] * score[..., None].astype(np.float32)
+        return out
 
     def score(self, users: np.ndarray, cand: np.ndarray, u: np.ndarray, v: np.ndarray,
               score: np.ndarray) -> np.ndarray:
