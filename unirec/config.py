@@ -237,6 +237,9 @@ class RankConfig(_Section):
     hidden: int = Field(64, ge=2, description="Width of the MLP and of the shared vector the "
                         "heads read.")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout in the ranker's MLP.")
+    ids: bool = Field(True, description="Feed the towers' user_id and item_id tokens to the "
+                      "ranker; false keeps it to features, history and the pair token (the "
+                      "ids can memorise training pairs retrieval already fits).")
     epochs: int = Field(6, ge=1, description="Upper bound; the best validation epoch is kept "
                         "(2 epochs without gain stop).")
     batch_size: int = Field(256, ge=1, description="Training samples (each with its "

@@ -106,9 +106,14 @@ class RankNet(nn.Module):
     """
 
     def __init__(self, n_user_tokens: int, n_item_tokens: int, tower_dim: int,
-                 cfg: RankConfig, n_types: int, score_init: float = 1.0) -> None:
+                 cfg: RankConfig, n_types: int, score_init: float = 1.0,
+                 keep: tuple[list[bool], list[bool]] | None = None) -> None:
         super().__init__()
         h = cfg.dim
+        # which user/item tokens the ranker reads (train.rank.ids False: not the id tokens)
+        users, items = keep or ([True] * n_user_tokens, [True] * n_item_tokens)
+        self.register_buffer("user_keep", torch.tensor(users, dtype=torch.float32)[:, None])
+        self.register_buffer("item_keep", torch.tensor(items, dtype=torch.float32)[:, None])
         # the ranking logit is a residual over retrieval: score_scale x the retrieval score
         # (initialised at 1 / train.temperature, retrieval's own logit) plus what the
         # interaction model adds, so training starts from retrieval's order and learns
@@ -127,11 +132,11 @@ class RankNet(nn.Module):
 
     def user_part(self, tokens: torch.Tensor) -> torch.Tensor:
         """(..., Tu, tower_dim) -> (..., Tu, dim)."""
-        return self.user_proj(tokens) + self.user_slot
+        return self.user_proj(tokens * self.user_keep) + self.user_slot
 
     def item_part(self, tokens: torch.Tensor) -> torch.Tensor:
         """(..., Ti, tower_dim) -> (..., Ti, dim)."""
-        return self.item_proj(tokens) + self.item_slot
+        return self.item_proj(tokens * self.item_keep) + self.item_slot
 
     def forward(self, user_part: torch.Tensor, item_part: torch.Tensor, u: torch.Tensor,
                 v: torch.Tensor, score: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -157,7 +157,9 @@ def fit_ranker(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
     frozen = frozen_items(model, inp.items["popularity"], device)
     n_user_tokens = len(model.user.token_names)
     net = RankNet(n_user_tokens, frozen.item_tokens.shape[1], frozen.item_vecs.shape[1], rc,
-                  len(train.type_names), 1.0 / cfg.temperature).to(device)
+                  len(train.type_names), 1.0 / cfg.temperature,
+                  ([rc.ids or n != "user_id" for n in model.user.token_names],
+                   [rc.ids or n != "item_id" for n in model.item.token_names])).to(device)
     meta: dict[str, Any] = {
         "format": FORMAT, "model": rc.model, "config": rc.model_dump(mode="json"),
         "n_tokens": n_user_tokens + frozen.item_tokens.shape[1] + 1,
