@@ -237,6 +237,13 @@ class RankConfig(_Section):
     hidden: int = Field(64, ge=2, description="Width of the MLP and of the shared vector the "
                         "heads read.")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout in the ranker's MLP.")
+    fit_on: Literal["train", "validation"] = Field(
+        "train", description="What the ranker learns from: 'train', retrieval's own training "
+        "samples; 'validation', a seeded holdout_share of the validation users' slices "
+        "(interactions retrieval never saw, later in time), the other users' slices choosing "
+        "the epoch and deciding auto. Without a validation slice: train.")
+    holdout_share: float = Field(0.5, gt=0.0, lt=1.0, description="fit_on validation: the "
+                                 "share of validation users whose slices train the ranker.")
     ids: bool = Field(True, description="Feed the towers' user_id and item_id tokens to the "
                       "ranker; false keeps it to features, history and the pair token (the "
                       "ids can memorise training pairs retrieval already fits).")

@@ -29,6 +29,7 @@ from unirec.train.rank.data import (
     load_samples,
     user_side,
 )
+from unirec.train.rank.holdout import positive_keys, split_validation
 from unirec.train.rank.validate import Validation
 from unirec.train.step import PositiveMask, make_optimizer
 
@@ -100,11 +101,12 @@ class Trainer:
     """The net, its optimiser and one epoch over the training samples."""
 
     def __init__(self, model: TwoTower, inp: Inputs, cfg: TrainConfig, frozen: Frozen,
-                 net: RankNet, stats: dict[str, list[float]], device: torch.device) -> None:
+                 net: RankNet, stats: dict[str, list[float]], device: torch.device,
+                 keys: torch.Tensor) -> None:
         self.model, self.inp, self.cfg, self.frozen, self.net = model, inp, cfg, frozen, net
         self.stats, self.device = stats, device
         self.opt = make_optimizer(net.parameters(), cfg.rank, device)
-        self.positives = PositiveMask(inp.positive_keys.to(device), inp.n_users, inp.n_items)
+        self.positives = PositiveMask(keys.to(device), inp.n_users, inp.n_items)
         self.sequence = inp.sequence.to(device)
         self.width = inp.manifest["samples"]["history_length"]
 
@@ -164,9 +166,15 @@ def fit_ranker(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
         "format": FORMAT, "model": rc.model, "config": rc.model_dump(mode="json"),
         "n_tokens": n_user_tokens + frozen.item_tokens.shape[1] + 1,
         "type_names": train.type_names, "stats": stats, "k": cfg.eval_k}
-    trainer = Trainer(model, inp, cfg, frozen, net, stats, device)
-    val = Validation(model, inp, frozen, load_samples(store, "val", train.type_names), cfg,
-                     device)
+    val_samples = load_samples(store, "val", train.type_names)
+    keys, judged = inp.positive_keys, inp
+    if rc.fit_on == "validation" and len(inp.val_users) > 1:
+        train, judged, val_samples = split_validation(inp, val_samples, rc.holdout_share,
+                                                      cfg.seed)
+        keys = positive_keys(inp, train)
+        meta["fit_on"] = "validation"
+    trainer = Trainer(model, inp, cfg, frozen, net, stats, device, keys)
+    val = Validation(model, judged, frozen, val_samples, cfg, device)
     rng = np.random.default_rng(cfg.seed)
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     rows, key = [], f"val_rank_ndcg@{cfg.eval_k}"
