@@ -244,6 +244,10 @@ class RankConfig(_Section):
         "the epoch and deciding auto. Without a validation slice: train.")
     holdout_share: float = Field(0.5, gt=0.0, lt=1.0, description="fit_on validation: the "
                                  "share of validation users whose slices train the ranker.")
+    popularity: bool = Field(True, description="Give the ranker one more item token: the "
+                             "item's training interactions, overall and in the last 10% of "
+                             "the training period (log, standardised), which retrieval's "
+                             "logQ correction takes out on purpose.")
     ids: bool = Field(True, description="Feed the towers' user_id and item_id tokens to the "
                       "ranker; false keeps it to features, history and the pair token (the "
                       "ids can memorise training pairs retrieval already fits).")

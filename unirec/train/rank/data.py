@@ -81,7 +81,9 @@ class Frozen:
 
 @torch.no_grad()
 def frozen_items(model: TwoTower, popularity: torch.Tensor, device: torch.device,
-                 chunk: int = 4096) -> Frozen:
+                 signals: np.ndarray | None = None, chunk: int = 4096) -> Frozen:
+    """Every item's tower tokens, plus (``signals``, (n_items, k)) one more token holding
+    those scalars in its first k slots."""
     model.eval()
     n = len(popularity)
     tokens, vecs = [], []
@@ -92,7 +94,31 @@ def frozen_items(model: TwoTower, popularity: torch.Tensor, device: torch.device
         vecs.append(model.item.fuse(tok).float())
     allowed = (popularity > 0).to(device)
     allowed[0] = False
-    return Frozen(torch.cat(tokens), torch.cat(vecs), allowed)
+    tokens_all = torch.cat(tokens)
+    if signals is not None:
+        extra = torch.zeros(n, 1, tokens_all.shape[2], device=device)
+        extra[:, 0, :signals.shape[1]] = torch.from_numpy(signals).to(device)
+        tokens_all = torch.cat([tokens_all, extra], 1)
+    return Frozen(tokens_all, torch.cat(vecs), allowed)
+
+
+SIGNALS = ("popularity", "recent_popularity")
+
+
+def item_signals(store: Store, n_items: int, recent: float = 0.1) -> np.ndarray:
+    """(n_items, 2) standardised log1p of each item's training interactions, overall and in
+    the last ``recent`` share of the training period: what retrieval's logQ correction
+    takes out on purpose (popularity) and cannot know (a trend), as ranker inputs."""
+    with store.connect() as con:
+        got = con.sql(
+            "WITH t AS (SELECT item_index, epoch(time) AS s FROM samples WHERE split = "
+            "'train'), b AS (SELECT max(s) - $r * (max(s) - min(s)) AS cut FROM t) "
+            "SELECT item_index, count(*) AS n, count(*) FILTER (WHERE s >= b.cut) AS recent "
+            "FROM t, b GROUP BY item_index", params={"r": recent}).fetchnumpy()
+    out = np.zeros((n_items, 2), np.float32)
+    idx = np.asarray(got["item_index"], np.int64)
+    out[idx, 0], out[idx, 1] = np.log1p(got["n"]), np.log1p(got["recent"])
+    return (out - out.mean(0)) / np.maximum(out.std(0), 1e-6)
 
 
 @torch.no_grad()

@@ -22,10 +22,12 @@ from unirec.model.ranker import FORMAT, RANK_DIR, RankResult
 from unirec.model.towers import TwoTower
 from unirec.store import Store, serving_histories
 from unirec.train.rank.data import (
+    SIGNALS,
     Frozen,
     Samples,
     frozen_items,
     hard_candidates,
+    item_signals,
     load_samples,
     user_side,
 )
@@ -156,12 +158,14 @@ def fit_ranker(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
     torch.manual_seed(cfg.seed)
     train = load_samples(store, "train")
     stats = _check(cfg, train)
-    frozen = frozen_items(model, inp.items["popularity"], device)
+    signals = item_signals(store, inp.n_items) if rc.popularity else None
+    frozen = frozen_items(model, inp.items["popularity"], device, signals)
+    item_names = model.item.token_names + (list(SIGNALS[:1]) if rc.popularity else [])
     n_user_tokens = len(model.user.token_names)
     net = RankNet(n_user_tokens, frozen.item_tokens.shape[1], frozen.item_vecs.shape[1], rc,
                   len(train.type_names), 1.0 / cfg.temperature,
                   ([rc.ids or n != "user_id" for n in model.user.token_names],
-                   [rc.ids or n != "item_id" for n in model.item.token_names])).to(device)
+                   [rc.ids or n != "item_id" for n in item_names])).to(device)
     meta: dict[str, Any] = {
         "format": FORMAT, "model": rc.model, "config": rc.model_dump(mode="json"),
         "n_tokens": n_user_tokens + frozen.item_tokens.shape[1] + 1,
@@ -203,12 +207,12 @@ def fit_ranker(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
     if rc.enabled == "auto" and gain is None:
         meta["note"] = "no validation slice: auto cannot compare, the ranker is off"
     return RankResult(meta, {k: v.cpu().numpy() for k, v in net.state_dict().items()},
-                      _parts(store, model, net, inp, device))
+                      _parts(store, model, net, inp, device, signals))
 
 
 @torch.no_grad()
 def _parts(store: Store, model: TwoTower, net: RankNet, inp: Inputs, device: torch.device,
-           chunk: int = 4096) -> dict[str, np.ndarray]:
+           signals: np.ndarray | None, chunk: int = 4096) -> dict[str, np.ndarray]:
     """Every user's (latest history) and item's projected tokens, for serving."""
     net.eval()
     length = inp.manifest["samples"]["history_length"]
@@ -218,7 +222,7 @@ def _parts(store: Store, model: TwoTower, net: RankNet, inp: Inputs, device: tor
         idx = torch.arange(s, min(s + chunk, inp.n_users), device=device)
         h = torch.from_numpy(hist[s:s + chunk]).to(device)
         users.append(net.user_part(user_side(model, idx, h)[0]).cpu().numpy())
-    frozen = frozen_items(model, inp.items["popularity"], device)
+    frozen = frozen_items(model, inp.items["popularity"], device, signals)
     items = net.item_part(frozen.item_tokens).cpu().numpy()
     return {"user_part": np.concatenate(users).astype(np.float32),
             "item_part": items.astype(np.float32)}
