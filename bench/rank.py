@@ -124,8 +124,8 @@ def run_ml100k(split: Path, work: Path, sets: list[str]) -> dict[str, Any]:
 def run_synthetic(work: Path, sets: list[str]) -> dict[str, Any]:
     data = work / "synthetic"
     shutil.rmtree(data, ignore_errors=True)
-    _unirec("datasets", "synthetic", "--users", "2000", "--items", "1000", "--interactions",
-            "60000", "--out", str(data))
+    _unirec("datasets", "synthetic", "--users", "1000", "--items", "500", "--interactions",
+            "20000", "--out", str(data))
     _unirec("featurize", str(data / "data.json"), "--store", str(data / "store"))
     _unirec("fit", "--store", str(data / "store"), *sets)
     out = subprocess.run([sys.executable, "-m", "unirec", "evaluate", "--store",
