@@ -20,7 +20,7 @@ from unirec.model.interactions import INTERACTIONS, RankNet
 from unirec.model.ranker import Ranker
 from unirec.model.restore import load_model
 from unirec.store import Store, serving_histories
-from unirec.train.rank.data import frozen_items, user_side
+from unirec.train.rank.data import frozen_items, item_signals, user_side
 
 ROOT = Path(__file__).resolve().parents[2]
 MARGIN = 0.03  # relative validation NDCG@10 the ranker must add on the synthetic set
@@ -89,8 +89,9 @@ def test_numpy_ranker_equals_torch(tmp_path, synthetic_store, model) -> None:
         tok, _ = user_side(tower, torch.from_numpy(users), torch.from_numpy(hist))
         up = net.user_part(tok)
         np.testing.assert_allclose(up.numpy(), ranker.user_part[users], atol=1e-5)
+        signals = item_signals(Store(store), rec.n_items + 1)  # train.rank.popularity
         frozen = frozen_items(tower, torch.from_numpy(np.array(rec._a["popularity"])),
-                              torch.device("cpu"))
+                              torch.device("cpu"), signals)
         np.testing.assert_allclose(net.item_part(frozen.item_tokens).numpy(),
                                    ranker.item_part, atol=1e-5)
         u = torch.from_numpy(np.asarray(rec.users[users]))
