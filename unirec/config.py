@@ -399,7 +399,7 @@ def load_config(
     """Resolve defaults < file < ``--set`` overrides < dedicated flags into a Config."""
     data: dict[str, Any] = {}
     if path is not None:
-        data = _read_file(Path(path))
+        data = read_file(Path(path))
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
@@ -417,7 +417,9 @@ def load_config(
         raise ConfigError(f"config {where}: {err['msg']}") from None
 
 
-def _read_file(path: Path) -> dict[str, Any]:
+def read_file(path: Path) -> dict[str, Any]:
+    """A TOML or JSON file as a dict (``ConfigError`` naming the file when it does not parse);
+    config files and ``unirec tune --space`` files are read the same way."""
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     text = path.read_text()

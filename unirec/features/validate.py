@@ -25,9 +25,9 @@ from unirec.features.profile import (
     type_word,
 )
 from unirec.registry import did_you_mean
+from unirec.store.layout import SIDE_OF_SECTION
 
 GROUPS = ("image", "text", "categorical", "continuous", "temporal")
-ID_NAME = {"user_data": "user_id", "item_data": "item_id"}
 INTERACTION_FIELDS = ("user_id", "item_id", "interaction_type", "timestamp", "weight", "rating")
 
 
@@ -242,12 +242,20 @@ KIND_RULES = {
 }
 
 
+def field_column(p: Profile, f: Field, findings: Findings, empty_is_missing: bool) -> Column:
+    """The typed column of one user/item field, by its group's rule (``KIND_RULES``): what
+    featurize applies to a whole section and serving to a new record."""
+    if f.group == "categorical":
+        return categorical_column(p, f, findings, empty_is_missing)
+    return KIND_RULES[f.group](p, f)
+
+
 # ---------------------------------------------------------------- sections
 def entity_columns(
     con: duckdb.DuckDBPyConnection, section: str, findings: Findings, empty_is_missing: bool
 ) -> tuple[Profile, list[Column]]:
     """Validate user_data or item_data; returns the profile and its typed columns."""
-    id_name = ID_NAME[section]
+    id_name = SIDE_OF_SECTION[section].id
     record_keys(con, section, (id_name, *GROUPS))
     duplicate_keys(con, section, GROUPS)
     pairs = group_fields(con, section)
@@ -255,12 +263,7 @@ def entity_columns(
     prof = build_profile(con, section, [(None, id_name), *pairs])
     prof.id_field = prof.fields[0]
     cols = [id_column(prof, prof.id_field, one_type=True)]
-    for f in prof.fields[1:]:
-        rule = KIND_RULES[f.group]
-        if f.group == "categorical":
-            cols.append(rule(prof, f, findings, empty_is_missing))
-        else:
-            cols.append(rule(prof, f))
+    cols += [field_column(prof, f, findings, empty_is_missing) for f in prof.fields[1:]]
     return prof, cols
 
 

@@ -23,10 +23,10 @@ from unirec.features.validate import (
     entity_columns,
     interaction_columns,
 )
-from unirec.featurize.ingest import SECTIONS, load_sources
+from unirec.featurize.ingest import load_sources
+from unirec.store.layout import SECTION_TABLES, SECTIONS
+from unirec.store.sql import ident
 from unirec.version import __version__
-
-TABLE_OF = {"user_data": "users", "item_data": "items", "interactions": "interactions"}
 
 
 def build_raw_tables(con: duckdb.DuckDBPyConnection, data: Path, cfg: Config,
@@ -45,7 +45,8 @@ def build_raw_tables(con: duckdb.DuckDBPyConnection, data: Path, cfg: Config,
     for s in SECTIONS:
         con.execute(f"DROP TABLE IF EXISTS prof_{s}")
         con.execute(f"DROP TABLE IF EXISTS src_{s}")
-    kept = {s: con.execute(f"SELECT count(*) FROM {TABLE_OF[s]}").fetchone()[0] for s in SECTIONS}
+    kept = {s: con.execute(f"SELECT count(*) FROM {SECTION_TABLES[s]}").fetchone()[0]
+            for s in SECTIONS}
     if kept["interactions"] == 0:
         raise DataError("no interactions left to learn from", section="interactions")
     return {
@@ -59,10 +60,6 @@ def build_raw_tables(con: duckdb.DuckDBPyConnection, data: Path, cfg: Config,
     }
 
 
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _entity_table(
     con: duckdb.DuckDBPyConnection,
     prof: Profile,
@@ -71,13 +68,13 @@ def _entity_table(
     findings: Findings,
 ) -> None:
     """users / items: id, position, then one struct column per feature group."""
-    table = TABLE_OF[prof.section]
+    table = SECTION_TABLES[prof.section]
     id_col = cols[0]
     select = [f"{id_col.expr} AS {id_col.name}", "pos AS position"]
     for group in GROUPS:
         members = [c for c in cols[1:] if c.group == group]
         if members:
-            packed = ", ".join(f"{_ident(c.name)} := {c.expr}" for c in members)
+            packed = ", ".join(f"{ident(c.name)} := {c.expr}" for c in members)
             select.append(f"struct_pack({packed}) AS {group}")
     con.execute(f"CREATE TABLE {table} AS SELECT {', '.join(select)} FROM {prof.table} "
                 "ORDER BY pos")

@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import duckdb
-import numpy as np
 
 from unirec.config import Config
 from unirec.features.plan import make_plan
 from unirec.featurize.compile import compile_features, create_index_maps, create_train_window
-from unirec.featurize.ingest import SECTIONS
 from unirec.featurize.progress import Stages, describe_plan
-from unirec.featurize.raw import TABLE_OF, build_raw_tables
-from unirec.featurize.samples import build_samples, write_sequences
+from unirec.featurize.raw import build_raw_tables
+from unirec.featurize.samples import build_samples, item_popularity, write_sequences
 from unirec.featurize.split import assign_splits
 from unirec.store import (
     DB_FILE,
@@ -30,8 +26,9 @@ from unirec.store import (
     connect_for_write,
     storage_version,
 )
-from unirec.store.atomic import building
+from unirec.store.atomic import building, link_or_copy
 from unirec.store.guard import MARKER, MARKER_TEXT, check_replaceable, resolve_store, store_lock
+from unirec.store.layout import SECTION_TABLES, SECTIONS
 from unirec.store.shards import shard_summary, write_shards
 from unirec.version import __version__
 
@@ -89,7 +86,7 @@ def _run(tmp: Path, data: Path, store: Path, cfg: Config, started: float,
                 return describe_plan(con, specs, cfg, report, _base_dir(data))
             stages.next("features")
             _carry_cache(store / "cache", tmp / "cache")
-            popularity = _popularity(con)
+            popularity = item_popularity(con)
             compiled = compile_features(con, specs, cfg, _base_dir(data), tmp, tmp / "cache",
                                         popularity)
             report["embeddings"] = compiled["embeddings"]
@@ -130,19 +127,7 @@ def _carry_cache(old: Path, new: Path) -> None:
     for part in old.rglob("*.parquet"):
         dest = new / part.relative_to(old)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(part, dest)
-        except OSError:
-            shutil.copy2(part, dest)
-
-
-def _popularity(con: duckdb.DuckDBPyConnection) -> np.ndarray:
-    """Train-window weight per item index (index 0 = padding), for the logQ correction."""
-    n_items = con.execute("SELECT count(*) FROM item_map").fetchone()[0]
-    pop = np.zeros(n_items + 1, np.float32)
-    rows = con.execute("SELECT item_index, train_weight FROM item_popularity").fetchnumpy()
-    pop[rows["item_index"].astype(np.int64)] = rows["train_weight"]
-    return pop
+        link_or_copy(part, dest)
 
 
 def _drop_temporaries(con: duckdb.DuckDBPyConnection) -> None:
@@ -183,7 +168,7 @@ def _manifest(store: Path, data: Path, cfg: Config, report: dict[str, Any],
         "input": {**report["input"], "sha256": _file_digest(data)},
         "config": cfg.to_dict(),
         "config_hash": cfg.hash(),
-        "counts": {TABLE_OF[s]: report["sections"][s]["kept"] for s in SECTIONS},
+        "counts": {SECTION_TABLES[s]: report["sections"][s]["kept"] for s in SECTIONS},
         "split": report["split"],
         "samples": report["samples"],
         "features": compiled["features"],

@@ -21,6 +21,7 @@ from unirec.model.plot import plot_metrics
 from unirec.model.ranker import RANK_DIR, RankResult
 from unirec.model.towers import TwoTower
 from unirec.store import Store, serving_histories, write_table
+from unirec.store.layout import SIDES, Side
 
 
 def selection_score(row: dict[str, Any], k: int) -> float:
@@ -47,8 +48,8 @@ def embed_all(model: TwoTower, n: int, side: str, device: torch.device,
     return np.concatenate(out)
 
 
-def _write_table(store: Path, name: str, index: str, id_col: str, map_name: str,
-                 vectors: np.ndarray) -> None:
+def _write_table(store: Path, side: Side, vectors: np.ndarray) -> None:
+    name, index, id_col, map_name = f"{side.name}_embeddings", side.index, side.id, side.map
     flat = pa.array(vectors[1:].reshape(-1), pa.float32())
     arrow = pa.table({index: np.arange(1, len(vectors), dtype=np.int32),
                       "embedding": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])})
@@ -88,6 +89,6 @@ def write_outputs(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
             inp.manifest["config_hash"], "summary": summary}, indent=1) + "\n")
         plot_metrics(work / "metrics.jsonl", out / "metrics.png")
     # after the swap: the tables are for inspection; the served model is the folder
-    _write_table(store.path, "user_embeddings", "user_index", "user_id", "user_map", users)
-    _write_table(store.path, "item_embeddings", "item_index", "item_id", "item_map", items)
+    _write_table(store.path, SIDES["user"], users)
+    _write_table(store.path, SIDES["item"], items)
     return summary

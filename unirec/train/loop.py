@@ -33,6 +33,7 @@ from unirec.model.inputs import Inputs, gather_history, load_inputs
 from unirec.model.outputs import selection_score, write_outputs
 from unirec.model.towers import TwoTower
 from unirec.store import Store
+from unirec.store.csr import csr_rows
 from unirec.store.guard import resolve_store, store_lock
 from unirec.train.coldval import carve, validate_cold
 from unirec.train.data import ShardStream
@@ -119,15 +120,13 @@ def validate(model: TwoTower, inp: Inputs, k: int, device: torch.device, chunk: 
     warm = (inp.items["popularity"] > 0).numpy()
     item_vecs = torch.cat([model.item(items[i:i + chunk]) for i in range(0, len(items), chunk)])
     recs = []
-    indptr, indices = inp.val_exclude
     for s in range(0, len(inp.val_users), chunk):
         users = torch.from_numpy(inp.val_users[s:s + chunk]).to(device)
         hist = torch.from_numpy(inp.val_history[s:s + chunk]).to(device)
         scores = (model.user(users, hist) @ item_vecs.T).float().cpu().numpy()
         scores[:, ~warm] = -np.inf  # the padding item, and items no training sample has
-        e = min(s + chunk, len(inp.val_users))
-        sub = (indptr[s:e + 1] - indptr[s], indices[indptr[s]:indptr[e]])
-        recs.append(topk(scores, k, exclude=sub))
+        rows = np.arange(s, min(s + chunk, len(inp.val_users)))
+        recs.append(topk(scores, k, exclude=csr_rows(inp.val_exclude, rows)))
     model.train()
     m = ranking_metrics(np.concatenate(recs), *inp.val_truth, k=k, n_items=inp.n_items - 1)
     return {f"val_{name}": value for name, value in m.items() if "@" in name or

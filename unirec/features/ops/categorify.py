@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from unirec.features.ops.base import Context, Op, Output, _s
+from unirec.features.ops.base import Context, Op, Output
 from unirec.features.ops.registry import OPS
+from unirec.store.sql import literal
 
 
 @OPS.register("categorify")
@@ -53,7 +54,7 @@ class Categorify(Op):
             self.counts["truncated_rows"] = int(cut)
 
     def transform_sql(self, ctx: Context) -> str:
-        vocab = f"(SELECT value, index FROM vocab WHERE field = '{_s(self.spec.key)}')"
+        vocab = f"(SELECT value, index FROM vocab WHERE field = {literal(self.spec.key)})"
         src = ctx.value_sql(self.spec)
         if not self.multi:
             return (f"SELECT s.key, coalesce(v.index, 0)::INTEGER AS {self.col()} "

@@ -79,7 +79,6 @@ class FloatSequence(Op):
         s = self.state["stats"]
         scaled = (f"list_transform(list_slice(coalesce(value, []), -{n}, -1), lambda x: "
                   f"((x - {s['mean']!r}) / {s['std'] or 1.0!r})::FLOAT)")
-        pad = f"list_resize([]::FLOAT[], {n} - len({scaled}), 0)"
-        return (f"SELECT key, list_concat({pad}, {scaled}) AS {self.col()}, "
+        return (f"SELECT key, {pad_left_sql(scaled, n, 'FLOAT')} AS {self.col()}, "
                 f"least(len(coalesce(value, [])), {n})::INTEGER AS {self.col('.length')} "
                 f"FROM ({ctx.value_sql(self.spec)})")

@@ -17,17 +17,8 @@ import numpy as np
 import torch
 
 from unirec.model.inputs import Inputs
+from unirec.store.csr import csr_rows
 from unirec.train.rank.data import Samples
-
-
-def _rows(csr: tuple[np.ndarray, np.ndarray], keep: np.ndarray
-          ) -> tuple[np.ndarray, np.ndarray]:
-    """The CSR's rows where ``keep``."""
-    ptr, ind = csr
-    lengths = np.diff(ptr)[keep]
-    out = np.concatenate([[0], np.cumsum(lengths)])
-    take = np.repeat(ptr[:-1][keep] - out[:-1], lengths) + np.arange(out[-1])
-    return out, ind[take]
 
 
 def _subset(s: Samples, mask: np.ndarray) -> Samples:
@@ -44,7 +35,8 @@ def split_validation(inp: Inputs, val: Samples, share: float, seed: int
     rest = ~chosen
     judged = dataclasses.replace(
         inp, val_users=inp.val_users[rest], val_history=inp.val_history[rest],
-        val_truth=_rows(inp.val_truth, rest), val_exclude=_rows(inp.val_exclude, rest))
+        val_truth=csr_rows(inp.val_truth, np.flatnonzero(rest)),
+        val_exclude=csr_rows(inp.val_exclude, np.flatnonzero(rest)))
     return _subset(val, learn), judged, _subset(val, ~learn)
 
 
