@@ -76,7 +76,7 @@ class Frozen:
 
     item_tokens: torch.Tensor  # (n_items, Ti, d)
     item_vecs: torch.Tensor  # (n_items, d)
-    allowed: torch.Tensor  # (n_items,) bool: warm items (not the padding row)
+    allowed: torch.Tensor  # (n_items,) bool: candidates (every item but the padding row)
 
 
 @torch.no_grad()
@@ -92,7 +92,11 @@ def frozen_items(model: TwoTower, popularity: torch.Tensor, device: torch.device
         tok = model.item.tokens(model.item.gather(idx), idx)
         tokens.append(tok.float())
         vecs.append(model.item.fuse(tok).float())
-    allowed = (popularity > 0).to(device)
+    # every item but the padding row: the pool serving re-ranks holds items no training
+    # sample has (only in the validation slice, or new), so training and validation draw
+    # from it too -- restricted to warm items, the ranker never saw those and scored them
+    # at random, above everything (MovieLens temporal test NDCG@10 0.23 -> 0.07)
+    allowed = torch.ones(n, dtype=torch.bool, device=device)
     allowed[0] = False
     tokens_all = torch.cat(tokens)
     if signals is not None:
