@@ -44,7 +44,8 @@ def test_ranking_beats_retrieval_on_interaction_effects(ranked_store) -> None:
     assert out.exit_code == 0, out.output
     got = json.loads(out.stdout)
     assert got["stage"] == "rank" and got["ndcg@10"] == got["rank_ndcg@10"]
-    assert "retrieve_ndcg@10" in got
+    # and it holds on the test split, as served (a train/serve skew shows here first)
+    assert got["rank_ndcg@10"] >= got["retrieve_ndcg@10"], got
     retrieve = json.loads(invoke("evaluate", "--store", ranked_store, "--stage", "retrieve",
                                  "--format", "json").stdout)
     assert retrieve["stage"] == "retrieve" and retrieve["ndcg@10"] == got["retrieve_ndcg@10"]
