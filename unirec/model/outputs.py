@@ -77,6 +77,8 @@ def write_outputs(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
     if ranker is not None:
         summary["rank"] = {k: ranker.meta.get(k) for k in ("model", "active", "best_epoch",
                                                            "validation", "note")}
+    if "warm_start" in state:
+        summary["warm_start"] = state["warm_start"]
     with workdir.publish(store, inp.manifest) as out:
         save_weights(out / "model.safetensors", model, {"format": "unirec-two-tower"})
         np.save(out / "user_embeddings.npy", users)
