@@ -260,7 +260,9 @@ class _Objective:
         # last epoch) would only add time; the tuned config keeps the base's rank settings
         rank = {**self.base.train.rank.model_dump(), "enabled": False}
         cfg = self.base.model_copy(update={"train": TrainConfig.model_validate(
-            {**self.base.train.model_dump(), **params, "rank": rank})})
+            # a trial is judged on validation: no refit on it (the chosen config keeps the
+            # base's train.refit), and no ranking stage
+            {**self.base.train.model_dump(), **params, "refit": False, "rank": rank})})
         best = {"value": -math.inf, "epoch": 0, "epochs": 0}
         started = time.perf_counter()
 

@@ -73,7 +73,8 @@ def write_outputs(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
     items = embed_all(model, inp.n_items, "item", device)
     best = max(state["history"], key=lambda r: selection_score(r, cfg.eval_k))
     summary = {"epochs": state["epoch"], "best_epoch": best["epoch"], "best": best,
-               "n_users": inp.n_users - 1, "n_items": inp.n_items - 1, "dim": cfg.dim}
+               "n_users": inp.n_users - 1, "n_items": inp.n_items - 1, "dim": cfg.dim,
+               "refit_epochs": state.get("refit_epochs", 0)}
     if ranker is not None:
         summary["rank"] = {k: ranker.meta.get(k) for k in ("model", "active", "best_epoch",
                                                            "validation", "note")}
