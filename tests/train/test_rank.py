@@ -71,6 +71,7 @@ def test_numpy_ranker_equals_torch(tmp_path, synthetic_store, model) -> None:
     store = copy_store(synthetic_store, tmp_path / "store")
     out = invoke("fit", "--store", store, "--epochs", "1", "--set", "train.dim=16",
                  "--set", f"train.rank.model={model}", "--set", "train.rank.enabled=true",
+                 "--set", "train.refit=false",  # load_model rebuilds the unrefit towers
                  "--set", "train.rank.epochs=1", "--set", "train.rank.max_samples=512",
                  "--set", 'train.rank.heads={"interaction_type": 1.0}')
     assert out.exit_code == 0, out.output
