@@ -45,6 +45,7 @@ def run(n: int = 200_000, epochs: int = 3, batch_size: int = 1024) -> dict[str, 
                          *flags], timeout_s=1800)
             rows = [json.loads(x) for x in (store / "model" / "metrics.jsonl").read_text()
                     .splitlines()] if r.rc == 0 else []
+            rows = [x for x in rows if "stage" not in x]  # the ranking stage's rows
             results["variants"][name] = {
                 "rc": r.rc, "wall_s": round(r.wall_s, 2), "peak_rss_mb": round(r.peak_rss_mb),
                 "others_cores": round(r.others_cores, 2),

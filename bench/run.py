@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import featurize, fit_speed, fit_step, incremental, ingest, quality, serve_speed
+from bench import featurize, fit_speed, fit_step, incremental, ingest, quality, rank, serve_speed
 from bench.harness import ROOT, environment
 
 
@@ -69,6 +69,8 @@ STEPS: list[Step] = [
          fit_step.for_run, fit_step.markdown),
     Step("quality", "Quality on MovieLens-100K: unirec's defaults against tuned peers",
          quality.run, quality.markdown, quality.figures),
+    Step("rank", "Quality: retrieval alone against retrieval + ranking",
+         lambda quick: rank.run(quick), rank.markdown),
     Step("serve", "Serve: recommend latency and throughput, in process, CLI and HTTP",
          serve_speed.run, serve_speed.markdown),
     Step("incremental", "Incremental: featurize --append and fit --warm-start against a full "

@@ -159,12 +159,31 @@ def holdout_store(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def fitted_store(tmp_path_factory, synthetic_store) -> Path:
     """A copy of ``synthetic_store`` with a small model fitted (3 epochs, dim 32): what the
-    serving tests query. Read-only for its users: copy it before writing."""
+    serving tests query. Retrieval only (no ranking stage), so answers are the dot products
+    those tests check; ``ranked_store`` has both stages. Read-only for its users: copy it
+    before writing."""
     from unirec import fit
-    from unirec.config import Config, TrainConfig
+    from unirec.config import Config, RankConfig, TrainConfig
 
     store = copy_store(synthetic_store, tmp_path_factory.mktemp("fitted") / "store")
-    fit(store, Config(train=TrainConfig(epochs=3, dim=32, batch_size=256)), progress=False)
+    fit(store, Config(train=TrainConfig(epochs=3, dim=32, batch_size=256,
+                                        rank=RankConfig(enabled=False))), progress=False)
+    return store
+
+
+@pytest.fixture(scope="session")
+def ranked_store(tmp_path_factory, synthetic_store) -> Path:
+    """``synthetic_store`` fitted through ``unirec fit`` with both stages: retrieval (3
+    epochs, dim 32) and the ranking stage (DCN, auto) with an interaction_type head, fit on
+    the training samples (this store's validation slice, ~800 interactions, is too small to
+    learn the planted interactions from; the default fit_on=validation is for real sizes).
+    Read-only for its users: copy it before writing."""
+    store = copy_store(synthetic_store, tmp_path_factory.mktemp("ranked") / "store")
+    out = invoke("fit", "--store", store, "--epochs", "3", "--set", "train.dim=32",
+                 "--set", "train.batch_size=256", "--set", "train.rank.fit_on=train",
+                 "--set", "train.rank.batch_size=256", "--set",
+                 'train.rank.heads={"interaction_type": 0.3}')
+    assert out.exit_code == 0, out.output
     return store
 
 

@@ -64,6 +64,16 @@ def register_loss(name: str, loss: Any = None, *, replace: bool = False) -> Any:
     return LOSSES.register(name, loss, replace=replace)
 
 
+def register_interaction(name: str, model: Any = None, *, replace: bool = False) -> Any:
+    """Register a ranking-stage interaction model (``train.rank.model``): an ``nn.Module``
+    built as ``cls(n_tokens, dim, rank_config)`` with ``out_dim``, mapping (N, n_tokens, dim)
+    to (N, out_dim); see ``unirec.model.interactions``. Usable as a decorator."""
+    require_extra("train", "register_interaction")
+    from unirec.model.interactions import INTERACTIONS
+
+    return INTERACTIONS.register(name, model, replace=replace)
+
+
 def fit(store: Any = "unirec-store", config: Any = None, **kwargs: Any) -> dict[str, Any]:
     """Train the two-tower model on a store (see ``unirec.train.loop.fit``)."""
     from unirec.train import fit as _fit
@@ -112,6 +122,7 @@ __all__ = [
     "similar",
     "fit",
     "register_encoder",
+    "register_interaction",
     "register_loss",
     "Config",
     "ConfigError",

@@ -256,10 +256,13 @@ class _Objective:
         from unirec.train import fit
 
         params = {name: p.suggest(trial) for name, p in self.space.items()}
+        # trials score retrieval's validation epochs: the ranking stage (trained after the
+        # last epoch) would only add time; the tuned config keeps the base's rank settings
+        rank = {**self.base.train.rank.model_dump(), "enabled": False}
         cfg = self.base.model_copy(update={"train": TrainConfig.model_validate(
             # a trial is judged on validation: no refit on it (the chosen config keeps the
-            # base's train.refit)
-            {**self.base.train.model_dump(), **params, "refit": False})})
+            # base's train.refit), and no ranking stage
+            {**self.base.train.model_dump(), **params, "refit": False, "rank": rank})})
         best = {"value": -math.inf, "epoch": 0, "epochs": 0}
         started = time.perf_counter()
 

@@ -165,6 +165,17 @@ def fit(store: Path, config_file: Path | None, overrides: tuple[str, ...], epoch
     how = "warm-started and trained" if warm_start else "trained"
     click.echo(f"{how} {summary['epochs']} epochs; best epoch {summary['best_epoch']}: "
                f"{metrics or 'no validation slice'}; model in {store / 'model'}")
+    rank = summary.get("rank")
+    if rank:
+        val = rank.get("validation") or {}
+        k = cfg.train.eval_k
+        figures = (f": validation NDCG@{k} {val[f'val_rank_ndcg@{k}']:.4f} against "
+                   f"{val[f'val_retrieval_ndcg@{k}']:.4f} for retrieval alone"
+                   if f"val_rank_ndcg@{k}" in val else "")
+        why = rank.get("note") or "it did not beat retrieval"
+        state = "in use" if rank["active"] else f"not used ({why})"
+        click.echo(f"ranking stage ({rank['model']}, epoch {rank['best_epoch']}){figures}; "
+                   f"{state}")
 
 
 @cli.command()

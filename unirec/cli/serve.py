@@ -20,6 +20,14 @@ from unirec.errors import QueryError
 
 K_OPTION = click.option("-k", "k", type=click.IntRange(1), default=10, show_default=True,
                         help="How many items.")
+STAGE_OPTION = click.option(
+    "--stage", type=click.Choice(["auto", "rank", "retrieve"]), default="auto",
+    show_default=True, help="auto: re-rank the retrieved candidates with the ranking stage "
+    "when fit kept one (docs/ranking.md); rank: always; retrieve: the retrieval list alone.")
+CANDIDATES_N_OPTION = click.option(
+    "--candidates-n", type=click.IntRange(1), default=None,
+    help="How many retrieved items the ranking stage re-orders [default: the model's "
+    "train.rank.serve_candidates, 200].")
 CANDIDATES_OPTION = click.option(
     "--candidates", type=click.Path(dir_okay=False, path_type=Path),
     help="A CSV file with an item_id column: rank only these items.")
@@ -89,11 +97,13 @@ def _with_titles(store: Path, columns: dict[str, Any], item_ids: np.ndarray) -> 
               "and features that matter most (see `unirec explain`); with --all-users, into "
               "the store's explanations table.")
 @TOP_OPTION
+@STAGE_OPTION
+@CANDIDATES_N_OPTION
 @FORMAT_OPTION
 def recommend(store: Path, user: str | None, users: str | None, users_file: Path | None,
               all_users: bool, user_json: str | None, k: int, include_seen: bool,
               candidates: Path | None, fallback: str | None, ann: bool, out: Path | None,
-              why: bool, top: int, fmt: str) -> None:
+              why: bool, top: int, stage: str, candidates_n: int | None, fmt: str) -> None:
     """Top-K items for users, with the items they have seen left out."""
     from unirec.serve import api
 
@@ -114,10 +124,10 @@ def recommend(store: Path, user: str | None, users: str | None, users_file: Path
         explain_users(store, names, None, k, top, not include_seen, fmt, out)
         return
     if all_users:
-        _all_users(store, k, not include_seen, candidates, out, fmt)
+        _all_users(store, k, not include_seen, candidates, out, fmt, stage, candidates_n)
         return
     opts = {"store": store, "exclude_seen": not include_seen, "candidates": candidates,
-            "ann": ann}
+            "ann": ann, "stage": stage, "candidates_n": candidates_n}
     if user_json is not None:
         records = _records(user_json, "--user-json")
         ids, scores = api.recommend(k=k, user_records=records, **opts)
@@ -142,7 +152,8 @@ def recommend(store: Path, user: str | None, users: str | None, users_file: Path
 
 
 def _all_users(store: Path, k: int, exclude_seen: bool, candidates: Path | None,
-               out: Path | None, fmt: str) -> None:
+               out: Path | None, fmt: str, stage: str = "auto",
+               candidates_n: int | None = None) -> None:
     """Stream every user's top-K in blocks, so memory stays flat in the number of users."""
     from unirec.serve import api
 
@@ -150,7 +161,8 @@ def _all_users(store: Path, k: int, exclude_seen: bool, candidates: Path | None,
     sink = out.open("w") if out is not None and out.suffix != ".parquet" else None
     try:
         for n, (user_ids, idx, item_ids, scores) in enumerate(
-                api.all_users(k, store=store, exclude_seen=exclude_seen, candidates=candidates)):
+                api.all_users(k, store=store, exclude_seen=exclude_seen, candidates=candidates,
+                              stage=stage, candidates_n=candidates_n)):
             rows, cols = np.nonzero(idx > 0)
             block = {"user_id": user_ids[rows], "item_id": item_ids[rows, cols],
                      "rank": cols + 1, "score": scores[rows, cols]}
@@ -270,12 +282,16 @@ def embed(side: str, store: Path, out: Path) -> None:
 @K_OPTION
 @click.option("--recs-out", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the top-K lists as user_id,item_id,rank CSV.")
+@STAGE_OPTION
+@CANDIDATES_N_OPTION
 @FORMAT_OPTION
-def evaluate(store: Path, k: int, recs_out: Path | None, fmt: str) -> None:
-    """Recall, NDCG, HR, Precision, MAP@K and coverage on the store's test split."""
+def evaluate(store: Path, k: int, recs_out: Path | None, stage: str, candidates_n: int | None,
+             fmt: str) -> None:
+    """Recall, NDCG, HR, Precision, MAP@K and coverage on the store's test split; with a
+    ranking stage, retrieval alone and retrieval + ranking side by side."""
     from unirec.serve.evaluate import evaluate as run
 
-    result = run(store, k, recs_out)
+    result = run(store, k, recs_out, stage=stage, candidates_n=candidates_n)
     if fmt == "json":
         click.echo(json.dumps(result))
         return

@@ -18,6 +18,7 @@ from unirec.model.bundle import write_bundle
 from unirec.model.checkpoint import load_weights, save_weights
 from unirec.model.inputs import Inputs
 from unirec.model.plot import plot_metrics
+from unirec.model.ranker import RANK_DIR, RankResult
 from unirec.model.towers import TwoTower
 from unirec.store import Store, serving_histories, write_table
 from unirec.store.layout import SIDES, Side
@@ -57,9 +58,11 @@ def _write_table(store: Path, side: Side, vectors: np.ndarray) -> None:
 
 
 def write_outputs(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
-                  state: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """Best weights -> embeddings for every user (with their latest history) and item, in a
-    new model folder swapped in whole (``workdir.publish``); then the SQL tables."""
+                  state: dict[str, Any], device: torch.device,
+                  ranker: RankResult | None = None) -> dict[str, Any]:
+    """Best weights -> embeddings for every user (with their latest history) and item, and
+    the ranking stage's files (``rank/``), in a new model folder swapped in whole
+    (``workdir.publish``); then the SQL tables."""
     work = workdir.work_dir(store)
     if not (work / "best.safetensors").is_file():
         raise StoreError("training produced no usable epoch (the loss was never finite): "
@@ -72,6 +75,9 @@ def write_outputs(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
     summary = {"epochs": state["epoch"], "best_epoch": best["epoch"], "best": best,
                "n_users": inp.n_users - 1, "n_items": inp.n_items - 1, "dim": cfg.dim,
                "refit_epochs": state.get("refit_epochs", 0)}
+    if ranker is not None:
+        summary["rank"] = {k: ranker.meta.get(k) for k in ("model", "active", "best_epoch",
+                                                           "validation", "note")}
     if "warm_start" in state:
         summary["warm_start"] = state["warm_start"]
     with workdir.publish(store, inp.manifest) as out:
@@ -79,6 +85,8 @@ def write_outputs(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
         np.save(out / "user_embeddings.npy", users)
         np.save(out / "item_embeddings.npy", items)
         write_bundle(store, out, inp.items["popularity"].numpy())
+        if ranker is not None:
+            ranker.save(out / RANK_DIR)
         (out / "config.json").write_text(json.dumps({
             "train": cfg.model_dump(mode="json"), "store_config_hash":
             inp.manifest["config_hash"], "summary": summary}, indent=1) + "\n")

@@ -80,7 +80,8 @@ def _ids(rec: Recommender, idx: np.ndarray) -> np.ndarray:
 def recommend(users: Any = None, k: int = 10, *, store: StorePath = "unirec-store",
               exclude_seen: bool = True, candidates: Sequence[Any] | str | Path | None = None,
               fallback: str | None = None, user_records: list[dict[str, Any]] | None = None,
-              ann: bool = False) -> tuple[np.ndarray, np.ndarray]:
+              ann: bool = False, stage: str = "auto", candidates_n: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` ``(item_ids, scores)`` for one user id, many (a list), or new user records.
 
     One id gives 1-D arrays (fewer than ``k`` when the catalogue runs out); a list of ids or
@@ -90,10 +91,16 @@ def recommend(users: Any = None, k: int = 10, *, store: StorePath = "unirec-stor
     excluded unless ``exclude_seen=False``; ``candidates`` (ids or a CSV path) restricts the
     catalogue; ``fallback="popular"`` answers unknown users with the most popular items;
     ``ann`` uses the approximate index (the ``ann`` extra) instead of the exact scan.
+    ``stage``: 'auto' re-ranks the top ``candidates_n`` (default 200) with the ranking stage
+    when fit kept one, 'rank' always does, 'retrieve' never (new users given as records are
+    answered by retrieval alone).
     """
     rec = Recommender.load(store)
     cand = candidate_index(rec, candidates)
     if user_records is not None:
+        if stage == "rank":
+            raise QueryError("the ranking stage answers known users: new users given as "
+                             "records are ranked by retrieval alone (stage auto or retrieve)")
         vectors = record_vectors(store, rec, "user", user_records)
         from unirec.serve.cold import record_history_index
 
@@ -109,7 +116,8 @@ def recommend(users: Any = None, k: int = 10, *, store: StorePath = "unirec-stor
     if fallback is None and (index < 0).any():
         raise QueryError(_unknown_message(rec, ids[int(np.argmax(index < 0))]))
     idx, scores = rec.recommend_index(index, k, exclude_seen=exclude_seen, candidates=cand,
-                                      fallback=fallback, ann=ann)
+                                      fallback=fallback, ann=ann, stage=stage,
+                                      candidates_n=candidates_n)
     if many:
         return _ids(rec, idx), scores
     keep = idx[0] > 0
@@ -161,16 +169,19 @@ def embeddings(side: str, *, store: StorePath = "unirec-store") -> tuple[np.ndar
 
 
 def all_users(k: int = 10, *, store: StorePath = "unirec-store", exclude_seen: bool = True,
-              candidates: Sequence[Any] | str | Path | None = None, chunk: int = 4096
+              candidates: Sequence[Any] | str | Path | None = None, chunk: int = 4096,
+              stage: str = "auto", candidates_n: int | None = None
               ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """Yield ``(user_ids, item_index, item_ids, scores)`` blocks of ``chunk`` users: every
     user's top-K without holding the whole (users x k) answer in memory at once.
 
     ``item_index`` is the ``(n, k)`` item index matrix (0 where a row ran short) that
-    ``item_ids`` names; a writer that only wants ids ignores it."""
+    ``item_ids`` names; a writer that only wants ids ignores it. ``stage`` and
+    ``candidates_n`` as for ``recommend``."""
     rec = Recommender.load(store)
     cand = candidate_index(rec, candidates)
     for lo in range(1, rec.n_users + 1, chunk):
         users = np.arange(lo, min(lo + chunk, rec.n_users + 1))
-        idx, scores = rec.recommend_index(users, k, exclude_seen=exclude_seen, candidates=cand)
+        idx, scores = rec.recommend_index(users, k, exclude_seen=exclude_seen, candidates=cand,
+                                          stage=stage, candidates_n=candidates_n)
         yield rec.user_ids(users), idx, _ids(rec, idx), scores

@@ -32,9 +32,12 @@ def split_pairs(store: Store) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
 
 
 def evaluate(store: str | Path = "unirec-store", k: int = 10,
-             recs_out: str | Path | None = None) -> dict[str, Any]:
-    """Ranking metrics at ``k`` on the test split; ``recs_out`` also writes the lists as a
-    ``user_id,item_id,rank`` CSV (the protocol evaluator's input)."""
+             recs_out: str | Path | None = None, *, stage: str = "auto",
+             candidates_n: int | None = None) -> dict[str, Any]:
+    """Ranking metrics at ``k`` on the test split, of the lists ``stage`` serves (see
+    ``Recommender.rank_stages``); ``recs_out`` also writes them as a ``user_id,item_id,rank``
+    CSV (the protocol evaluator's input). With a ranking stage, ``retrieve_*`` and
+    ``rank_*`` give both stages' Recall/NDCG side by side, whichever one is served."""
     rec = Recommender.load(store)
     tu, ti, bu, bi = split_pairs(Store(store))
     if len(tu) == 0:
@@ -45,15 +48,26 @@ def evaluate(store: str | Path = "unirec-store", k: int = 10,
     keep = (pos_b < len(users)) & (users[np.minimum(pos_b, len(users) - 1)] == bu)
     truth = csr_from_pairs(pos_t, ti, len(users))
     exclude = csr_from_pairs(pos_b[keep], bi[keep], len(users))
-    idx, _ = rec.rank(rec.users[users], k, exclude)
-    metrics = ranking_metrics(idx, *truth, k=k, n_items=rec.n_items,
-                              exclude_indptr=exclude[0], exclude_indices=exclude[1])
+    ranker = rec.stage_ranker(stage)
+    served = "rank" if ranker is not None else "retrieve"
+    lists = {"retrieve": rec.rank(rec.users[users], k, exclude)[0]}
+    if rec.ranker is not None and stage != "retrieve":
+        lists["rank"] = rec.rank_stages(users, rec.users[users], k, exclude, stage="rank",
+                                        candidates_n=candidates_n)[0]
+    scored = {name: ranking_metrics(idx, *truth, k=k, n_items=rec.n_items,
+                                    exclude_indptr=exclude[0], exclude_indices=exclude[1])
+              for name, idx in lists.items()}
+    metrics = scored[served]
     if recs_out is not None:
-        _write_recs(rec, users, idx, Path(recs_out))
-    return {"k": k, "users": int(len(users)), "items": rec.n_items,
-            **{name: metrics[name] for name in (f"recall@{k}", f"ndcg@{k}", f"hr@{k}",
-                                                f"precision@{k}", f"map@{k}", "coverage")},
-            "train_violations": metrics["train_violations"]}
+        _write_recs(rec, users, lists[served], Path(recs_out))
+    out = {"k": k, "users": int(len(users)), "items": rec.n_items, "stage": served,
+           **{name: metrics[name] for name in (f"recall@{k}", f"ndcg@{k}", f"hr@{k}",
+                                               f"precision@{k}", f"map@{k}", "coverage")},
+           "train_violations": metrics["train_violations"]}
+    if len(scored) > 1:
+        for name, m in scored.items():
+            out.update({f"{name}_{key}@{k}": m[f"{key}@{k}"] for key in ("recall", "ndcg")})
+    return out
 
 
 def _write_recs(rec: Recommender, users: np.ndarray, idx: np.ndarray, path: Path) -> None:

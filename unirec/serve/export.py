@@ -1,4 +1,5 @@
-"""Export the trained towers as ONNX, for serving stacks that run no Python or no torch.
+"""Export the trained towers (and the ranking stage, when the model has one) as ONNX, for
+serving stacks that run no Python or no torch.
 
 Each tower becomes one graph from its compiled feature columns (the rows of
 ``tensors/{users,items}.safetensors``, i.e. what ``featurize`` or
@@ -31,6 +32,8 @@ import torch
 from torch import nn
 
 from unirec.errors import MissingExtraError
+from unirec.model.interactions import RankNet
+from unirec.model.ranker import Ranker
 from unirec.model.restore import load_model
 from unirec.model.towers import Tower
 
@@ -128,5 +131,60 @@ def export_onnx(store: str | Path, out: str | Path) -> dict[str, Any]:
                                 "output": {"name": "embedding", "dtype": "float32",
                                            "shape": ["batch", spec["dim"]],
                                            "meaning": "L2-normalised vector; score = dot"}}
+    ranker = Ranker.load(Path(store) / "model")
+    if ranker is not None:
+        spec["ranker"] = _export_ranker(ranker, out)
     (out / "towers.json").write_text(json.dumps(spec, indent=1) + "\n")
     return spec
+
+
+class RankGraph(nn.Module):
+    """The ranking stage after its per-entity parts: (user_part, item_part, u, v, score) ->
+    each head's output, in ``names`` order."""
+
+    def __init__(self, net: RankNet) -> None:
+        super().__init__()
+        self.net = net
+        self.names = list(net.heads)
+
+    def forward(self, user_part: torch.Tensor, item_part: torch.Tensor, u: torch.Tensor,
+                v: torch.Tensor, score: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.net(user_part, item_part, u, v, score)
+        return tuple(out[name] for name in self.names)
+
+
+def _export_ranker(ranker: Ranker, out: Path) -> dict[str, Any]:
+    """``ranker.onnx``: the graph from precomputed parts (``model/rank/user_part.npy``,
+    ``item_part.npy``, rows by entity index) and the retrieval vectors and scores."""
+    from unirec.config import RankConfig
+
+    meta = ranker.meta
+    tu, h = ranker.user_part.shape[1:]
+    ti = ranker.item_part.shape[1]
+    d = ranker.w["pair.weight"].shape[1] - 1
+    net = RankNet(tu, ti, d, RankConfig(**meta["config"]), len(meta["type_names"]))
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in ranker.w.items()})
+    graph = RankGraph(net).eval()
+    b, c = 2, 3
+    args = (torch.zeros(b, tu, h), torch.zeros(b, c, ti, h), torch.zeros(b, d),
+            torch.zeros(b, c, d), torch.zeros(b, c))
+    names = ["user_part", "item_part", "u", "v", "score"]
+    axes = {n: {0: "batch"} for n in names}
+    for n in ("item_part", "v", "score", *graph.names):
+        axes[n] = {0: "batch", 1: "candidates"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(graph, args, str(out / "ranker.onnx"), input_names=names,
+                          output_names=graph.names, dynamic_axes=axes, opset_version=OPSET,
+                          dynamo=False)
+    return {"file": "ranker.onnx", "model": meta["model"], "inputs": [
+        {"name": "user_part", "shape": ["batch", tu, h],
+         "meaning": "model/rank/user_part.npy rows of the users"},
+        {"name": "item_part", "shape": ["batch", "candidates", ti, h],
+         "meaning": "model/rank/item_part.npy rows of the candidates"},
+        {"name": "u", "shape": ["batch", d], "meaning": "the users' retrieval vectors"},
+        {"name": "v", "shape": ["batch", "candidates", d],
+         "meaning": "the candidates' retrieval vectors"},
+        {"name": "score", "shape": ["batch", "candidates"], "meaning": "u . v"}],
+        "outputs": graph.names, "blend": meta["config"]["blend"],
+        "meaning": "the served score is 'rank' plus the blend terms (rank.json's stats)"}

@@ -2,8 +2,10 @@
 
 Endpoints (every answer is JSON; items are ``{"item_id", "score", "title"?}``, best first):
 
-- ``GET /recommend?user=ID&k=10[&exclude_seen=true][&fallback=popular]``: a known user's
-  top-K from the precomputed vectors (numpy). An unknown user is 404 unless
+- ``GET /recommend?user=ID&k=10[&exclude_seen=true][&fallback=popular][&stage=auto]
+  [&candidates_n=200]``: a known user's top-K from the precomputed vectors, re-ranked by
+  the ranking stage (``stage``: auto, rank or retrieve; ``"stage"`` in the answer says which
+  ran; numpy). An unknown user is 404 unless
   ``fallback=popular``, which answers with the most popular items (``"fallback": "popular"``
   in the answer says so).
 - ``POST /recommend`` with ``{"user_id": ID, "k": 10, ...}`` (as above) or ``{"user":
@@ -61,6 +63,8 @@ class RecommendBody(BaseModel):
     k: StrictInt = Field(10, ge=1)
     exclude_seen: bool = True
     fallback: Literal["popular"] | None = None
+    stage: Literal["auto", "rank", "retrieve"] = "auto"
+    candidates_n: StrictInt | None = Field(None, ge=1)
 
 
 class SimilarBody(BaseModel):
@@ -143,17 +147,19 @@ def create_app(store: str | Path = "unirec-store", *, cold: bool = True,
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
         return _error(500, f"internal error ({type(exc).__name__}); see the server log")
 
-    def known_user(user: Id, k: int, exclude_seen: bool, fallback: str | None
-                   ) -> dict[str, Any]:
+    def known_user(user: Id, k: int, exclude_seen: bool, fallback: str | None,
+                   stage: str = "auto", candidates_n: int | None = None) -> dict[str, Any]:
         rec = Recommender.load(store)
         index = int(rec.user_index([user])[0])
         if index < 0 and fallback is None:
             raise NotFound(f"user {user!r} is not in the store ({rec.n_users} users): POST "
                            "their features as {\"user\": {...}}, or add fallback=popular")
         ids, scores = api.recommend(user, min(k, rec.n_items), store=store,
-                                    exclude_seen=exclude_seen, fallback=fallback)
+                                    exclude_seen=exclude_seen, fallback=fallback, stage=stage,
+                                    candidates_n=candidates_n)
+        ranked = index > 0 and rec.stage_ranker(stage) is not None
         out = {"user": _plain(rec.user_ids(np.array([index]))[0]) if index > 0 else user,
-               "items": _items(rec, ids, scores)}
+               "stage": "rank" if ranked else "retrieve", "items": _items(rec, ids, scores)}
         return out if index > 0 else {**out, "fallback": fallback}
 
     def need_cold(what: str) -> None:
@@ -166,19 +172,23 @@ def create_app(store: str | Path = "unirec-store", *, cold: bool = True,
         rec = Recommender.load(store)
         return {"status": "ok", "store": str(store), "users": rec.n_users,
                 "items": rec.n_items, "dim": int(rec.items.shape[1]),
-                "cold_start": encoder is not None, "title_field": rec.title_field}
+                "cold_start": encoder is not None, "title_field": rec.title_field,
+                "ranking_stage": rec.ranker is not None and rec.ranker.active}
 
     @app.get("/recommend")
     def recommend_get(user: str, k: int = Query(10, ge=1), exclude_seen: bool = True,
-                      fallback: Literal["popular"] | None = None) -> dict[str, Any]:
-        return known_user(user, k, exclude_seen, fallback)
+                      fallback: Literal["popular"] | None = None,
+                      stage: Literal["auto", "rank", "retrieve"] = "auto",
+                      candidates_n: int | None = Query(None, ge=1)) -> dict[str, Any]:
+        return known_user(user, k, exclude_seen, fallback, stage, candidates_n)
 
     @app.post("/recommend")
     def recommend_post(body: RecommendBody) -> dict[str, Any]:
         if (body.user is None) == (body.user_id is None):
             raise UnirecError("give exactly one of user (a record of a new user) or user_id")
         if body.user_id is not None:
-            return known_user(body.user_id, body.k, body.exclude_seen, body.fallback)
+            return known_user(body.user_id, body.k, body.exclude_seen, body.fallback,
+                              body.stage, body.candidates_n)
         need_cold("user")
         rec = Recommender.load(store)
         record = folders.confine(body.user, "user")

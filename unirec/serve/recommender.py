@@ -77,6 +77,7 @@ class Recommender:
         self.items: np.ndarray = arrays["item_embeddings"]
         self._a = arrays
         self._ann = None  # the approximate index, loaded on first --ann query
+        self._ranker: Any = False  # the ranking stage, loaded on first use (None: none)
 
     # ---- loading -------------------------------------------------------------------
     @classmethod
@@ -171,6 +172,47 @@ class Recommender:
         return self.meta.get("title_field")
 
     # ---- ranking -------------------------------------------------------------------
+    @property
+    def ranker(self) -> Any:
+        """The ranking stage (``unirec.model.ranker.Ranker``) fit left, or None."""
+        if self._ranker is False:
+            from unirec.model.ranker import Ranker
+
+            self._ranker = Ranker.load(self.model_dir)
+        return self._ranker
+
+    def stage_ranker(self, stage: str) -> Any:
+        """The ranker a query at ``stage`` uses: 'auto' -- the ranker when fit kept it,
+        'rank' -- the ranker even when auto dropped it, 'retrieve' -- none."""
+        from unirec.model.ranker import STAGES
+
+        if stage not in STAGES:
+            raise QueryError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
+        if stage == "retrieve":
+            return None
+        ranker = self.ranker
+        if stage == "rank" and ranker is None:
+            raise QueryError("this model has no ranking stage: fit with "
+                             "train.rank.enabled=true (or auto)")
+        return ranker if stage == "rank" or (ranker is not None and ranker.active) else None
+
+    def rank_stages(self, users: np.ndarray, vectors: np.ndarray, k: int,
+                    exclude: Csr | None = None, candidates: np.ndarray | None = None,
+                    ann: bool = False, stage: str = "auto", candidates_n: int | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """``rank`` for known user indices, then (per ``stage``) the ranker over the top
+        ``candidates_n`` (default: the model's ``serve_candidates``)."""
+        ranker = self.stage_ranker(stage)
+        if ranker is None:
+            return self.rank(vectors, k, exclude, candidates, ann=ann)
+        from unirec.model.ranker import rerank
+
+        n = candidates_n or ranker.meta["config"]["serve_candidates"]
+        if n < 1:
+            raise QueryError(f"candidates_n must be at least 1, got {n}")
+        idx, scores = self.rank(vectors, max(k, n), exclude, candidates, ann=ann)
+        return rerank(ranker, users, idx, scores, vectors, self.items, check_k(k, self.n_items))
+
     def seen(self, users: np.ndarray) -> Csr:
         """CSR of the items each of ``users`` (indices, -1 = none) interacted with."""
         return csr_rows((self._a["seen_indptr"], self._a["seen_indices"]), users)
@@ -240,8 +282,10 @@ class Recommender:
 
     def recommend_index(self, users: np.ndarray, k: int = 10, *, exclude_seen: bool = True,
                         candidates: np.ndarray | None = None, fallback: str | None = None,
-                        ann: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` (item indices, scores) for user indices; -1 = unknown (needs ``fallback``)."""
+                        ann: bool = False, stage: str = "auto",
+                        candidates_n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (item indices, scores) for user indices; -1 = unknown (needs
+        ``fallback``). ``stage``/``candidates_n``: see ``rank_stages``."""
         users = np.asarray(users, np.int64)
         k = check_k(k, self.n_items)
         if fallback is not None and fallback not in FALLBACKS:
@@ -255,8 +299,9 @@ class Recommender:
         rows = np.flatnonzero(known)
         if len(rows):
             ex = csr_rows(exclude, rows) if exclude is not None else None
-            idx[rows], scores[rows] = self.rank(self.users[users[rows]], k, ex, candidates,
-                                                  ann=ann)
+            idx[rows], scores[rows] = self.rank_stages(
+                users[rows], self.users[users[rows]], k, ex, candidates, ann, stage,
+                candidates_n)
         cold = np.flatnonzero(~known)
         if len(cold):
             idx[cold], scores[cold] = self.popular(len(cold), k, None, candidates)

@@ -40,6 +40,7 @@ from unirec.train import warm
 from unirec.train.coldval import carve, validate_cold
 from unirec.train.data import ShardStream
 from unirec.train.losses import LOSSES
+from unirec.train.rank import fit_ranker
 from unirec.train.refit import refit_epochs, refit_inputs
 from unirec.train.step import PositiveMask, Step, make_optimizer
 
@@ -282,7 +283,9 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
         model, inp = _refit(st, cfg, state, inp, device, rank, world, progress, model)
     summary: dict[str, Any] = {}
     if rank == 0:
-        summary = write_outputs(st, model, inp, cfg, state, device)
+        ranker = fit_ranker(st, model, inp, cfg, device, out) \
+            if (out / "best.safetensors").is_file() else None
+        summary = write_outputs(st, model, inp, cfg, state, device, ranker)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()

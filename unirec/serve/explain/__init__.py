@@ -25,9 +25,10 @@ where ``interaction`` is what the fusion's non-linearity does beyond one-at-a-ti
 served numpy score (``score``) up to float rounding, which is what ties an explanation to
 the answer it explains.
 
-Ranking stage: unirec has none yet (retrieval only). When one lands, its contribution goes
-next to these as ``ranker_feature`` rows and a ``ranking`` entry in ``explain_items``'s
-dicts (now always None): the retrieval part here does not change.
+Ranking stage (docs/ranking.md): when the model has one in use, the items explained are
+the re-ranked list as served, ``score`` stays the retrieval score these deltas decompose,
+and ``explain``'s dicts carry the ranker's score in ``ranking`` (``{"score", "stage"}``;
+None without a ranking stage). The ranker's own reasons are not decomposed here.
 
 This imports torch (the towers); the known-user ``recommend`` path never does. Cost: one
 batched pass per user of (tokens + 2 + history length) user-tower fusions and, per item,
@@ -71,10 +72,16 @@ def explain(user: Any, items: list[Any] | None = None, k: int = 10, *,
     One dict per item, best first: ``score`` (as served), ``history`` (each recent item's
     leave-one-out ``contribution``, ``similarity`` and ``attention``), ``user_features`` and
     ``item_features`` (leave-one-token-out ``contribution``), ``baseline``, ``interaction``,
-    ``recomputed`` and ``ranking`` (None: no ranking stage yet). See the module docstring.
+    ``recomputed`` and ``ranking`` (the ranking stage's score; None without one). See the
+    module docstring.
     """
     ex, users, idx, scores, ranks = _query(store, [user], items, k, exclude_seen)
-    return nested(ex.explain(users, idx, scores, ranks), ex.rec)[0]
+    out = nested(ex.explain(users, idx, scores, ranks), ex.rec)[0]
+    if items is None and ex.rec.stage_ranker("auto") is not None:
+        ranked = ex.rec.recommend_index(users, k, exclude_seen=exclude_seen)[1][0]
+        for row, value in zip(out, ranked[~np.isnan(ranked)], strict=True):
+            row["ranking"] = {"score": float(value), "stage": "rank"}
+    return out
 
 
 def explain_rows(users: list[Any], items: list[Any] | None = None, k: int = 10, top: int = 3,
@@ -84,6 +91,17 @@ def explain_rows(users: list[Any], items: list[Any] | None = None, k: int = 10, 
     ``explanations`` table holds."""
     ex, u, idx, scores, ranks = _query(store, users, items, k, exclude_seen)
     return rows(ex.explain(u, idx, scores, ranks), ex.rec, top)
+
+
+def _served(rec: Recommender, users: np.ndarray, k: int, exclude_seen: bool
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """The served top-``k`` (re-ranked when a ranking stage is in use) with their retrieval
+    scores: what the deltas here decompose."""
+    idx, scores = rec.recommend_index(users, k, exclude_seen=exclude_seen)
+    if rec.stage_ranker("auto") is None:
+        return idx, scores
+    cos = np.einsum("nd,nkd->nk", rec.users[users], rec.items[np.maximum(idx, 0)])
+    return idx, np.where(idx > 0, cos, np.nan).astype(np.float32)
 
 
 def _query(store: str | Path, users: list[Any], items: list[Any] | None, k: int,
@@ -97,7 +115,7 @@ def _query(store: str | Path, users: list[Any], items: list[Any] | None, k: int,
     if (index < 0).any():
         raise QueryError(_unknown_message(rec, users[int(np.argmax(index < 0))]))
     if items is None:
-        idx, scores = rec.recommend_index(index, k, exclude_seen=exclude_seen)
+        idx, scores = _served(rec, index, k, exclude_seen)
         return ex, index, idx, scores, np.broadcast_to(np.arange(1, k + 1), idx.shape)
     item_idx = rec.item_index(list(items))
     scores, ranks = map(np.stack, zip(*(_rank_of(rec, int(u), item_idx) for u in index),
@@ -112,7 +130,7 @@ def blocks(store: str | Path, k: int = 10, top: int = 3, *, exclude_seen: bool =
     rec = ex.rec
     for lo in range(1, rec.n_users + 1, chunk):
         users = np.arange(lo, min(lo + chunk, rec.n_users + 1))
-        idx, scores = rec.recommend_index(users, k, exclude_seen=exclude_seen)
+        idx, scores = _served(rec, users, k, exclude_seen)
         yield rows(ex.explain(users, idx, scores), rec, top)
 
 

@@ -1,0 +1,221 @@
+"""The ranking stage's serving form, in numpy: no torch on the known-user path.
+
+``fit`` leaves the ranker in ``model/rank/``: ``rank.json`` (settings, head statistics, the
+validation figures and whether ``auto`` kept it), ``weights.npz`` (the net's parameters by
+their torch names) and ``user_part.npy`` / ``item_part.npy``, each entity's projected tower
+tokens (users with their latest history), computed once so a query pays only for the pair
+token and the interaction model over its candidates. The forwards below mirror
+``unirec.model.interactions`` op for op; a test holds them to torch's scores within 1e-5.
+
+Here (``unirec.model``), not in ``serve``, because ``train`` validates with the very same
+blend and ordering (``blend``, ``top_by``) and writes the folder (``RankResult``). A custom
+interaction model without a numpy forward here (``NUMPY_INTERACTIONS``) runs its torch
+module instead (``unirec.model.interactions.torch_body``), so that path imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unirec.errors import StoreError
+from unirec.registry import Registry
+
+RANK_DIR = "rank"
+FORMAT = "unirec-rank/1"
+Weights = dict[str, np.ndarray]
+NUMPY_INTERACTIONS: Registry[Callable[[Weights, np.ndarray], np.ndarray]] = \
+    Registry("numpy interaction model")
+
+
+def _linear(w: Weights, name: str, x: np.ndarray) -> np.ndarray:
+    y = x @ w[f"{name}.weight"].T
+    bias = w.get(f"{name}.bias")
+    return y + bias if bias is not None else y
+
+
+def _relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0)
+
+
+def _layer_norm(w: Weights, name: str, x: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + eps) * w[f"{name}.weight"] + w[f"{name}.bias"]
+
+
+def _softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _mlp(w: Weights, name: str, x: np.ndarray) -> np.ndarray:
+    """``models._mlp``: Linear, ReLU, Dropout (identity), Linear, ReLU."""
+    return _relu(_linear(w, f"{name}.3", _relu(_linear(w, f"{name}.0", x))))
+
+
+@NUMPY_INTERACTIONS.register("dcn")
+def cross_network(w: Weights, tokens: np.ndarray) -> np.ndarray:
+    """``models.CrossNetwork``."""
+    x0 = x = tokens.reshape(len(tokens), -1)
+    layer = 0
+    while f"down.{layer}.weight" in w:
+        x = x0 * _linear(w, f"up.{layer}", _linear(w, f"down.{layer}", x)) + x
+        layer += 1
+    return _mlp(w, "mlp", x)
+
+
+def _block(w: Weights, name: str, x: np.ndarray, heads: int) -> np.ndarray:
+    n, t, d = x.shape
+    e = d // heads
+    qkv = _linear(w, f"{name}.qkv", _layer_norm(w, f"{name}.ln1", x)).reshape(n, t, 3, heads, e)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    att = _softmax(np.einsum("nqhe,nkhe->nhqk", q, k) / np.float32(e ** 0.5))
+    y = np.einsum("nhqk,nkhe->nqhe", att, v).reshape(n, t, d)
+    x = x + _linear(w, f"{name}.proj", y)
+    return x + _linear(w, f"{name}.ff2",
+                       _relu(_linear(w, f"{name}.ff1", _layer_norm(w, f"{name}.ln2", x))))
+
+
+@NUMPY_INTERACTIONS.register("transformer")
+def token_transformer(w: Weights, tokens: np.ndarray) -> np.ndarray:
+    """``models.TokenTransformer``."""
+    d = tokens.shape[-1]
+    heads = 2 if d % 2 == 0 else 1
+    x = np.concatenate([np.broadcast_to(w["cls"], (len(tokens), 1, d)), tokens], axis=1)
+    layer = 0
+    while f"blocks.{layer}.qkv.weight" in w:
+        x = _block(w, f"blocks.{layer}", x, heads)
+        layer += 1
+    return _relu(_linear(w, "out.0", _layer_norm(w, "norm", x[:, 0])))
+
+
+def blend(outputs: dict[str, np.ndarray], score: np.ndarray, meta: dict[str, Any]
+          ) -> np.ndarray:
+    """The served score (``train.rank.blend``): the ranking logit plus weighted terms."""
+    out = outputs["rank"][..., 0].astype(np.float64)
+    stats = meta.get("stats", {})
+    for term, weight in meta["config"]["blend"].items():
+        if term == "retrieval":
+            out = out + weight * score
+        elif term in ("rating", "weight"):
+            mean, std = stats[term]
+            out = out + weight * (mean + std * outputs[term][..., 0])
+        else:  # interaction_type:TYPE
+            probs = _softmax(outputs["interaction_type"].astype(np.float64))
+            out = out + weight * probs[..., meta["type_names"].index(term.split(":", 1)[1])]
+    return out
+
+
+class Ranker:
+    """A fitted ranker: ``outputs`` (every head) and ``score`` (the blend) for candidates."""
+
+    def __init__(self, folder: Path) -> None:
+        self.meta: dict[str, Any] = json.loads((folder / "rank.json").read_text())
+        with np.load(folder / "weights.npz") as z:
+            self.w: Weights = {k: z[k] for k in z.files}
+        self.user_part = np.load(folder / "user_part.npy", mmap_mode="r")
+        self.item_part = np.load(folder / "item_part.npy", mmap_mode="r")
+        self.body_w = {k[5:]: v for k, v in self.w.items() if k.startswith("body.")}
+        name = self.meta["model"]
+        if name in NUMPY_INTERACTIONS:
+            self._body = NUMPY_INTERACTIONS.get(name)
+        else:  # a custom model: its torch module. Imported by name so that the import
+            # graph of the numpy path (import-linter's no-torch contract) stays torch-free;
+            # the known-user test checks sys.modules for the built-in models.
+            interactions = importlib.import_module("unirec.model.interactions")
+            self._body = interactions.torch_body(self.meta, self.body_w)
+
+    @property
+    def active(self) -> bool:
+        """Whether ``fit`` kept it (``auto``: it beat retrieval on validation)."""
+        return bool(self.meta["active"])
+
+    @classmethod
+    def load(cls, model_dir: Path) -> Ranker | None:
+        folder = Path(model_dir) / RANK_DIR
+        if not (folder / "rank.json").is_file():
+            return None
+        try:
+            return cls(folder)
+        except (OSError, ValueError, KeyError) as exc:
+            raise StoreError(f"the ranker in {str(folder)!r} is damaged ({exc}): run `unirec "
+                             "fit` again") from None
+
+    def outputs(self, users: np.ndarray, cand: np.ndarray, u: np.ndarray, v: np.ndarray,
+                score: np.ndarray) -> dict[str, np.ndarray]:
+        """Each head's (n, C, out) for user indices (n,), candidate item indices (n, C),
+        the towers' vectors ``u`` (n, d) and ``v`` (n, C, d), retrieval scores (n, C)."""
+        n, c = cand.shape
+        w = self.w
+        pair = _linear(w, "pair", np.concatenate(
+            [u[:, None, :] * v, score[..., None].astype(np.float32)], axis=-1))
+        up = np.asarray(self.user_part[users])
+        tokens = np.concatenate([np.broadcast_to(up[:, None], (n, c, *up.shape[1:])),
+                                 np.asarray(self.item_part[cand]), pair[:, :, None]], axis=2)
+        hidden = self._body(self.body_w, tokens.reshape(n * c, *tokens.shape[2:]))
+        out = {name[6:-7]: _linear(w, name[:-7], hidden).reshape(n, c, -1)
+               for name in w if name.startswith("heads.") and name.endswith(".weight")}
+        out["rank"] = out["rank"] + w["score_scale"] * score[..., None].astype(np.float32)
+        return out
+
+    def score(self, users: np.ndarray, cand: np.ndarray, u: np.ndarray, v: np.ndarray,
+              score: np.ndarray) -> np.ndarray:
+        """(n, C) blended ranking scores, higher first."""
+        return blend(self.outputs(users, cand, u, v, score), score, self.meta)
+
+
+@dataclass
+class RankResult:
+    """What ``fit`` puts in the model folder's ``rank/``: ``rank.json`` (``meta``),
+    ``weights.npz`` and the per-entity arrays."""
+
+    meta: dict[str, Any]
+    weights: dict[str, np.ndarray]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        np.savez(folder / "weights.npz", **self.weights)
+        for name, arr in self.arrays.items():
+            np.save(folder / f"{name}.npy", arr)
+        (folder / "rank.json").write_text(json.dumps(self.meta, indent=1) + "\n")
+
+
+STAGES = ("auto", "rank", "retrieve")
+
+
+def rerank(ranker: Ranker, users: np.ndarray, idx: np.ndarray, retrieval: np.ndarray,
+           u: np.ndarray, items: np.ndarray, k: int, block: int = 64
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Re-order retrieved ``idx`` (n, N; -1 pads, NaN scores) of user indices ``users`` (their
+    vectors ``u``) by the ranker; top ``k``. Blocks of users keep the (users x N x tokens)
+    working set small."""
+    k = min(k, idx.shape[1])
+    top = np.full((len(idx), k), -1, np.int64)
+    out = np.full((len(idx), k), np.nan, np.float32)
+    for lo in range(0, len(idx), block):
+        sl = slice(lo, lo + block)
+        valid = idx[sl] > 0
+        cand = np.maximum(idx[sl], 0)
+        score = np.where(valid, retrieval[sl], 0).astype(np.float32)
+        s = ranker.score(users[sl], cand, np.asarray(u[sl], np.float32),
+                         np.asarray(items[cand], np.float32), score)
+        top[sl], out[sl] = top_by(idx[sl], s, k)
+    return top, out
+
+
+def top_by(idx: np.ndarray, s: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best of candidate lists ``idx`` (n, N; -1 pads) by scores ``s``; ties keep
+    the retrieval order. Padding sorts last and comes back as -1 with score NaN."""
+    s = np.where(idx > 0, s, -np.inf)
+    order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    top = np.take_along_axis(idx, order, 1)
+    out = np.take_along_axis(s, order, 1)
+    return top, np.where(top > 0, out, np.nan).astype(np.float32)

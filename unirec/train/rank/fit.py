@@ -1,0 +1,231 @@
+"""Training the ranking stage, after retrieval: listwise (or BCE) over hard candidates, the
+auxiliary heads, validation NDCG@K of retrieval alone against retrieval + ranking per epoch
+(rows with ``"stage": "rank"`` in ``metrics.jsonl``), and ``auto``'s keep-or-drop."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from unirec.config import TrainConfig
+from unirec.errors import ConfigError
+from unirec.model.checkpoint import load_weights
+from unirec.model.inputs import Inputs, gather_history
+from unirec.model.interactions import RankNet
+from unirec.model.ranker import FORMAT, RANK_DIR, RankResult
+from unirec.model.towers import TwoTower
+from unirec.store import Store, serving_histories
+from unirec.train.rank.data import (
+    SIGNALS,
+    Frozen,
+    Samples,
+    frozen_items,
+    hard_candidates,
+    item_signals,
+    load_samples,
+    user_side,
+)
+from unirec.train.rank.holdout import positive_keys, split_validation
+from unirec.train.rank.validate import Validation
+from unirec.train.step import PositiveMask, make_optimizer
+
+
+def _stats(values: np.ndarray) -> list[float]:
+    ok = values[~np.isnan(values)]
+    return [float(ok.mean()), float(max(ok.std(), 1e-6))]
+
+
+def _check(cfg: TrainConfig, train: Samples) -> dict[str, list[float]]:
+    """Heads need their field; blend terms need their head. Returns (mean, std) per field."""
+    rc, stats = cfg.rank, {}
+    fields = {"rating": train.rating, "weight": train.raw_weight}
+    for name in rc.heads:
+        have = (train.types >= 0).any() if name == "interaction_type" else \
+            bool((~np.isnan(fields[name])).any())
+        if not have:
+            raise ConfigError(f"train.rank.heads: {name!r} needs interactions with a {name} "
+                              f"field; none of the {len(train)} training interactions has one")
+        if name in fields:
+            stats[name] = _stats(fields[name])
+    for term in rc.blend:
+        head = term.split(":", 1)[0]
+        if head != "retrieval" and head not in rc.heads:
+            raise ConfigError(f"train.rank.blend: {term!r} needs the {head!r} head in "
+                              "train.rank.heads")
+        if head == "interaction_type" and term.split(":", 1)[1] not in train.type_names:
+            raise ConfigError(f"train.rank.blend: no interaction type {term.split(':', 1)[1]!r}"
+                              f" in training; known: {', '.join(train.type_names)}")
+    return stats
+
+
+def head_losses(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
+                stats: dict[str, list[float]]) -> dict[str, torch.Tensor]:
+    """The auxiliary losses on each sample's positive (slot 0), where it has the field."""
+    losses = {}
+    for name, pred in out.items():
+        if name == "rank":
+            continue
+        if name == "interaction_type":
+            keep = batch["types"] >= 0
+            if keep.any():
+                losses[name] = F.cross_entropy(pred[keep, 0], batch["types"][keep])
+            continue
+        target = batch["rating" if name == "rating" else "raw_weight"]
+        keep = ~torch.isnan(target)
+        if keep.any():
+            mean, std = stats[name]
+            losses[name] = F.mse_loss(pred[keep, 0, 0], (target[keep] - mean) / std)
+    return losses
+
+
+def rank_loss(logits: torch.Tensor, valid: torch.Tensor, weight: torch.Tensor,
+              kind: str) -> torch.Tensor:
+    """Listwise: softmax over the candidate list, the positive (slot 0) the target; bce:
+    positive toward 1, each valid negative toward 0 (averaged per sample)."""
+    if kind == "listwise":
+        per = -torch.log_softmax(logits.masked_fill(~valid, -torch.inf), 1)[:, 0]
+    else:
+        labels = torch.zeros_like(logits)
+        labels[:, 0] = 1.0
+        bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+        neg = (bce[:, 1:] * valid[:, 1:]).sum(1) / valid[:, 1:].sum(1).clamp(min=1)
+        per = bce[:, 0] + neg
+    return (per * weight).sum() / weight.sum().clamp(min=1e-12)
+
+
+class Trainer:
+    """The net, its optimiser and one epoch over the training samples."""
+
+    def __init__(self, model: TwoTower, inp: Inputs, cfg: TrainConfig, frozen: Frozen,
+                 net: RankNet, stats: dict[str, list[float]], device: torch.device,
+                 keys: torch.Tensor) -> None:
+        self.model, self.inp, self.cfg, self.frozen, self.net = model, inp, cfg, frozen, net
+        self.stats, self.device = stats, device
+        self.opt = make_optimizer(net.parameters(), cfg.rank, device)
+        self.positives = PositiveMask(keys.to(device), inp.n_users, inp.n_items)
+        self.sequence = inp.sequence.to(device)
+        self.width = inp.manifest["samples"]["history_length"]
+
+    def _tensors(self, s: Samples, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        names = ("user", "item", "hend", "hlen", "weight", "rating", "types", "raw_weight")
+        return {n: torch.from_numpy(getattr(s, n)[rows]).to(self.device) for n in names}
+
+    def epoch(self, s: Samples, rng: np.random.Generator) -> float:
+        rc, net = self.cfg.rank, self.net
+        order = rng.permutation(len(s))
+        if rc.max_samples:
+            order = order[:rc.max_samples]
+        net.train()
+        total, seen = 0.0, 0
+        for lo in range(0, len(order), rc.batch_size):
+            b = self._tensors(s, order[lo:lo + rc.batch_size])
+            hist = gather_history(self.sequence, b["hend"], b["hlen"], self.width)
+            tok, u = user_side(self.model, b["user"], hist)
+            cand, valid = hard_candidates(u, b["user"], b["item"], self.frozen, self.positives,
+                                          rc.candidates_n, rc.serve_candidates)
+            distinct, inv = torch.unique(cand, return_inverse=True)
+            item_part = net.item_part(self.frozen.item_tokens[distinct])[inv]
+            v = self.frozen.item_vecs[cand]
+            out = net(net.user_part(tok), item_part, u, v, (u.unsqueeze(1) * v).sum(-1))
+            loss = rank_loss(out["rank"][..., 0], valid, b["weight"], rc.loss)
+            for name, aux in head_losses(out, b, self.stats).items():
+                loss = loss + rc.heads[name] * aux
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            total += loss.item() * len(cand)
+            seen += len(cand)
+        return total / max(seen, 1)
+
+
+def fit_ranker(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
+               device: torch.device, work: Path) -> RankResult | None:
+    """Train the ranker on the best retrieval weights; None when ``train.rank.enabled`` is
+    false. The result's ``meta["active"]`` says whether serving uses it."""
+    rc = cfg.rank
+    if rc.enabled is False:
+        return None
+    load_weights(work / "best.safetensors", model)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    torch.manual_seed(cfg.seed)
+    train = load_samples(store, "train")
+    stats = _check(cfg, train)
+    signals = item_signals(store, inp.n_items) if rc.popularity else None
+    frozen = frozen_items(model, inp.items["popularity"], device, signals)
+    item_names = model.item.token_names + (list(SIGNALS[:1]) if rc.popularity else [])
+    n_user_tokens = len(model.user.token_names)
+    net = RankNet(n_user_tokens, frozen.item_tokens.shape[1], frozen.item_vecs.shape[1], rc,
+                  len(train.type_names), 1.0 / cfg.temperature,
+                  ([rc.ids or n != "user_id" for n in model.user.token_names],
+                   [rc.ids or n != "item_id" for n in item_names])).to(device)
+    meta: dict[str, Any] = {
+        "format": FORMAT, "model": rc.model, "config": rc.model_dump(mode="json"),
+        "n_tokens": n_user_tokens + frozen.item_tokens.shape[1] + 1,
+        "type_names": train.type_names, "stats": stats, "k": cfg.eval_k}
+    val_samples = load_samples(store, "val", train.type_names)
+    keys, judged = inp.positive_keys, inp
+    if rc.fit_on == "validation" and len(inp.val_users) > 1:
+        train, judged, val_samples = split_validation(inp, val_samples, rc.holdout_share,
+                                                      cfg.seed)
+        keys = positive_keys(inp, train)
+        meta["fit_on"] = "validation"
+    trainer = Trainer(model, inp, cfg, frozen, net, stats, device, keys)
+    val = Validation(model, judged, frozen, val_samples, cfg, device)
+    rng = np.random.default_rng(cfg.seed)
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    rows, key = [], f"val_rank_ndcg@{cfg.eval_k}"
+    for epoch in range(1, rc.epochs + 1):
+        started = time.perf_counter()
+        loss = trainer.epoch(train, rng)
+        row = {"stage": "rank", "rank_epoch": epoch, "rank_loss": loss,
+               "rank_train_seconds": round(time.perf_counter() - started, 3),
+               **val(net, meta)}
+        rows.append(row)
+        with open(work / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        score = row.get(key, -loss)
+        if best is None or score > best[0]:
+            best = (score, epoch, {k: v.detach().clone() for k, v in net.state_dict().items()})
+        elif epoch - best[1] >= 2:
+            break
+    assert best is not None
+    net.load_state_dict(best[2])
+    chosen = rows[best[1] - 1]
+    base = chosen.get(f"val_retrieval_ndcg@{cfg.eval_k}")
+    gain = None if base is None else chosen[key] - base
+    meta.update(active=bool(rc.enabled is True or (gain is not None and gain > 0)),
+                best_epoch=best[1], validation={k: v for k, v in chosen.items()
+                                                if k.startswith("val_")})
+    if rc.enabled == "auto" and gain is None:
+        meta["note"] = "no validation slice: auto cannot compare, the ranker is off"
+    return RankResult(meta, {k: v.cpu().numpy() for k, v in net.state_dict().items()},
+                      _parts(store, model, net, inp, device, signals))
+
+
+@torch.no_grad()
+def _parts(store: Store, model: TwoTower, net: RankNet, inp: Inputs, device: torch.device,
+           signals: np.ndarray | None, chunk: int = 4096) -> dict[str, np.ndarray]:
+    """Every user's (latest history) and item's projected tokens, for serving."""
+    net.eval()
+    length = inp.manifest["samples"]["history_length"]
+    hist = serving_histories(store, length)
+    users = []
+    for s in range(0, inp.n_users, chunk):
+        idx = torch.arange(s, min(s + chunk, inp.n_users), device=device)
+        h = torch.from_numpy(hist[s:s + chunk]).to(device)
+        users.append(net.user_part(user_side(model, idx, h)[0]).cpu().numpy())
+    frozen = frozen_items(model, inp.items["popularity"], device, signals)
+    items = net.item_part(frozen.item_tokens).cpu().numpy()
+    return {"user_part": np.concatenate(users).astype(np.float32),
+            "item_part": items.astype(np.float32)}
+
+
+__all__ = ["RANK_DIR", "RankResult", "fit_ranker"]

@@ -1,0 +1,109 @@
+"""Validation of the ranking stage: the store's validation users, each ranked over their
+retrieval top-N (``rank.serve_candidates``, as served) by retrieval alone and by the
+ranker's blended score, scored with the protocol's NDCG/Recall@K; plus each head's metric
+on the validation interactions that carry its field (rating/weight RMSE, type accuracy)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from unirec.config import TrainConfig
+from unirec.metrics import ranking_metrics, topk
+from unirec.model.inputs import Inputs
+from unirec.model.interactions import RankNet
+from unirec.model.ranker import blend, top_by
+from unirec.model.towers import TwoTower
+from unirec.train.rank.data import Frozen, Samples, user_side
+
+
+class Validation:
+    """Built once (retrieval is frozen); called with the net after each epoch."""
+
+    def __init__(self, model: TwoTower, inp: Inputs, frozen: Frozen, val: Samples,
+                 cfg: TrainConfig, device: torch.device, chunk: int = 1024) -> None:
+        self.k, self.inp, self.frozen, self.val = cfg.eval_k, inp, frozen, val
+        self.empty = not len(inp.val_users)
+        if self.empty:
+            return
+        toks, us, cands, scores = [], [], [], []
+        allowed = frozen.allowed.cpu().numpy()
+        indptr, indices = inp.val_exclude
+        for s in range(0, len(inp.val_users), chunk):
+            e = min(s + chunk, len(inp.val_users))
+            users = torch.from_numpy(inp.val_users[s:e]).to(device)
+            tok, u = user_side(model, users, torch.from_numpy(inp.val_history[s:e]).to(device))
+            full = (u @ frozen.item_vecs.T).cpu().numpy()
+            full[:, ~allowed] = -np.inf
+            sub = (indptr[s:e + 1] - indptr[s], indices[indptr[s]:indptr[e]])
+            cand = topk(full, cfg.rank.serve_candidates, exclude=sub)
+            toks.append(tok)
+            us.append(u)
+            cands.append(cand)
+            scores.append(np.take_along_axis(full, np.maximum(cand, 0), 1))
+        self.tok, self.u = torch.cat(toks), torch.cat(us)
+        self.cand, self.score = np.concatenate(cands), np.concatenate(scores)
+        self.base = self._metrics(self.cand, "retrieval")
+        # head metrics: each validation interaction, its user as of the validation start
+        self.rows = np.searchsorted(inp.val_users, val.user)
+        self.device = device
+
+    def _metrics(self, recs: np.ndarray, stage: str) -> dict[str, float]:
+        m = ranking_metrics(recs[:, :self.k], *self.inp.val_truth, k=self.k,
+                            n_items=self.inp.n_items - 1)
+        return {f"val_{stage}_{name}@{self.k}": m[f"{name}@{self.k}"]
+                for name in ("ndcg", "recall")}
+
+    @torch.no_grad()
+    def _outputs(self, net: RankNet, rows: np.ndarray, cand: np.ndarray, score: np.ndarray
+                 ) -> dict[str, np.ndarray]:
+        r = torch.from_numpy(rows).to(self.device)
+        c = torch.from_numpy(np.maximum(cand, 0)).to(self.device)
+        out = net(net.user_part(self.tok[r]), net.item_part(self.frozen.item_tokens[c]),
+                  self.u[r], self.frozen.item_vecs[c],
+                  torch.from_numpy(score.astype(np.float32)).to(self.device))
+        return {name: t.float().cpu().numpy() for name, t in out.items()}
+
+    def __call__(self, net: RankNet, meta: dict[str, Any], chunk: int = 64
+                 ) -> dict[str, float]:
+        if self.empty:
+            return {}
+        net.eval()
+        recs = []
+        for s in range(0, len(self.cand), chunk):
+            rows = np.arange(s, min(s + chunk, len(self.cand)))
+            cand = self.cand[rows]
+            score = np.where(cand > 0, self.score[rows], 0.0)
+            out = self._outputs(net, rows, cand, score)
+            recs.append(top_by(cand, blend(out, score, meta), self.k)[0])
+        row = {**self.base, **self._metrics(np.concatenate(recs), "rank")}
+        row.update(self._heads(net, meta))
+        net.train()
+        return row
+
+    def _heads(self, net: RankNet, meta: dict[str, Any]) -> dict[str, float]:
+        heads = [h for h in meta["config"]["heads"]]
+        if not heads or not len(self.val):
+            return {}
+        v = self.frozen.item_vecs[torch.from_numpy(self.val.item).to(self.device)]
+        score = (self.u[torch.from_numpy(self.rows).to(self.device)] * v).sum(-1)
+        out = self._outputs(net, self.rows, self.val.item[:, None],
+                            score.cpu().numpy()[:, None])
+        got = {}
+        for name in heads:
+            pred = out[name][:, 0]
+            if name == "interaction_type":
+                keep = self.val.types >= 0
+                if keep.any():
+                    got["val_interaction_type_accuracy"] = float(
+                        (pred[keep].argmax(-1) == self.val.types[keep]).mean())
+                continue
+            truth = self.val.rating if name == "rating" else self.val.raw_weight
+            keep = ~np.isnan(truth)
+            if keep.any():
+                mean, std = meta["stats"][name]
+                err = mean + std * pred[keep, 0] - truth[keep]
+                got[f"val_{name}_rmse"] = float(np.sqrt(np.mean(err ** 2)))
+        return got
