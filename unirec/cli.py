@@ -66,8 +66,15 @@ def cli() -> None:
 @click.option("--plan", "plan_only", is_flag=True,
               help="Print every feature's op, output shape and vocabulary, and the split and "
                    "sample plan; write nothing.")
+@click.option("--engine", type=click.Choice(["duckdb", "spark"]),
+              help="What runs the plan (engine): duckdb on this machine (default) or spark "
+                   "(a folder of JSONL/Parquet; needs the spark extra and Java 17+).")
+@click.option("--spark-master", metavar="URL",
+              help="spark.master for --engine spark, e.g. local[4] or spark://host:7077 "
+                   "(default local[2]).")
 def featurize(data: Path, store: Path, config_file: Path | None, overrides: tuple[str, ...],
-              split: str | None, plan_only: bool, **policies: str | None) -> None:
+              split: str | None, plan_only: bool, engine: str | None, spark_master: str | None,
+              **policies: str | None) -> None:
     """Compile DATA (a JSON document, or a folder of users/items/interactions .jsonl or
     .parquet files) into the feature store."""
     from unirec.config import load_config
@@ -75,6 +82,8 @@ def featurize(data: Path, store: Path, config_file: Path | None, overrides: tupl
 
     flags = {f"validate.{k}": v for k, v in policies.items()}
     flags["split.strategy"] = split
+    flags["engine"] = engine
+    flags["spark.master"] = spark_master
     cfg = load_config(config_file, overrides, flags)
     if plan_only:
         _print_plan(run(data, store, cfg, plan_only=True))

@@ -70,6 +70,27 @@ class IngestConfig(_Section):
     )
 
 
+class SparkConfig(_Section):
+    """Where ``engine = "spark"`` runs the featurize plan (ignored by the DuckDB engine)."""
+
+    master: str = Field(
+        "local[2]",
+        description="Spark master URL: local[N] runs N executor threads in this process's "
+        "JVM; spark://host:7077, yarn or k8s://... run on a cluster (the store must then be "
+        "on storage every executor reaches).",
+    )
+    conf: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra Spark settings, e.g. --set spark.conf.spark.executor.memory=4g; "
+        "each KEY is passed to the SparkSession builder as is.",
+    )
+    partitions: int = Field(
+        0, ge=0,
+        description="Partitions per section when reading the input; 0 lets Spark split "
+        "by file size (spark.sql.files.maxPartitionBytes). More partitions, more parallelism.",
+    )
+
+
 class SplitConfig(_Section):
     """How interactions are split into train, validation and test."""
 
@@ -280,6 +301,12 @@ class TrainConfig(_Section):
 class Config(_Section):
     """Everything unirec can be told; each section maps to one stage."""
 
+    engine: Literal["duckdb", "spark"] = Field(
+        "duckdb",
+        description="What runs featurize's plan: duckdb on this machine (the default, to "
+        "~10M interactions in a few GB), or spark on a cluster (a folder of JSONL/Parquet "
+        "in, the same store out; needs the spark extra and Java 17+).",
+    )
     validate_: ValidateConfig = Field(
         default_factory=ValidateConfig, alias="validate", description=ValidateConfig.__doc__
     )
@@ -292,6 +319,7 @@ class Config(_Section):
     split: SplitConfig = Field(default_factory=SplitConfig, description=SplitConfig.__doc__)
     samples: SamplesConfig = Field(default_factory=SamplesConfig,
                                    description=SamplesConfig.__doc__)
+    spark: SparkConfig = Field(default_factory=SparkConfig, description=SparkConfig.__doc__)
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
@@ -318,6 +346,10 @@ def load_config(
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected section.key=value")
+        if key.strip().startswith(_SPARK_CONF):  # Spark's own keys hold dots: one key, as text
+            name = key.strip()[len(_SPARK_CONF):]
+            data.setdefault("spark", {}).setdefault("conf", {})[name] = raw
+            continue
         _assign(data, key.strip(), _parse_value(raw))
     for key, value in (flags or {}).items():
         if value is not None:
@@ -329,6 +361,9 @@ def load_config(
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise ConfigError(f"config {where}: {err['msg']}") from None
+
+
+_SPARK_CONF = "spark.conf."
 
 
 def _read_file(path: Path) -> dict[str, Any]:

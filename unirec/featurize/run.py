@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,12 @@ import numpy as np
 from unirec import __version__
 from unirec.config import Config
 from unirec.featurize.atomic import building
-from unirec.featurize.compile import compile_features, create_index_maps, create_train_window
+from unirec.featurize.compile import (
+    compile_features,
+    create_index_maps,
+    create_train_window,
+    fit_ops,
+)
 from unirec.featurize.guard import MARKER, MARKER_TEXT, check_replaceable, resolve_store, store_lock
 from unirec.featurize.ingest import SECTIONS
 from unirec.featurize.plan import make_plan
@@ -54,6 +60,10 @@ def featurize(
     cfg = config or Config()
     data, store = Path(data), Path(store)
     started = time.perf_counter()
+    if cfg.engine == "spark":
+        from unirec.featurize.spark import check_engine
+
+        check_engine(data)
     if plan_only:
         with tempfile.TemporaryDirectory(prefix="unirec-plan-") as tmp:
             return _run(Path(tmp), data, store, cfg, started, plan_only=True)
@@ -77,13 +87,12 @@ def _run(tmp: Path, data: Path, store: Path, cfg: Config, started: float,
         if cfg.ingest.memory_limit:
             con.execute(f"SET memory_limit = '{cfg.ingest.memory_limit}'")
         with Stages(plan_only) as stages:
-            report = build_raw_tables(con, data, cfg, stages.next)
-            stages.next("split")
-            create_index_maps(con)
-            report["split"] = assign_splits(con, cfg.split)
-            stages.next("samples")
-            report["samples"] = build_samples(con, cfg.samples)
-            create_train_window(con)
+            if cfg.engine == "spark":
+                from unirec.featurize.spark.run import spark_stages
+
+                report, fit = spark_stages(con, data, cfg, tmp, stages.next)
+            else:
+                report, fit = _duckdb_stages(con, data, cfg, stages.next), fit_ops
             specs = make_plan(con, cfg)
             if plan_only:
                 return describe_plan(con, specs, cfg, report, _base_dir(data))
@@ -91,7 +100,7 @@ def _run(tmp: Path, data: Path, store: Path, cfg: Config, started: float,
             _carry_cache(store / "cache", tmp / "cache")
             popularity = _popularity(con)
             compiled = compile_features(con, specs, cfg, _base_dir(data), tmp, tmp / "cache",
-                                        popularity)
+                                        popularity, fit)
             report["embeddings"] = compiled["embeddings"]
             image = compiled["embeddings"].get("image", {})
             if image.get("unreadable"):
@@ -113,8 +122,22 @@ def _run(tmp: Path, data: Path, store: Path, cfg: Config, started: float,
             con.execute("CHECKPOINT")
     finally:
         con.close()
+        shutil.rmtree(tmp / ".spark", ignore_errors=True)
     report["seconds"] = round(time.perf_counter() - started, 3)
     return report, _manifest(tmp, data, cfg, report, compiled)
+
+
+def _duckdb_stages(con: duckdb.DuckDBPyConnection, data: Path, cfg: Config,
+                   stage: Callable[[str], None]) -> dict[str, Any]:
+    """Raw tables, split, samples and the training window on this machine's DuckDB."""
+    report = build_raw_tables(con, data, cfg, stage)
+    stage("split")
+    create_index_maps(con)
+    report["split"] = assign_splits(con, cfg.split)
+    stage("samples")
+    report["samples"] = build_samples(con, cfg.samples)
+    create_train_window(con)
+    return report
 
 
 def _base_dir(data: Path) -> Path:
@@ -151,6 +174,15 @@ def _drop_temporaries(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f'DROP TABLE "{name}"')
 
 
+def _engine(cfg: Config) -> dict[str, Any]:
+    """What ran the plan: the engine's name and version (and Spark's master)."""
+    if cfg.engine != "spark":
+        return {"name": "duckdb", "version": duckdb.__version__}
+    import pyspark
+
+    return {"name": "spark", "version": pyspark.__version__, "master": cfg.spark.master}
+
+
 def _file_digest(path: Path) -> str:
     h = hashlib.sha256()
     files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
@@ -183,6 +215,7 @@ def _manifest(store: Path, data: Path, cfg: Config, report: dict[str, Any],
         "input": {**report["input"], "sha256": _file_digest(data)},
         "config": cfg.to_dict(),
         "config_hash": cfg.hash(),
+        "engine": _engine(cfg),
         "counts": {TABLE_OF[s]: report["sections"][s]["kept"] for s in SECTIONS},
         "split": report["split"],
         "samples": report["samples"],
