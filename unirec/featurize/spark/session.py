@@ -60,6 +60,9 @@ def check_engine(data: Path) -> None:
 def spark_session(cfg: SparkConfig) -> Any:
     """One SparkSession per process (Spark allows one SparkContext): created on first use
     with ``cfg``'s master and settings, reused by every later featurize in the process."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
     from pyspark.sql import SparkSession
 
     # Python workers run this very interpreter (its packages, unirec included) unless the
@@ -73,6 +76,7 @@ def spark_session(cfg: SparkConfig) -> Any:
     builder = (SparkSession.builder.master(cfg.master).appName("unirec featurize")
                .config("spark.sql.session.timeZone", "UTC")
                .config("spark.ui.enabled", "false")
+               .config("spark.ui.showConsoleProgress", "false")
                .config("spark.sql.shuffle.partitions", "8")
                .config("spark.sql.ansi.enabled", "false"))
     for name, value in cfg.conf.items():
