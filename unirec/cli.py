@@ -67,8 +67,8 @@ def cli() -> None:
               help="Print every feature's op, output shape and vocabulary, and the split and "
                    "sample plan; write nothing.")
 @click.option("--engine", type=click.Choice(["duckdb", "spark"]),
-              help="What runs the plan (engine): duckdb on this machine (default) or spark "
-                   "(a folder of JSONL/Parquet; needs the spark extra and Java 17+).")
+              help="What runs the plan (ingest.engine): duckdb on this machine (default) or "
+                   "spark (a folder of JSONL/Parquet; needs the spark extra and Java 17+).")
 @click.option("--spark-master", metavar="URL",
               help="spark.master for --engine spark, e.g. local[4] or spark://host:7077 "
                    "(default local[2]).")
@@ -82,7 +82,7 @@ def featurize(data: Path, store: Path, config_file: Path | None, overrides: tupl
 
     flags = {f"validate.{k}": v for k, v in policies.items()}
     flags["split.strategy"] = split
-    flags["engine"] = engine
+    flags["ingest.engine"] = engine
     flags["spark.master"] = spark_master
     cfg = load_config(config_file, overrides, flags)
     if plan_only:

@@ -57,6 +57,12 @@ class ValidateConfig(_Section):
 class IngestConfig(_Section):
     """How the input is read."""
 
+    engine: Literal["duckdb", "spark"] = Field(
+        "duckdb",
+        description="What runs featurize's plan: duckdb on this machine (the default, to "
+        "~10M interactions in a few GB), or spark on a cluster (a folder of JSONL/Parquet "
+        "in, the same store out; needs the spark extra and Java 17+).",
+    )
     max_object_mb: int = Field(
         0,
         ge=0,
@@ -301,12 +307,6 @@ class TrainConfig(_Section):
 class Config(_Section):
     """Everything unirec can be told; each section maps to one stage."""
 
-    engine: Literal["duckdb", "spark"] = Field(
-        "duckdb",
-        description="What runs featurize's plan: duckdb on this machine (the default, to "
-        "~10M interactions in a few GB), or spark on a cluster (a folder of JSONL/Parquet "
-        "in, the same store out; needs the spark extra and Java 17+).",
-    )
     validate_: ValidateConfig = Field(
         default_factory=ValidateConfig, alias="validate", description=ValidateConfig.__doc__
     )

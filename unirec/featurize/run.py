@@ -60,7 +60,7 @@ def featurize(
     cfg = config or Config()
     data, store = Path(data), Path(store)
     started = time.perf_counter()
-    if cfg.engine == "spark":
+    if cfg.ingest.engine == "spark":
         from unirec.featurize.spark import check_engine
 
         check_engine(data)
@@ -87,7 +87,7 @@ def _run(tmp: Path, data: Path, store: Path, cfg: Config, started: float,
         if cfg.ingest.memory_limit:
             con.execute(f"SET memory_limit = '{cfg.ingest.memory_limit}'")
         with Stages(plan_only) as stages:
-            if cfg.engine == "spark":
+            if cfg.ingest.engine == "spark":
                 from unirec.featurize.spark.run import spark_stages
 
                 report, fit = spark_stages(con, data, cfg, tmp, stages.next)
@@ -176,7 +176,7 @@ def _drop_temporaries(con: duckdb.DuckDBPyConnection) -> None:
 
 def _engine(cfg: Config) -> dict[str, Any]:
     """What ran the plan: the engine's name and version (and Spark's master)."""
-    if cfg.engine != "spark":
+    if cfg.ingest.engine != "spark":
         return {"name": "duckdb", "version": duckdb.__version__}
     import pyspark
 
