@@ -124,6 +124,11 @@ def test_same_fitted_state_and_report(stores) -> None:
         assert rd[key] == rs[key], key
     assert rd["split"]["counts"]["test"] > 0 and rd["samples"]["dropped"] == \
         rs["samples"]["dropped"]
+    # every vector was computed on the executors; the driver found them all in the cache
+    for kind in ("text", "image"):
+        assert rs["embeddings"][kind]["embedded_on_executors"] == rd["embeddings"][kind][
+            "embedded"] > 0
+        assert rs["embeddings"][kind]["embedded"] == 0
 
 
 def test_same_tensors_and_shards(stores) -> None:

@@ -102,6 +102,8 @@ def _run(tmp: Path, data: Path, store: Path, cfg: Config, started: float,
             compiled = compile_features(con, specs, cfg, _base_dir(data), tmp, tmp / "cache",
                                         popularity, fit)
             report["embeddings"] = compiled["embeddings"]
+            for kind, n in getattr(fit, "embedded", {}).items():  # Spark: on the executors
+                report["embeddings"][kind]["embedded_on_executors"] = n
             image = compiled["embeddings"].get("image", {})
             if image.get("unreadable"):
                 report["warnings"].append({

@@ -15,6 +15,7 @@ from typing import Any
 
 import duckdb
 
+from unirec.config import Config
 from unirec.featurize.ops import OPS, Context, FeatureSpec, Op
 from unirec.featurize.ops.base import SIDES
 
@@ -114,23 +115,30 @@ SPARK_FITS: dict[str, Callable[[Op, SparkFit, Context, Path], None]] = {
 }
 
 
-def fit_ops_spark(spark: Any, scratch: Path) -> Callable[..., list[Op]]:
-    """A ``fit`` for compile.compile_features that fits on Spark where a twin exists."""
-    from unirec.featurize.compile import create_fit_tables
+class SparkFitter:
+    """The Spark engine's ``fit`` for compile.compile_features: fits on Spark where a twin
+    exists, then embeds the text and image pools on the executors (``embedded`` counts the
+    vectors they computed, for the report)."""
 
-    def fit(con: duckdb.DuckDBPyConnection, specs: list[FeatureSpec], base_dir: Path
-            ) -> list[Op]:
+    def __init__(self, spark: Any, scratch: Path, cfg: Config, cache_root: Path) -> None:
+        self.spark, self.scratch, self.cfg, self.cache_root = spark, scratch, cfg, cache_root
+        self.embedded: dict[str, int] = {}
+
+    def __call__(self, con: duckdb.DuckDBPyConnection, specs: list[FeatureSpec],
+                 base_dir: Path) -> list[Op]:
+        from unirec.featurize.compile import create_fit_tables
+        from unirec.featurize.spark.embed import embed_on_executors
+
         create_fit_tables(con)
         ctx = Context(con, str(base_dir))
-        sf = SparkFit(spark, scratch)
+        sf = SparkFit(self.spark, self.scratch)
         ops = [OPS.get(spec.op)(spec) for spec in specs]
         for i, op in enumerate(ops):
             twin = SPARK_FITS.get(op.name)
             if twin is None:
                 op.fit(ctx)
             else:
-                twin(op, sf, ctx, scratch / "vocab" / str(i))
+                twin(op, sf, ctx, self.scratch / "vocab" / str(i))
         con.execute("DROP TABLE IF EXISTS v_cur")
+        self.embedded = embed_on_executors(self.spark, con, self.cfg, self.cache_root)
         return ops
-
-    return fit

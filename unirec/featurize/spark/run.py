@@ -23,7 +23,7 @@ from unirec.featurize.ingest import SECTIONS
 from unirec.featurize.ops import Op
 from unirec.featurize.raw import TABLE_OF
 from unirec.featurize.samples import SAMPLE_HISTORY_VIEW
-from unirec.featurize.spark.fit import fit_ops_spark
+from unirec.featurize.spark.fit import SparkFitter
 from unirec.featurize.spark.read import (
     match_interactions,
     raw_report,
@@ -101,4 +101,4 @@ def spark_stages(con: duckdb.DuckDBPyConnection, data: Path, cfg: Config, tmp: P
     report["samples"] = build_samples(spark, scratch, cfg, int(n_users))
     train_windows(spark, scratch)
     _load_samples(con, scratch)
-    return report, fit_ops_spark(spark, scratch)
+    return report, SparkFitter(spark, scratch, cfg, tmp / "cache")

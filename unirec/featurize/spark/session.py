@@ -79,7 +79,12 @@ def spark_session(cfg: SparkConfig) -> Any:
                .config("spark.ui.showConsoleProgress", "false")
                .config("spark.sql.shuffle.partitions", "8")
                .config("spark.sql.ansi.enabled", "false"))
-    for name, value in cfg.conf.items():
+    conf = dict(cfg.conf)
+    quiet = f"-Dlog4j2.configurationFile=file:{Path(__file__).with_name('log4j2.properties')}"
+    java_opts = conf.get("spark.driver.extraJavaOptions", "")
+    if "log4j2.configurationFile" not in java_opts:
+        conf["spark.driver.extraJavaOptions"] = f"{quiet} {java_opts}".strip()
+    for name, value in conf.items():
         builder = builder.config(name, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
