@@ -36,6 +36,15 @@ if not _JAVA or (java_major(_JAVA) or 0) < 17:
 
 SPARK = ("--engine", "spark", "--spark-master", "local[2]", "--set", "spark.partitions=3",
          "--set", "spark.conf.spark.sql.shuffle.partitions=2")
+
+
+def _torch_threads() -> str:
+    """The driver's torch thread count: executors' Python workers get OMP_NUM_THREADS=1
+    from Spark, and CPU convolutions sum in a thread-count-dependent order, so the image
+    vectors are bit-identical only with the same count (they differ by ~3e-6 otherwise)."""
+    import torch
+
+    return f"spark.conf.spark.executorEnv.OMP_NUM_THREADS={torch.get_num_threads()}"
 TABLES = ("users", "items", "interactions", "user_map", "item_map", "vocab", "stats",
           "user_features", "item_features", "samples", "user_sequences", "item_popularity",
           "sample_history", "text_embeddings", "image_embeddings")
@@ -62,7 +71,8 @@ def stores(tmp_path_factory) -> tuple[Path, Path]:
     weights = ("--set", 'samples.type_weights={"purchase": 3.0, "view": 0.5}')
     duck = invoke("featurize", data, "--store", root / "duck", *weights)
     assert duck.exit_code == 0, duck.output
-    spark = invoke("featurize", data, "--store", root / "spark", *weights, *SPARK)
+    spark = invoke("featurize", data, "--store", root / "spark", *weights, *SPARK,
+                   "--set", _torch_threads())
     assert spark.exit_code == 0, spark.output
     return root / "duck", root / "spark"
 

@@ -26,14 +26,24 @@ from unirec.featurize.raw import TABLE_OF
 from unirec.featurize.spark import ingest
 from unirec.featurize.validate import ID_NAME, INTERACTION_FIELDS, Findings, bad_timestamp_reason
 
+_PERSISTED: list[Any] = []
+
+
+def release() -> None:
+    """Unpersist what ``with_position`` cached (the session may be a notebook's)."""
+    while _PERSISTED:
+        _PERSISTED.pop().unpersist()
+
 
 def with_position(spark: Any, df: Any, name: str = "pos") -> Any:
     """``df`` plus its 0-based row number in the current order, computed in the JVM: the
-    row's place in its partition plus the sizes of the partitions before it."""
+    row's place in its partition plus the sizes of the partitions before it. The tagged
+    rows are cached, so a sort is not redone between counting and numbering."""
     from pyspark.sql import functions as F
 
     tagged = df.select(F.spark_partition_id().alias("_pid"),
                        F.monotonically_increasing_id().alias("_mid"), "*").persist()
+    _PERSISTED.append(tagged)
     sizes = sorted((r[0], r[1]) for r in tagged.groupBy("_pid").count().collect())
     offsets, total = [], 0
     for pid, n in sizes:

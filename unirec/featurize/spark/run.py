@@ -28,6 +28,7 @@ from unirec.featurize.spark.read import (
     match_interactions,
     raw_report,
     read_sources,
+    release,
     validate_sections,
 )
 from unirec.featurize.spark.session import spark_session
@@ -80,6 +81,14 @@ def spark_stages(con: duckdb.DuckDBPyConnection, data: Path, cfg: Config, tmp: P
                  stage: Callable[[str], None]) -> tuple[dict[str, Any], Callable[..., list[Op]]]:
     """Raw tables, split and samples on Spark; returns the report and the ops' fit."""
     spark = spark_session(cfg.spark)
+    try:
+        return _stages(spark, con, data, cfg, tmp, stage)
+    finally:
+        release()
+
+
+def _stages(spark: Any, con: duckdb.DuckDBPyConnection, data: Path, cfg: Config, tmp: Path,
+            stage: Callable[[str], None]) -> tuple[dict[str, Any], Callable[..., list[Op]]]:
     scratch = (tmp / SCRATCH).absolute()
     sources = read_sources(spark, data, scratch, cfg.spark.partitions)
     stage("validate")
