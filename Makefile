@@ -19,10 +19,12 @@ $(STAMP): pyproject.toml constraints.txt
 
 test: $(STAMP) venvs
 	$(BIN)/ruff check unirec tests bench
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check unirec tests bench
+	$(BIN)/lint-imports
 
 schemas: $(STAMP)
 	$(BIN)/python -c "import json; from unirec.config import json_schema; \

@@ -132,7 +132,7 @@ def text_child(items_parquet: str, limit: int) -> None:
     import polars as pl
 
     from unirec.config import Config
-    from unirec.featurize.embed import TextEmbedder
+    from unirec.features.embed import TextEmbedder
 
     titles = (pl.read_parquet(items_parquet)["text"].struct.field("title").drop_nulls()
               .unique().sort().head(limit).to_list())

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI with timed stages; write the durations even when featurize fails."""
     run_module = importlib.import_module("unirec.featurize.run")
     run_module.Stages = _timed_stages(run_module.Stages)
-    from unirec.cli import cli
+    from unirec.cli.main import cli
 
     rc = 0
     try:

@@ -54,7 +54,10 @@ def previous_train(commit: str = PREVIOUS) -> ModuleType:
                              check=True, capture_output=True, text=True).stdout
         (pkg / name).write_text(src.replace("unirec.train.", "unirec_prev_train.")
                                 .replace("from unirec.train import", "from unirec_prev_train "
-                                         "import"))
+                                         "import")
+                                # modules that moved since (#12): their homes now
+                                .replace("unirec.featurize.shards", "unirec.store.shards")
+                                .replace("unirec.serve.bundle", "unirec.model.bundle"))
     sys.path.insert(0, str(tmp))
     return importlib.import_module("unirec_prev_train")
 
@@ -71,9 +74,9 @@ def _store(args: argparse.Namespace, work: Path) -> Path:
 
 
 def _batches(paths: list[Path], size: int, n: int) -> list[dict[str, torch.Tensor]]:
+    from unirec.model.inputs import gather_history, load_sequences
     from unirec.store import Store
-    from unirec.train.data import ShardStream, gather_history
-    from unirec.train.inputs import load_sequences
+    from unirec.train.data import ShardStream
 
     store = Store(paths[0].parent.parent)  # shards/ sits in the store folder
     items = torch.from_numpy(load_sequences(store)["items"])
@@ -93,11 +96,11 @@ def _steps(store: Path, overrides: dict[str, Any], batch: int, compiled: bool
            ) -> dict[str, Any]:
     """Build both steps on the same model weights; returns {name: step fn}."""
     from unirec.config import TrainConfig
+    from unirec.model.inputs import load_inputs
+    from unirec.model.towers import TwoTower
     from unirec.store import Store
     from unirec.train import loop, step
-    from unirec.train.inputs import load_inputs
     from unirec.train.losses import LOSSES
-    from unirec.train.towers import TwoTower
     prev = importlib.import_module("unirec_prev_train.loop")
     cfg = TrainConfig(batch_size=batch, **overrides)
     inp = load_inputs(Store(store))
@@ -164,8 +167,8 @@ def matmul_flops(n: int = 2048, reps: int = 3) -> float:
 def measure(store: Path, overrides: dict[str, Any], batch: int, rounds: int, steps: int,
             compiled: bool) -> dict[str, Any]:
     """Interleaved timing of both steps on the same batches."""
+    from unirec.model.inputs import load_inputs
     from unirec.store import Store
-    from unirec.train.inputs import load_inputs
     paths = load_inputs(Store(store)).train_shards
     data = _batches(paths, batch, steps * 2 + 2)
     if len(data) < 2:

@@ -140,7 +140,7 @@ def title_info(store: Path) -> dict[str, float]:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from unirec.train.restore import load_model
+    from unirec.model.restore import load_model
 
     t = load_file(str(store / "tensors" / "items.safetensors"))
     raw = load_file(str(store / "tensors" / "text_embeddings.safetensors"))["embedding"][

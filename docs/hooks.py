@@ -35,7 +35,7 @@ def readme_page() -> str:
 
 def cli_page() -> str:
     """One section per command, its usage and options exactly as ``--help`` prints them."""
-    from unirec.cli import cli
+    from unirec.cli.main import cli
 
     out = ["# Command line", "",
            "Generated from the click commands (`unirec COMMAND --help` prints the same). "

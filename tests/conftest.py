@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from unirec.cli import cli
+from unirec.cli.main import cli
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

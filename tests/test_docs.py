@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from unirec.cli import cli
+from unirec.cli.main import cli
 from unirec.config import json_schema
 
 pytest.importorskip("mkdocs", reason="the docs extra (mkdocs) is not installed")

@@ -13,7 +13,7 @@ import click
 import pytest
 from conftest import invoke, one_error_line, write_doc
 
-from unirec.cli import cli
+from unirec.cli.main import cli
 
 
 def _hide(monkeypatch: pytest.MonkeyPatch, *modules: str) -> None:

@@ -70,7 +70,7 @@ def test_a_model_of_a_store_featurized_again_is_refused(fitted_store, tmp_path,
                                                         monkeypatch) -> None:
     import json
 
-    import unirec.train.outputs as outputs
+    import unirec.model.outputs as outputs
 
     store = copy_store(fitted_store, tmp_path / "store")
     model_before = tree_digest(store / "model")

@@ -10,7 +10,7 @@ import pytest
 from conftest import invoke, one_error_line, run_unirec, tree_digest, write_doc
 
 from unirec import Store, StoreError, featurize
-from unirec.featurize.guard import MARKER, lock_path
+from unirec.store.guard import MARKER, lock_path
 
 
 def test_a_folder_of_user_files_survives(tmp_path, doc) -> None:

@@ -25,11 +25,10 @@ from unirec.errors import (
     require_extra,
 )
 
-__version__ = "0.1.0"
-
 # Eager on purpose: the subpackage unirec.featurize shares the function's name, and the
 # function must win the attribute.
 from unirec.featurize import featurize  # noqa: E402
+from unirec.version import __version__  # noqa: E402
 
 if TYPE_CHECKING:
     from unirec.config import Config, load_config
@@ -43,10 +42,10 @@ def register_encoder(op: str, encoder: Any = None, *, replace: bool = False) -> 
     """Register a tower encoder for features compiled by ``op`` (decorator or call).
 
     The class is built as ``Encoder(feature, dim, shared)`` and returns one (B, dim) token;
-    see ``unirec.train.encoders`` for the built-ins, registered the same way.
+    see ``unirec.model.encoders`` for the built-ins, registered the same way.
     """
     require_extra("train", "register_encoder")
-    from unirec.train.encoders import ENCODERS
+    from unirec.model.encoders import ENCODERS
 
     return ENCODERS.register(op, encoder, replace=replace)
 

@@ -8,7 +8,7 @@ the first time the registry is asked for a name it does not hold.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar
 
@@ -80,5 +80,3 @@ class Registry(Generic[T]):
             if ep.name not in self._items:
                 self._items[ep.name] = ep.load()
 
-
-Factory = Callable[..., object]

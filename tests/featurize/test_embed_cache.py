@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from unirec.errors import StoreError
-from unirec.featurize.embed import EmbeddingCache
+from unirec.features.embed import EmbeddingCache
 
 
 def _vectors(n: int, dim: int = 4, seed: int = 0) -> np.ndarray:
@@ -95,7 +95,8 @@ def test_no_temporary_files_are_left(tmp_path):
 
 def test_importing_embed_does_not_import_torch():
     code = (
-        "import sys, unirec.featurize.embed; "
+        "import sys, unirec.features, unirec.features.embed, unirec.features.embedding, "
+        "unirec.features.ops, unirec.features.plan, unirec.features.validate; "
         "heavy = {'torch', 'timm', 'sentence_transformers', 'PIL'} & set(sys.modules); "
         "assert not heavy, heavy"
     )

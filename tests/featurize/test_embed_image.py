@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from unirec.errors import ConfigError
-from unirec.featurize.embed import EmbeddingCache, ImageEmbedder
-from unirec.featurize.embed.image import default_weights_path
+from unirec.features.embed import EmbeddingCache, ImageEmbedder
+from unirec.features.embed.image import default_weights_path
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -22,7 +22,7 @@ def home(tmp_path_factory):
     """Converted weights go to a private UNIREC_HOME, converted once for the module; the
     process-level model cache is emptied so the conversion really runs here (an earlier test
     in the session may have loaded the model already)."""
-    from unirec.featurize.embed import image
+    from unirec.features.embed import image
 
     with pytest.MonkeyPatch.context() as mp:
         path = tmp_path_factory.mktemp("unirec_home")

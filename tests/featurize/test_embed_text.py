@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from unirec.errors import ConfigError
-from unirec.featurize.embed import EmbeddingCache, TextEmbedder
+from unirec.features.embed import EmbeddingCache, TextEmbedder
 
 pytestmark = pytest.mark.slow
 

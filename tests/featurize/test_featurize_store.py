@@ -13,8 +13,8 @@ from safetensors.numpy import load_file
 
 from unirec import Store
 from unirec.datasets import synthesize, write_document, write_folder
-from unirec.featurize.shards import read_blocks
-from unirec.train.data import gather_history
+from unirec.model.inputs import gather_history
+from unirec.store.shards import read_blocks
 
 
 @pytest.fixture(scope="module")

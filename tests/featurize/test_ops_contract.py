@@ -7,8 +7,8 @@ import json
 import duckdb
 import pytest
 
+from unirec.features.ops import OPS, Context, FeatureSpec
 from unirec.featurize.compile import fit_ops
-from unirec.featurize.ops import OPS, Context, FeatureSpec
 
 # Values for users 1..4 per accepted SQL type: user 3 is missing; user 4 is outside the
 # training window and carries a value nobody else has.

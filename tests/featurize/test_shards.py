@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from torch.utils.data import DataLoader
 
-from unirec.featurize.shards import FIELDS, read_blocks, rechunk, shard_summary, write_shards
+from unirec.store.shards import FIELDS, read_blocks, rechunk, shard_summary, write_shards
 from unirec.train.data import ShardStream
 
 N_ROWS, L = 10_007, 5

@@ -25,8 +25,8 @@ import pytest
 from conftest import BASE_DOC, invoke, one_error_line, tree_digest
 from safetensors.numpy import load_file
 
-from unirec.featurize.shards import read_blocks
 from unirec.featurize.spark.session import _java, java_major
+from unirec.store.shards import read_blocks
 
 _JAVA = _java()
 if importlib.util.find_spec("pyspark") is None:

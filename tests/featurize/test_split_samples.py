@@ -24,7 +24,7 @@ from unirec.config import SamplesConfig, SplitConfig
 from unirec.errors import ConfigError
 from unirec.featurize.samples import build_samples, item_popularity, sequence_arrays
 from unirec.featurize.split import assign_splits
-from unirec.train.data import gather_history
+from unirec.model.inputs import gather_history
 
 # (user_id, item_id, interaction_type, unix seconds or None, weight); position = list index
 Row = tuple[int, int, "str | None", "float | None", "float | None"]

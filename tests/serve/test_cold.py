@@ -12,10 +12,10 @@ import torch
 from safetensors.numpy import load_file
 
 from unirec.errors import DataError, QueryError
+from unirec.model.restore import load_model, user_histories
 from unirec.serve.cold import cold_encoder, embed_records, history_csr, record_history_index
 from unirec.serve.recommender import Recommender
 from unirec.store import Store
-from unirec.train.restore import load_model, user_histories
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from conftest import copy_store, invoke, run_unirec
 
+from unirec.model.restore import user_histories
 from unirec.serve import api
 from unirec.serve.explain import explainer
 from unirec.store import Store
-from unirec.train.restore import user_histories
 
 # the top history item (by leave-one-out contribution) must share the recommended item's
 # category at least this many times as often as a history item of the same user drawn at

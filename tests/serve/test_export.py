@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import invoke
 
+from unirec.model.restore import load_model, user_histories
 from unirec.serve.export import example_inputs, export_onnx
-from unirec.train.restore import load_model, user_histories
 
 
 @pytest.fixture(scope="module")

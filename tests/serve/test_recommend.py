@@ -217,7 +217,7 @@ def test_stale_model_is_refused(fitted_store, tmp_path) -> None:
 
 
 def test_known_user_path_never_imports_torch(fitted_store, ref) -> None:
-    code = ("import sys; from unirec.cli import cli\n"
+    code = ("import sys; from unirec.cli.main import cli\n"
             f"cli(['recommend', '--user', '{ref['user_ids'][2]}', '--store', "
             f"'{fitted_store}'], standalone_mode=False)\n"
             "heavy = sorted({m.split('.')[0] for m in sys.modules} & "

@@ -1,4 +1,4 @@
-"""unirec.train.checkpoint: bit-identical resume, pickle-free files, tied weights."""
+"""unirec.model.checkpoint: bit-identical resume, pickle-free files, tied weights."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from unirec.train import checkpoint
-from unirec.train.checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights
+from unirec.model import checkpoint
+from unirec.model.checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights
 
 
 class Tiny(torch.nn.Module):

@@ -10,9 +10,10 @@ from conftest import copy_store, invoke
 from safetensors.numpy import load_file
 
 from unirec import Store
-from unirec.train.coldval import carve, hide, selection_score
-from unirec.train.data import ShardStream, gather_history
-from unirec.train.inputs import load_inputs
+from unirec.model.inputs import gather_history, load_inputs
+from unirec.model.outputs import selection_score
+from unirec.train.coldval import carve, hide
+from unirec.train.data import ShardStream
 
 
 def _pairs(store: Store, where: str) -> set[tuple[int, int]]:

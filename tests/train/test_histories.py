@@ -9,9 +9,8 @@ import numpy as np
 import torch
 from conftest import copy_store, invoke
 
+from unirec.model.inputs import gather_history, load_sequences
 from unirec.store import STORE_FORMAT, Store, serving_histories
-from unirec.train.data import gather_history
-from unirec.train.inputs import load_sequences
 
 
 def test_gather_pads_left_and_keeps_the_most_recent_last() -> None:

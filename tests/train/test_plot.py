@@ -1,4 +1,4 @@
-"""unirec.train.plot: a valid PNG from metrics.jsonl, including a one-epoch run."""
+"""unirec.model.plot: a valid PNG from metrics.jsonl, including a one-epoch run."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from unirec.train.plot import plot_metrics
+from unirec.model.plot import plot_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

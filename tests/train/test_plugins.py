@@ -9,8 +9,8 @@ from conftest import copy_store
 from safetensors import safe_open
 
 import unirec
+from unirec.model.encoders import ENCODERS
 from unirec.registry import Registry
-from unirec.train.encoders import ENCODERS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,7 +39,7 @@ def test_readme_custom_encoder_trains(tmp_path, synthetic_store) -> None:
 def test_encoders_arrive_through_the_entry_point_group(tmp_path, monkeypatch) -> None:
     """A real installed distribution (a .dist-info on sys.path) declaring an encoder."""
     (tmp_path / "my_encoders.py").write_text(
-        "from unirec.train.encoders import Encoder\n\n\n"
+        "from unirec.model.encoders import Encoder\n\n\n"
         "class AudioEncoder(Encoder):\n    pass\n")
     info = tmp_path / "my_encoders-0.1.dist-info"
     info.mkdir()

@@ -18,18 +18,18 @@ from hypothesis import strategies as st
 
 from unirec import Store
 from unirec.config import TrainConfig
-from unirec.train.data import ShardStream, gather_history
-from unirec.train.encoders import (
+from unirec.model.encoders import (
     CategoricalEncoder,
     HistoryEncoder,
     IdSequenceEncoder,
     masked_mean,
 )
-from unirec.train.inputs import load_inputs
+from unirec.model.inputs import gather_history, load_inputs
+from unirec.model.towers import Tower, TwoTower
+from unirec.train.data import ShardStream
 from unirec.train.loop import Sampler, _bad_epochs, _positive_mask
 from unirec.train.losses import LOSSES
 from unirec.train.step import PositiveMask, Step, make_optimizer
-from unirec.train.towers import Tower, TwoTower
 
 
 @settings(max_examples=60, deadline=None)

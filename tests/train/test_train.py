@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from unirec import Store
 from unirec.config import Config, TrainConfig
 from unirec.metrics import ranking_metrics, topk
-from unirec.train.encoders import ENCODERS, Shared
-from unirec.train.inputs import load_inputs
+from unirec.model.encoders import ENCODERS, Shared
+from unirec.model.inputs import load_inputs
 from unirec.train.loop import _positive_mask, fit
 from unirec.train.losses import LOSSES, LossInput
 

@@ -10,13 +10,13 @@ from typing import Any
 
 import duckdb
 import numpy as np
-import pyarrow as pa
 from safetensors.numpy import save_file
 
 from unirec.config import Config
-from unirec.featurize.embedding import embed_pools
-from unirec.featurize.ops import OPS, Context, FeatureSpec, Op
-from unirec.featurize.ops.base import SIDES, _q
+from unirec.features.embedding import embed_pools
+from unirec.features.ops import OPS, Context, FeatureSpec, Op
+from unirec.features.ops.base import _q, column_array
+from unirec.store.layout import SIDES
 
 
 def create_index_maps(con: duckdb.DuckDBPyConnection) -> None:
@@ -68,18 +68,6 @@ def build_feature_tables(con: duckdb.DuckDBPyConnection, ops: list[Op], base_dir
                     f"{' '.join(joins)} ORDER BY m.{index}")
 
 
-def _column_array(table: pa.Table, column: str, shape: tuple[int, ...], dtype: str
-                  ) -> np.ndarray:
-    """An Arrow column (scalars or equal-length lists) as a (rows, *shape) numpy array."""
-    col = table.column(column).combine_chunks()
-    if shape:
-        values = col.flatten() if not isinstance(col, pa.FixedSizeListArray) else col.values
-        arr = values.to_numpy(zero_copy_only=False).reshape(len(col), *shape)
-    else:
-        arr = col.to_numpy(zero_copy_only=False)
-    return arr.astype(dtype, copy=False)
-
-
 def write_tensors(con: duckdb.DuckDBPyConnection, ops: list[Op], mats: dict[str, np.ndarray],
                   popularity: np.ndarray, out: Path) -> dict[str, Any]:
     """tensors/{users,items}.safetensors: row i = entity index i, row 0 = the padding row."""
@@ -90,7 +78,7 @@ def write_tensors(con: duckdb.DuckDBPyConnection, ops: list[Op], mats: dict[str,
         tensors: dict[str, np.ndarray] = {}
         for op in (o for o in ops if o.spec.side == side):
             for o in op.outputs():
-                arr = _column_array(arrow, o.column, o.shape, o.dtype)
+                arr = column_array(arrow, o.column, o.shape, o.dtype)
                 tensors[o.column] = np.concatenate([np.zeros((1, *o.shape), o.dtype), arr])
         if side == "item":
             tensors["popularity"] = popularity.astype(np.float32)

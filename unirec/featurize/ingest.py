@@ -22,7 +22,7 @@ import duckdb
 
 from unirec.config import IngestConfig
 from unirec.errors import DataError
-from unirec.featurize.profile import type_word
+from unirec.features.profile import type_word
 from unirec.registry import did_you_mean
 
 SECTIONS = ("user_data", "item_data", "interactions")

@@ -10,8 +10,8 @@ import duckdb
 from tqdm import tqdm
 
 from unirec.config import Config
+from unirec.features.ops import FeatureSpec
 from unirec.featurize.compile import fit_ops
-from unirec.featurize.ops import FeatureSpec
 
 STAGES = ("read", "validate", "split", "samples", "features", "shards")
 

@@ -12,12 +12,10 @@ from typing import Any
 
 import duckdb
 
-from unirec import __version__
 from unirec.config import Config
 from unirec.errors import DataError
-from unirec.featurize.ingest import SECTIONS, load_sources
-from unirec.featurize.profile import Profile
-from unirec.featurize.validate import (
+from unirec.features.profile import Profile
+from unirec.features.validate import (
     GROUPS,
     Column,
     Findings,
@@ -25,6 +23,8 @@ from unirec.featurize.validate import (
     entity_columns,
     interaction_columns,
 )
+from unirec.featurize.ingest import SECTIONS, load_sources
+from unirec.version import __version__
 
 TABLE_OF = {"user_data": "users", "item_data": "items", "interactions": "interactions"}
 

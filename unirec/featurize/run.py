@@ -15,22 +15,18 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from unirec import __version__
 from unirec.config import Config
-from unirec.featurize.atomic import building
+from unirec.features.plan import make_plan
 from unirec.featurize.compile import (
     compile_features,
     create_index_maps,
     create_train_window,
     fit_ops,
 )
-from unirec.featurize.guard import MARKER, MARKER_TEXT, check_replaceable, resolve_store, store_lock
 from unirec.featurize.ingest import SECTIONS
-from unirec.featurize.plan import make_plan
 from unirec.featurize.progress import Stages, describe_plan
 from unirec.featurize.raw import TABLE_OF, build_raw_tables
 from unirec.featurize.samples import build_samples, write_sequences
-from unirec.featurize.shards import shard_summary, write_shards
 from unirec.featurize.split import assign_splits
 from unirec.store import (
     DB_FILE,
@@ -40,6 +36,10 @@ from unirec.store import (
     connect_for_write,
     storage_version,
 )
+from unirec.store.atomic import building
+from unirec.store.guard import MARKER, MARKER_TEXT, check_replaceable, resolve_store, store_lock
+from unirec.store.shards import shard_summary, write_shards
+from unirec.version import __version__
 
 
 def featurize(
@@ -54,7 +54,7 @@ def featurize(
     Returns the report (also written to ``report.json``); with ``plan_only`` returns the
     plan and writes nothing. Raises ``DataError`` on a structural problem; the previous
     store, if any, is then left untouched. Raises ``StoreError`` before any work when
-    ``store`` is something featurize must not replace (see ``featurize.guard``) or another
+    ``store`` is something featurize must not replace (see ``store.guard``) or another
     process is writing it.
     """
     cfg = config or Config()

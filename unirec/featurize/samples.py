@@ -17,7 +17,7 @@ the offset of the first of the user's interactions at the sample's time, so ever
 interaction at that time, itself included, lies at or after ``history_end``: the tie rule is
 an offset. Its history is ``sequence[history_end - history_length : history_end]`` with
 ``history_length = least(earlier, L)``; training gathers it by index arithmetic
-(``unirec.train.data.gather_history``), SQL reads it through the view ``sample_history``.
+(``unirec.model.inputs.gather_history``), SQL reads it through the view ``sample_history``.
 
 One sorted scan builds it all: DuckDB streams the rows ordered by (user, time, position),
 so row ``r`` is sequence offset ``r``; numpy finds the (user, time) group starts (a running

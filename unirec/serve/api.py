@@ -8,7 +8,7 @@ towers first (``unirec.serve.cold``, which imports torch), then are ranked the s
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -161,9 +161,12 @@ def embeddings(side: str, *, store: StorePath = "unirec-store") -> tuple[np.ndar
 
 def all_users(k: int = 10, *, store: StorePath = "unirec-store", exclude_seen: bool = True,
               candidates: Sequence[Any] | str | Path | None = None, chunk: int = 4096
-              ) -> Any:
-    """Yield ``(user_ids, item_ids, scores)`` blocks of ``chunk`` users: every user's top-K
-    without holding the whole (users x k) answer in memory at once."""
+              ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Yield ``(user_ids, item_index, item_ids, scores)`` blocks of ``chunk`` users: every
+    user's top-K without holding the whole (users x k) answer in memory at once.
+
+    ``item_index`` is the ``(n, k)`` item index matrix (0 where a row ran short) that
+    ``item_ids`` names; a writer that only wants ids ignores it."""
     rec = Recommender.load(store)
     cand = candidate_index(rec, candidates)
     for lo in range(1, rec.n_users + 1, chunk):

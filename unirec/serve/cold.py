@@ -28,13 +28,13 @@ import numpy as np
 import torch
 
 from unirec.errors import DataError, QueryError, StoreError
-from unirec.featurize.embed import EmbeddingCache, ImageEmbedder, TextEmbedder
-from unirec.featurize.embedding import _namespace
+from unirec.features.embed import EmbeddingCache, ImageEmbedder, TextEmbedder
+from unirec.features.embedding import _namespace
 from unirec.metrics import Csr
+from unirec.model.restore import load_model
 from unirec.serve.recommender import Recommender, file_key
 from unirec.serve.records import RecordCompiler
 from unirec.store import Store
-from unirec.train.restore import load_model
 
 SIDES = ("user", "item")
 _MEMO_LIMIT = 10_000  # new strings/files whose vectors a process remembers

@@ -31,8 +31,8 @@ import torch
 from torch import nn
 
 from unirec.errors import MissingExtraError
-from unirec.train.restore import load_model
-from unirec.train.towers import Tower
+from unirec.model.restore import load_model
+from unirec.model.towers import Tower
 
 OPSET = 18
 FORMAT = "unirec-onnx/1"

@@ -22,18 +22,13 @@ import numpy as np
 
 from unirec.errors import NotFittedError, QueryError, StoreError
 from unirec.metrics import Csr, topk
+from unirec.model.folder import store_identity
 
 FALLBACKS = ("popular",)
 _CACHE: dict[tuple[str, int, int], Recommender] = {}
 # Batch mode scores up to 1,024 users at once, fewer for big catalogues: a block's
 # (users, n_items) float32 scores (and top-K's working copy) stay near 128 MB each.
 _BLOCK_USERS, _BLOCK_ELEMENTS = 1024, 1 << 25
-
-
-def store_identity(manifest: dict[str, Any]) -> dict[str, Any]:
-    """What distinguishes one featurize run's output from another's (a model records it)."""
-    return {"input_sha256": manifest["input"].get("sha256"),
-            "config_hash": manifest["config_hash"], "counts": manifest["counts"]}
 
 
 def file_key(path: Path) -> tuple[str, int, int]:

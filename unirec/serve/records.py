@@ -25,14 +25,14 @@ import duckdb
 import numpy as np
 
 from unirec.errors import DataError, QueryError
-from unirec.featurize.compile import _column_array
-from unirec.featurize.ops import OPS, Context, FeatureSpec, Op
-from unirec.featurize.ops.base import SIDES, _q
-from unirec.featurize.plan import raw_fields
-from unirec.featurize.profile import build_profile
-from unirec.featurize.validate import GROUPS, KIND_RULES, Findings
+from unirec.features.ops import OPS, Context, FeatureSpec, Op
+from unirec.features.ops.base import _q, column_array
+from unirec.features.plan import raw_fields
+from unirec.features.profile import build_profile
+from unirec.features.validate import GROUPS, KIND_RULES, Findings
 from unirec.registry import did_you_mean
 from unirec.store import DB_FILE, Store
+from unirec.store.layout import SIDES
 
 SECTION = {"user": "user_data", "item": "item_data"}
 _BASE_KEYS = {"name", "side", "group", "field", "op", "params", "outputs"}
@@ -238,7 +238,7 @@ class RecordCompiler:
             return {}
         arrow = cur.sql(f"SELECT {', '.join(cols)} FROM {SIDES[side][0]} m {' '.join(joins)} "
                         f"ORDER BY m.{id_col}").to_arrow_table()
-        return {o.column: _column_array(arrow, o.column, o.shape, o.dtype) for o in outputs}
+        return {o.column: column_array(arrow, o.column, o.shape, o.dtype) for o in outputs}
 
 
 def _word(value: Any) -> str:

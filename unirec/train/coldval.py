@@ -15,15 +15,14 @@ The held-out items are then served like new items (content only): use it to choo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import torch
 
 from unirec.metrics import csr_from_pairs, ranking_metrics, topk
+from unirec.model.inputs import Inputs
 from unirec.store import Store, serving_histories
-from unirec.train.inputs import Inputs
 
 MIN_COUNT = 5  # the cold_item protocol's eligibility: enough interactions to measure
 
@@ -96,9 +95,3 @@ def validate_cold(model: torch.nn.Module, cs: ColdSlice, k: int, device: torch.d
     return {f"val_cold_{name}": m[name] for name in (f"recall@{k}", f"ndcg@{k}")}
 
 
-def selection_score(row: dict[str, Any], k: int) -> float:
-    """What early stopping and the kept epoch maximise: validation NDCG@K, plus the cold
-    slice's NDCG@K when there is one (warm and new items both count); else -train loss."""
-    if f"val_ndcg@{k}" not in row:
-        return -row["train_loss"]
-    return row[f"val_ndcg@{k}"] + row.get(f"val_cold_ndcg@{k}", 0.0)

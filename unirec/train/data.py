@@ -1,6 +1,6 @@
 """Stream training samples from the store's shards into torch, split across ranks and workers.
 
-Each tar entry is a block of already-shuffled samples (``unirec.featurize.shards``), so the
+Each tar entry is a block of already-shuffled samples (``unirec.store.shards``), so the
 only shuffling left for the reader is the shard order, redone every epoch. Splitting is
 disjoint at two levels: DDP ranks, then DataLoader workers within a rank.
 
@@ -24,13 +24,13 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from unirec.featurize.shards import read_blocks, rechunk
+from unirec.store.shards import read_blocks, rechunk
 
 
 class ShardStream(IterableDataset):
     """Blocks (or ``batch_size``-sample batches) of the shards ``paths``, as dicts of tensors.
 
-    Keys and dtypes follow ``unirec.featurize.shards.FIELDS``: ``user``, ``item``, ``hlen``
+    Keys and dtypes follow ``unirec.store.shards.FIELDS``: ``user``, ``item``, ``hlen``
     int32 (n,); ``weight`` float32 (n,); ``time``, ``hend``, ``position`` int64 (n,).
     The history is :func:`gather_history` of ``hend`` and ``hlen``.
 
@@ -130,22 +130,6 @@ class ShardStream(IterableDataset):
             if self.device is not None:
                 tensors = {k: t.to(self.device, non_blocking=True) for k, t in tensors.items()}
             yield tensors
-
-
-def gather_history(items: torch.Tensor, end: torch.Tensor, length: torch.Tensor,
-                   width: int) -> torch.Tensor:
-    """``(B, width)`` histories by index arithmetic: row b is ``items[end[b] - length[b]:
-    end[b]]`` left-padded with 0, most recent last (what the ``samples`` view shows).
-
-    ``items`` is the store's concatenated user sequence (int32, on the batch's device);
-    ``end`` and ``length`` come from the shards or ``samples``. One gather, no loop: the
-    padding slots read a clamped in-range index and are zeroed by the mask.
-    """
-    steps = torch.arange(-width, 0, device=end.device)
-    index = end.long().unsqueeze(1) + steps
-    real = steps >= -length.long().clamp(max=width).unsqueeze(1)
-    picked = items[index.clamp(min=0)]
-    return torch.where(real, picked, torch.zeros((), dtype=picked.dtype, device=picked.device))
 
 
 def _one_storage(block: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:

@@ -26,18 +26,18 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from unirec.config import Config, TrainConfig
-from unirec.featurize.guard import resolve_store, store_lock
 from unirec.metrics import ranking_metrics, topk
+from unirec.model import workdir
+from unirec.model.checkpoint import save_checkpoint, save_weights
+from unirec.model.inputs import Inputs, gather_history, load_inputs
+from unirec.model.outputs import selection_score, write_outputs
+from unirec.model.towers import TwoTower
 from unirec.store import Store
-from unirec.train import workdir
-from unirec.train.checkpoint import save_checkpoint, save_weights
-from unirec.train.coldval import carve, selection_score, validate_cold
-from unirec.train.data import ShardStream, gather_history
-from unirec.train.inputs import Inputs, load_inputs
+from unirec.store.guard import resolve_store, store_lock
+from unirec.train.coldval import carve, validate_cold
+from unirec.train.data import ShardStream
 from unirec.train.losses import LOSSES
-from unirec.train.outputs import write_outputs
 from unirec.train.step import PositiveMask, Step, make_optimizer
-from unirec.train.towers import TwoTower
 
 
 def _device(name: str) -> torch.device:
@@ -139,7 +139,7 @@ def fit(store: str | Path = "unirec-store", config: Config | None = None, *,
     """Train the two-tower model on ``store``; swap the result in as ``store/model``.
 
     Returns the summary. The previous model keeps being served until the new one is
-    complete (``train.workdir``); rank 0 holds the store's write lock throughout.
+    complete (``model.workdir``); rank 0 holds the store's write lock throughout.
     ``on_epoch`` (rank 0) sees each epoch's metrics row after validation; an exception it
     raises ends the fit there (``unirec tune`` prunes bad trials this way).
     """

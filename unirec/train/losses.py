@@ -1,7 +1,8 @@
 """Losses over (user vectors, positive item vectors, negatives), in a registry.
 
-Every loss receives a ``Batch`` and the model's scores; a user's own training positives are
-never counted as negatives (``positive_mask``).
+Every loss receives one ``LossInput`` (unit vectors of the batch's users, positives and sampled
+negatives, with their log-Q corrections and weights); a user's own training positives are never
+counted as negatives (``mask_batch`` / ``mask_neg``, built by ``unirec.train.step``).
 """
 
 from __future__ import annotations

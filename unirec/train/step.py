@@ -5,7 +5,7 @@ What made the previous step slow on a CPU (profile in docs/benchmarks.md): a bin
 per (user, candidate) pair for the "never a negative" mask, history items projected once per
 slot instead of once per distinct item, and thousands of small ops. The mask here looks only
 at the batch users' own training positives (a CSR walk), and the model
-(``unirec.train.towers``) does item work once per distinct item.
+(``unirec.model.towers``) does item work once per distinct item.
 """
 
 from __future__ import annotations

@@ -26,8 +26,8 @@ ROWS_PER_TASK = 1024  # fewer rows than this would not pay for a model load per 
 
 def _embed_part(kind: str, cfg: Config, cache_root: str,
                 batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    from unirec.featurize.embed import EmbeddingCache, ImageEmbedder, TextEmbedder
-    from unirec.featurize.embedding import _namespace
+    from unirec.features.embed import EmbeddingCache, ImageEmbedder, TextEmbedder
+    from unirec.features.embedding import _namespace
 
     values = [v for b in batches for v in b.column(0).to_pylist()]
     if not values:

@@ -16,8 +16,8 @@ from typing import Any
 import duckdb
 
 from unirec.config import Config
-from unirec.featurize.ops import OPS, Context, FeatureSpec, Op
-from unirec.featurize.ops.base import SIDES
+from unirec.features.ops import OPS, Context, FeatureSpec, Op
+from unirec.store.layout import SIDES
 
 SECTION_OF = {"user": "user_data", "item": "item_data"}
 

@@ -33,10 +33,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from unirec.errors import DataError
-from unirec.featurize.ingest import SECTIONS
-from unirec.featurize.profile import Field, Profile, build_profile
-from unirec.featurize.raw import entity_select, stage_select
-from unirec.featurize.validate import (
+from unirec.features.profile import Field, Profile, build_profile
+from unirec.features.validate import (
     GROUPS,
     ID_NAME,
     INTERACTION_FIELDS,
@@ -46,6 +44,8 @@ from unirec.featurize.validate import (
     interaction_structure,
     interaction_typing,
 )
+from unirec.featurize.ingest import SECTIONS
+from unirec.featurize.raw import entity_select, stage_select
 
 Types = dict[str, list[list[Any]]]  # field label -> [[json type, count, first pos], ...]
 
@@ -88,7 +88,7 @@ def structure_pass(section: str, file_name: str, batches: list[pa.RecordBatch]
     witnesses = {r[0] for r in con.execute(_witness_sql(section)).fetchall() if r[0] is not None}
     try:
         groups = GROUPS if section != "interactions" else ()
-        from unirec.featurize.validate import duplicate_keys
+        from unirec.features.validate import duplicate_keys
         duplicate_keys(con, section, groups)
     except DataError as exc:
         witnesses.add(exc.position)

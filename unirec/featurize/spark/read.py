@@ -17,14 +17,14 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from unirec import __version__
 from unirec.config import Config
 from unirec.errors import DataError
+from unirec.features.profile import build_profile
+from unirec.features.validate import ID_NAME, INTERACTION_FIELDS, Findings, bad_timestamp_reason
 from unirec.featurize.ingest import SECTIONS, _folder_files
-from unirec.featurize.profile import build_profile
 from unirec.featurize.raw import TABLE_OF
 from unirec.featurize.spark import ingest
-from unirec.featurize.validate import ID_NAME, INTERACTION_FIELDS, Findings, bad_timestamp_reason
+from unirec.version import __version__
 
 _PERSISTED: list[Any] = []
 

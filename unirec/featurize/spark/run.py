@@ -18,9 +18,9 @@ from typing import Any
 import duckdb
 
 from unirec.config import Config
+from unirec.features.ops import Op
 from unirec.featurize.compile import create_index_maps
 from unirec.featurize.ingest import SECTIONS
-from unirec.featurize.ops import Op
 from unirec.featurize.raw import TABLE_OF
 from unirec.featurize.samples import SAMPLE_HISTORY_VIEW
 from unirec.featurize.spark.fit import SparkFitter

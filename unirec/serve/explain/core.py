@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from unirec.featurize.ops.base import SIDES
 from unirec.serve.recommender import Recommender
 from unirec.store import Store, serving_histories
+from unirec.store.layout import SIDES
 
 _VALUE_CHARS = 60
 

@@ -2,8 +2,11 @@
 
 A store is a folder (default ``./unirec-store``) holding ``features.duckdb`` (tables that
 any DuckDB client can open), ``manifest.json`` (what was compiled, from what, how) and
-``report.json`` (what featurize saw, kept and dropped). ``Store`` opens it read-only:
-inspection can never change it.
+``report.json`` (what featurize saw, kept and dropped). ``Store`` opens the database
+read-only: a query can never change it. Opening does change the folder around it in one case:
+a swap that a killed ``featurize`` or ``fit`` left half done is undone (the previous folder is
+renamed back) and dead builds are deleted (``unirec.store.atomic.recover``), so a reader never
+finds the store missing.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ import numpy as np
 import polars as pl
 
 from unirec.errors import StoreError
-from unirec.featurize.atomic import recover
 from unirec.registry import did_you_mean
+from unirec.store.atomic import recover
 
 DEFAULT_STORE = "unirec-store"
 DB_FILE = "features.duckdb"

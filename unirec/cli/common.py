@@ -1,4 +1,4 @@
-"""Options shared by the command modules (``unirec.cli`` and ``unirec.serve.commands``)."""
+"""Options shared by the command modules (``unirec.cli`` and ``unirec.cli.serve``)."""
 
 from __future__ import annotations
 

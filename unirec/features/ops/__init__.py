@@ -4,14 +4,14 @@ Each op's docstring states its reserved indices. A plugin op registers the same 
 (``@OPS.register("name")``) or through the ``unirec.ops`` entry-point group.
 """
 
-from unirec.featurize.ops import (  # noqa: F401
+from unirec.features.ops import (  # noqa: F401
     bucketize,
     categorify,
     embeddings,
     normalize,
     sequences,
 )
-from unirec.featurize.ops.base import Context, FeatureSpec, Op, Output
-from unirec.featurize.ops.registry import OPS
+from unirec.features.ops.base import Context, FeatureSpec, Op, Output
+from unirec.features.ops.registry import OPS
 
 __all__ = ["OPS", "Context", "FeatureSpec", "Op", "Output"]

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from unirec.config import Config
 from unirec.errors import require_extra
-from unirec.featurize.embed import EmbeddingCache, ImageEmbedder, TextEmbedder
+from unirec.features.embed import EmbeddingCache, ImageEmbedder, TextEmbedder
 
 
 def _namespace(kind: str, model_id: str) -> str:

@@ -3,7 +3,7 @@
 Entity tensors and frozen embedding tables go whole onto the device; training positives
 become sorted keys for the "never a negative" mask; validation users get the history they
 had when their validation slice began. Every history is gathered from one array, the
-store's user sequence (``sequence``), by ``unirec.train.data.gather_history``.
+store's user sequence (``sequence``), by ``unirec.model.inputs.gather_history``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from safetensors.numpy import load_file
 
 from unirec.errors import StoreError
 from unirec.store import SEQUENCES_FILE, STORE_FORMAT, Store
-from unirec.train.data import gather_history
 
 
 @dataclass
@@ -109,3 +108,20 @@ def load_inputs(store: Store) -> Inputs:
         train_shards=[store.path / "shards" / f for f in manifest["shards"]["train"]["files"]],
         n_users=n_users, n_items=n_items,
     )
+
+
+def gather_history(items: torch.Tensor, end: torch.Tensor, length: torch.Tensor,
+                   width: int) -> torch.Tensor:
+    """``(B, width)`` histories by index arithmetic: row b is ``items[end[b] - length[b]:
+    end[b]]`` left-padded with 0, most recent last (what the ``samples`` view shows).
+
+    ``items`` is the store's concatenated user sequence (int32, on the batch's device);
+    ``end`` and ``length`` come from the shards or ``samples``. One gather, no loop: the
+    padding slots read a clamped in-range index and are zeroed by the mask.
+    """
+    steps = torch.arange(-width, 0, device=end.device)
+    index = end.long().unsqueeze(1) + steps
+    real = steps >= -length.long().clamp(max=width).unsqueeze(1)
+    picked = items[index.clamp(min=0)]
+    return torch.where(real, picked, torch.zeros((), dtype=picked.dtype, device=picked.device))
+

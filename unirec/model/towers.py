@@ -14,8 +14,8 @@ from torch import nn
 
 from unirec.config import TrainConfig
 from unirec.errors import ConfigError
-from unirec.train.encoders import ENCODERS, HistoryEncoder, IdEncoder, Rows, Shared
-from unirec.train.fusion import FUSIONS
+from unirec.model.encoders import ENCODERS, HistoryEncoder, IdEncoder, Rows, Shared
+from unirec.model.fusion import FUSIONS
 
 
 class Tower(nn.Module):
@@ -92,7 +92,8 @@ def _kept_features(features: list[dict[str, Any]], drop: list[str]) -> list[dict
 
 
 class TwoTower(nn.Module):
-    """User tower · item tower / temperature = the score of a (user, item) pair."""
+    """User tower · item tower = the cosine of a (user, item) pair; the loss divides it by
+    ``train.temperature`` (``unirec.train.step``), the served scores are the plain cosine."""
 
     def __init__(self, manifest: dict[str, Any], users: dict[str, torch.Tensor],
                  items: dict[str, torch.Tensor], text: torch.Tensor | None,
@@ -123,7 +124,6 @@ class TwoTower(nn.Module):
         self.item = Tower("item", [f for f in feats if f["side"] == "item"], items, cfg,
                           shared, item_ids, None)
         self.shared = shared
-        self.temperature = cfg.temperature
 
     def forward(self, user: torch.Tensor, history: torch.Tensor, item: torch.Tensor,
                 negatives: torch.Tensor, content: bool = False) -> tuple[torch.Tensor, ...]:

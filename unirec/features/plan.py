@@ -12,10 +12,10 @@ import duckdb
 
 from unirec.config import Config
 from unirec.errors import ConfigError, DataError
-from unirec.featurize.ops import OPS, FeatureSpec
-from unirec.featurize.ops.base import SIDES
-from unirec.featurize.validate import GROUPS
+from unirec.features.ops import OPS, FeatureSpec
+from unirec.features.validate import GROUPS
 from unirec.registry import did_you_mean
+from unirec.store.layout import SIDES
 
 DEFAULT_OP = {"categorical": "categorify", "continuous": "normalize",
               "text": "text_embedding", "image": "image_embedding"}

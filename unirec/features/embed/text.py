@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from unirec.errors import ConfigError, StoreError
-from unirec.featurize.embed.cache import EmbeddingCache, resolve_device
+from unirec.features.embed.cache import EmbeddingCache, resolve_device
 
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
 # Strings sent to the model per encode() call. Each call's vectors are cached before the

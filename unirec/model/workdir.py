@@ -4,7 +4,7 @@ Training state (checkpoint, best weights, metrics) lives in ``store/.model.train
 fit runs, so the model being served (``store/model``) is never touched by a running fit: a
 fit that fails or is killed leaves the previous model as it was, and ``fit --resume``
 continues from the training folder. At the end the new model folder is assembled beside
-``store/model`` and swapped in by the store's own atomic swap (``featurize.atomic``), so a
+``store/model`` and swapped in by the store's own atomic swap (``store.atomic``), so a
 reader sees the old model or the new one, never a mix, never none. A fit whose store was
 featurized again meanwhile is refused before the swap.
 """
@@ -21,10 +21,10 @@ from typing import Any
 import torch
 
 from unirec.errors import StoreError
-from unirec.featurize.atomic import building
-from unirec.serve.recommender import store_identity
+from unirec.model.checkpoint import MANIFEST, load_checkpoint
+from unirec.model.folder import store_identity
 from unirec.store import Store
-from unirec.train.checkpoint import MANIFEST, load_checkpoint
+from unirec.store.atomic import building
 
 WORK = ".model.training"
 CHECKPOINT = "checkpoint"

@@ -13,14 +13,22 @@ import torch
 
 from unirec.config import TrainConfig
 from unirec.errors import StoreError
-from unirec.serve.bundle import write_bundle
+from unirec.model import workdir
+from unirec.model.bundle import write_bundle
+from unirec.model.checkpoint import load_weights, save_weights
+from unirec.model.inputs import Inputs
+from unirec.model.plot import plot_metrics
+from unirec.model.towers import TwoTower
 from unirec.store import Store, serving_histories, write_table
-from unirec.train import workdir
-from unirec.train.checkpoint import load_weights, save_weights
-from unirec.train.coldval import selection_score
-from unirec.train.inputs import Inputs
-from unirec.train.plot import plot_metrics
-from unirec.train.towers import TwoTower
+
+
+def selection_score(row: dict[str, Any], k: int) -> float:
+    """What early stopping and the kept epoch maximise: validation NDCG@K, plus the cold
+    slice's NDCG@K when there is one (warm and new items both count); else -train loss."""
+    if f"val_ndcg@{k}" not in row:
+        return -row["train_loss"]
+    return row[f"val_ndcg@{k}"] + row.get(f"val_cold_ndcg@{k}", 0.0)
+
 
 
 @torch.no_grad()

@@ -18,10 +18,10 @@ import torch
 
 from unirec.config import TrainConfig
 from unirec.errors import NotFittedError
+from unirec.model.checkpoint import load_weights
+from unirec.model.inputs import _tensors, check_store
+from unirec.model.towers import TwoTower
 from unirec.store import Store, serving_histories
-from unirec.train.checkpoint import load_weights
-from unirec.train.inputs import _tensors, check_store
-from unirec.train.towers import TwoTower
 
 
 def _trained_users(store: Store, n_users: int) -> torch.Tensor:

@@ -12,9 +12,9 @@ from typing import Any
 
 import click
 
-from unirec import __version__
-from unirec.cli_common import FORMAT_OPTION, STORE_OPTION
+from unirec.cli.common import FORMAT_OPTION, STORE_OPTION
 from unirec.errors import UnirecError, extra_of, missing_extra, require_extra
+from unirec.version import __version__
 
 
 class UnirecGroup(click.Group):
@@ -367,7 +367,7 @@ def _render(frame: Any, fmt: str) -> None:
 
 
 def _add_serving_commands() -> None:
-    from unirec.serve.commands import COMMANDS
+    from unirec.cli.serve import COMMANDS
 
     for command in COMMANDS:
         cli.add_command(command)

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import duckdb
+import numpy as np
+import pyarrow as pa
 
-SIDES = {"user": ("users", "user_id", "user_map", "user_index"),
-         "item": ("items", "item_id", "item_map", "item_index")}
+from unirec.store.layout import SIDES
 
 
 @dataclass(frozen=True)
@@ -131,3 +132,15 @@ def pad_left_sql(list_sql: str, length: int) -> str:
     """Keep the last ``length`` elements, left-padded with 0 (most recent last)."""
     tail = f"list_slice({list_sql}, -{length}, -1)"
     return (f"list_concat(list_resize([]::INTEGER[], {length} - len({tail}), 0), {tail})")
+
+
+def column_array(table: pa.Table, column: str, shape: tuple[int, ...], dtype: str
+                  ) -> np.ndarray:
+    """An Arrow column (scalars or equal-length lists) as a (rows, *shape) numpy array."""
+    col = table.column(column).combine_chunks()
+    if shape:
+        values = col.flatten() if not isinstance(col, pa.FixedSizeListArray) else col.values
+        arr = values.to_numpy(zero_copy_only=False).reshape(len(col), *shape)
+    else:
+        arr = col.to_numpy(zero_copy_only=False)
+    return arr.astype(dtype, copy=False)

@@ -1,15 +1,15 @@
 """Text and image fields -> rows of shared frozen-embedding tables.
 
 The ops only collect what to embed (``text_pool`` / ``image_pool``); ``embed_pools`` in
-featurize/embedding.py embeds each distinct string or file once, for every field and both
+features/embedding.py embeds each distinct string or file once, for every field and both
 sides together, and the ops' columns then point into ``text_embeddings`` /
 ``image_embeddings`` by index.
 """
 
 from __future__ import annotations
 
-from unirec.featurize.ops.base import Context, Op, Output
-from unirec.featurize.ops.registry import OPS
+from unirec.features.ops.base import Context, Op, Output
+from unirec.features.ops.registry import OPS
 
 
 @OPS.register("text_embedding")

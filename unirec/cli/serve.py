@@ -14,9 +14,9 @@ from typing import Any
 import click
 import numpy as np
 
-from unirec.cli_common import FORMAT_OPTION, STORE_OPTION
+from unirec.cli.common import FORMAT_OPTION, STORE_OPTION
+from unirec.cli.explain import TOP_OPTION, explain, explain_all_users, explain_users
 from unirec.errors import QueryError
-from unirec.serve.explain_commands import TOP_OPTION, explain, explain_all_users, explain_users
 
 K_OPTION = click.option("-k", "k", type=click.IntRange(1), default=10, show_default=True,
                         help="How many items.")

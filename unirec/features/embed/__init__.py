@@ -6,8 +6,8 @@ model is first needed.
 
 from __future__ import annotations
 
-from unirec.featurize.embed.cache import EmbeddingCache
-from unirec.featurize.embed.image import ImageEmbedder
-from unirec.featurize.embed.text import TextEmbedder
+from unirec.features.embed.cache import EmbeddingCache
+from unirec.features.embed.image import ImageEmbedder
+from unirec.features.embed.text import TextEmbedder
 
 __all__ = ["EmbeddingCache", "ImageEmbedder", "TextEmbedder"]

@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from unirec.featurize.ops.base import SIDES
-from unirec.serve.recommender import store_identity
+from unirec.model.folder import store_identity
 from unirec.store import Store
+from unirec.store.layout import SIDES
 
 BUNDLE_FORMAT = 1
 # Text fields, most readable first, that make a good label for an item in a results table.

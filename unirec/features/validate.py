@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import duckdb
 
 from unirec.errors import DataError
-from unirec.featurize.profile import (
+from unirec.features.profile import (
     INT_TYPES,
     NUM_TYPES,
     SCALAR_TYPES,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from unirec.featurize.ops.base import Context, Op, Output
-from unirec.featurize.ops.registry import OPS
+from unirec.features.ops.base import Context, Op, Output
+from unirec.features.ops.registry import OPS
 
 
 def signed_log1p(x: str) -> str:

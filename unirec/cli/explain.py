@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from unirec.cli_common import FORMAT_OPTION, STORE_OPTION
+from unirec.cli.common import FORMAT_OPTION, STORE_OPTION
 from unirec.errors import require_extra
 
 TOP_OPTION = click.option("--top", type=click.IntRange(1), default=3, show_default=True,

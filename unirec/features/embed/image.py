@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from unirec.errors import ConfigError
-from unirec.featurize.embed.cache import EmbeddingCache, resolve_device
+from unirec.features.embed.cache import EmbeddingCache, resolve_device
 
 DEFAULT_IMAGE_MODEL = "tf_efficientnet_lite0"
 # Images decoded and embedded between cache writes: an interrupted run keeps its work.

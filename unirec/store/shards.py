@@ -17,7 +17,7 @@ member             dtype    meaning
 =================  =======  ====================================================
 
 The history itself is not in the shards: it is ``items[hend - hlen:hend]`` of
-``tensors/sequences.safetensors`` (``unirec.train.data.gather_history``), 12 bytes a
+``tensors/sequences.safetensors`` (``unirec.model.inputs.gather_history``), 12 bytes a
 sample instead of ``4 * history_length``.
 
 Shard ``{split}-{i:06d}.tar`` holds blocks ``i * shard_blocks`` to
@@ -163,7 +163,8 @@ def _opened(paths: Sequence[Path]) -> Iterator[dict[str, Any]]:
 def shard_summary(paths: Sequence[Path]) -> dict[str, int]:
     """Count samples, blocks, shards and bytes from tar and .npy headers only (no array data).
 
-    The ``shards.json``-ready description of one split that ``fit`` can check against.
+    With the file names, this is the manifest's ``shards.<split>`` entry (``featurize`` writes
+    it), which ``fit`` reads to find and check the shards.
     """
     n_samples = n_blocks = 0
     for path in paths:
