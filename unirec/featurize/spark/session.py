@@ -51,7 +51,9 @@ def check_engine(data: Path) -> None:
                                                           else "no java on PATH or JAVA_HOME")
         raise ConfigError(f"--engine spark needs Java {MIN_JAVA} or newer ({found}); install "
                           "one (e.g. apt install openjdk-17-jre-headless) and set JAVA_HOME")
-    if data.exists() and not data.is_dir():
+    if not data.exists():
+        raise DataError(f"input {str(data)!r} does not exist")
+    if not data.is_dir():
         raise DataError(f"--engine spark reads a folder of users/items/interactions .jsonl or "
                         f".parquet files; {str(data)!r} is one JSON document (featurize it with "
                         "--engine duckdb, or write it as a folder)")
