@@ -205,7 +205,7 @@ def _del(doc: dict, path: str) -> None:
 
 ERRORS = [  # (case, mutation) from tests/test_featurize_errors.py, as folders: one per kind of
     # rule (record-level, cross-record type, duplicate, field type, list elements, unknown id,
-    # timestamp, value), a few seconds of Spark each
+    # timestamp, value, empty result), 5-20 seconds of Spark each
     ("record-scalar", lambda d: _set(d, "user_data/1", 5)),
     ("item-id-mixed", lambda d: _set(d, "item_data/2/item_id", "12")),
     ("user-id-duplicate", lambda d: _set(d, "user_data/2/user_id", 1)),
@@ -215,6 +215,11 @@ ERRORS = [  # (case, mutation) from tests/test_featurize_errors.py, as folders: 
     ("interaction-unknown-user", lambda d: _set(d, "interactions/1/user_id", 99)),
     ("timestamp-unparseable", lambda d: _set(d, "interactions/1/timestamp", "yesterday")),
     ("weight-negative", lambda d: _set(d, "interactions/0/weight", -1)),
+    ("user-id-missing", lambda d: _del(d, "user_data/2/user_id")),
+    ("group-not-object", lambda d: _set(d, "item_data/0/continuous", [1, 2])),
+    ("categorical-mixed", lambda d: _set(d, "user_data/1/categorical/country", 33)),
+    ("timestamp-partial", lambda d: _del(d, "interactions/2/timestamp")),
+    ("no-interactions", lambda d: _set(d, "interactions", [])),
 ]
 
 
