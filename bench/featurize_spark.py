@@ -43,10 +43,14 @@ ENGINES = {"duckdb": [], "spark local[1]": ["--engine", "spark", "--spark-master
 
 
 def _role(p: psutil.Process, root: int) -> str:
+    """driver (the unirec process), jvm (Spark's driver + local executors), workers (the
+    Python processes the JVM forks for per-partition work), other (launcher scripts)."""
     if p.pid == root:
         return "driver"
-    name = p.name()
-    return "jvm" if name == "java" else "workers" if "python" in name else "other"
+    cmd = " ".join(p.cmdline()[:4])
+    if "java" in cmd.split(" ")[0]:
+        return "jvm"
+    return "workers" if "pyspark" in cmd else "other"
 
 
 def measure_roles(cmd: list[str], timeout_s: float) -> dict[str, Any]:
@@ -99,7 +103,7 @@ def run(sizes: list[int], timeout_s: float = 3600) -> dict[str, Any]:
             del data
             per: dict[str, Any] = {}
             for label, extra in ENGINES.items():
-                store = work / f"store-{label.replace(' ', '-')}"
+                store = work / ("store-" + "".join(c for c in label if c.isalnum()))
                 r = measure_roles([str(UNIREC), "featurize", str(work / "in"), "--store",
                                    str(store), *extra], timeout_s)
                 if r["rc"] == 0:

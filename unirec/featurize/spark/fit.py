@@ -17,6 +17,7 @@ import duckdb
 
 from unirec.config import Config
 from unirec.features.ops import OPS, Context, FeatureSpec, Op
+from unirec.featurize.spark.session import spark_path
 from unirec.store.layout import SIDES
 
 SECTION_OF = {"user": "user_data", "item": "item_data"}
@@ -32,8 +33,8 @@ class SparkFit:
     def entities(self, side: str) -> Any:
         if side not in self._entities:
             section = SECTION_OF[side]
-            typed = self.spark.read.parquet(str(self.scratch / "typed" / section))
-            dropped = self.spark.read.parquet(str(self.scratch / "dropped" / section))
+            typed = self.spark.read.parquet(spark_path(self.scratch / "typed" / section))
+            dropped = self.spark.read.parquet(spark_path(self.scratch / "dropped" / section))
             self._entities[side] = typed.join(dropped, "position", "left_anti")
         return self._entities[side]
 
@@ -48,7 +49,7 @@ class SparkFit:
     def train_values(self, spec: FeatureSpec) -> Any:
         """The same, for entities with a training interaction (Context.train_value_sql)."""
         id_col = SIDES[spec.side][1]
-        train = self.spark.read.parquet(str(self.scratch / f"train_{SIDES[spec.side][0]}"))
+        train = self.spark.read.parquet(spark_path(self.scratch / f"train_{SIDES[spec.side][0]}"))
         return self.values(spec).join(train.withColumnRenamed(id_col, "key"), "key",
                                       "left_semi")
 
@@ -66,9 +67,11 @@ def _categorify(op: Op, sf: SparkFit, ctx: Context, out: Path) -> None:
     order = Window.orderBy(F.desc("count"), F.asc("value"))
     vocab.select("value", F.row_number().over(order).cast("int").alias("index"),
                  "count").write.mode("overwrite").parquet(str(out))
-    ctx.add_vocab(op.spec, f"SELECT value, index, count FROM read_parquet('{out}/*.parquet') "
+    from unirec.featurize.spark.run import parquet_scan
+
+    ctx.add_vocab(op.spec, f"SELECT value, index, count FROM {parquet_scan(ctx.con, out)} "
                   "ORDER BY index")
-    size = sf.spark.read.parquet(str(out)).count()
+    size = sf.spark.read.parquet(spark_path(out)).count()
     op.state = {"vocab_size": int(size) + 1}
     if p["multi"]:
         cut = sf.values(op.spec).where(F.size("value") > p["max_len"]).count()

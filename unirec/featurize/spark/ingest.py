@@ -204,8 +204,9 @@ def typing_pass(section: str, fields: list[tuple[str | None, str]], types: Types
                           "record_id": exc.record_id, "field": exc.field}}
     out.mkdir(parents=True, exist_ok=True)
     target = out / f"part-{part:05d}.parquet"
+    quoted = str(target).replace("'", "''")
     con.execute(f"COPY (SELECT {', '.join(select)} FROM {prof.table} WHERE pos NOT IN "
-                f"(SELECT pos FROM _remote) ORDER BY pos) TO '{target}' (FORMAT parquet)")
+                f"(SELECT pos FROM _remote) ORDER BY pos) TO '{quoted}' (FORMAT parquet)")
     return {"warnings": findings.warnings,
             "rows": pq.read_metadata(target).num_rows}
 

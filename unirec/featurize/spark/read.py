@@ -24,6 +24,7 @@ from unirec.features.validate import ID_NAME, INTERACTION_FIELDS, Findings, bad_
 from unirec.featurize.ingest import SECTIONS, _folder_files
 from unirec.featurize.raw import TABLE_OF
 from unirec.featurize.spark import ingest
+from unirec.featurize.spark.session import spark_path
 from unirec.version import __version__
 
 _PERSISTED: list[Any] = []
@@ -75,14 +76,14 @@ def read_sources(spark: Any, folder: Path, scratch: Path, partitions: int
     out = {}
     for section, file in _folder_files(folder).items():
         if file.suffix == ".parquet":
-            rows = with_position(spark, spark.read.parquet(str(file)))
+            rows = with_position(spark, spark.read.parquet(spark_path(file)))
             src = rows.mapInArrow(_to_json, "pos BIGINT, rec STRING")
         else:
-            lines = spark.read.text(str(file)).filter(F.trim("value") != "")
+            lines = spark.read.text(spark_path(file)).filter(F.trim("value") != "")
             src = with_position(spark, lines).select("pos", F.col("value").alias("rec"))
         path = scratch / "src" / section
         src.write.mode("overwrite").parquet(str(path))
-        df = spark.read.parquet(str(path))
+        df = spark.read.parquet(spark_path(path))
         if partitions:
             df = df.repartition(partitions)
         out[section] = (file, df)
@@ -140,11 +141,11 @@ def _check_duplicates(spark: Any, section: str, typed: Path, scratch: Path, cfg:
     from pyspark.sql import functions as F
 
     id_name = ID_NAME[section]
-    ent = spark.read.parquet(str(typed)).select(id_name, "position")
+    ent = spark.read.parquet(spark_path(typed)).select(id_name, "position")
     dup = (ent.withColumn("first", F.min("position").over(Window.partitionBy(id_name)))
            .filter("position > first"))
     dup.select("position").write.mode("overwrite").parquet(str(scratch / "dropped" / section))
-    dup = spark.read.parquet(str(scratch / "dropped" / section))
+    dup = spark.read.parquet(spark_path(scratch / "dropped" / section))
     n = dup.count()
     if not n:
         return
@@ -163,8 +164,8 @@ def _entity_keys(spark: Any, scratch: Path, section: str) -> Any:
     from pyspark.sql import functions as F
 
     id_name = ID_NAME[section]
-    ent = spark.read.parquet(str(scratch / "typed" / section)).select(id_name, "position")
-    dropped = spark.read.parquet(str(scratch / "dropped" / section))
+    ent = spark.read.parquet(spark_path(scratch / "typed" / section)).select(id_name, "position")
+    dropped = spark.read.parquet(spark_path(scratch / "dropped" / section))
     return (ent.join(dropped, "position", "left_anti")
             .select(id_name, F.col(id_name).cast("string").alias("_key")))
 
@@ -175,7 +176,7 @@ def match_interactions(spark: Any, sources: dict[str, tuple[Path, Any]], scratch
     typed ``interactions`` (position, user_id, item_id, ...) to ``scratch/interactions``."""
     from pyspark.sql import functions as F
 
-    stage = spark.read.parquet(str(scratch / "typed" / "interactions"))
+    stage = spark.read.parquet(spark_path(scratch / "typed" / "interactions"))
     policy = cfg.validate_
     keys = {}
     for side, section, key, flag in (("user", "user_data", "user_id", policy.on_unknown_user),

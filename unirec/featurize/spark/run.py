@@ -11,6 +11,7 @@ storage every executor reaches) and is removed before the swap.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,12 +38,21 @@ from unirec.featurize.spark.tables import assign_splits, build_samples, train_wi
 SCRATCH = ".spark"
 
 
-def _parquet(path: Path) -> str:
-    return "read_parquet('" + str(path / "*.parquet").replace("'", "''") + "')"
+def parquet_scan(con: duckdb.DuckDBPyConnection, path: Path) -> str:
+    """A name DuckDB can scan for the Parquet folder ``path`` (an Arrow dataset, streamed;
+    Spark's ``_SUCCESS`` and ``.crc`` files skipped). DuckDB's ``read_parquet`` would take
+    ``[]`` in a store's name for a glob."""
+    import pyarrow.dataset as ds
+
+    name = "_pq_" + re.sub(r"\W", "_", "_".join(path.relative_to(path.parents[1]).parts))
+    con.execute("SELECT 1").fetchall()  # register refuses while a fetchone() result is open
+    con.register(name, ds.dataset(str(path), format="parquet"))
+    return name
 
 
 def _load(con: duckdb.DuckDBPyConnection, scratch: Path) -> None:
     """users / items / interactions from Spark's output, typed as the DuckDB engine's."""
+    _parquet = lambda path: parquet_scan(con, path)  # noqa: E731
     for section in ("user_data", "item_data"):
         con.execute(
             f"CREATE TABLE {TABLE_OF[section]} AS SELECT * FROM "
@@ -56,6 +66,7 @@ def _load(con: duckdb.DuckDBPyConnection, scratch: Path) -> None:
 
 
 def _load_samples(con: duckdb.DuckDBPyConnection, scratch: Path) -> None:
+    _parquet = lambda path: parquet_scan(con, path)  # noqa: E731
     con.execute(
         "CREATE OR REPLACE TABLE user_sequences AS SELECT user_index::INTEGER AS user_index, "
         "start::BIGINT AS start, length::BIGINT AS length, serve_length::BIGINT AS "
@@ -103,7 +114,8 @@ def _stages(spark: Any, con: duckdb.DuckDBPyConnection, data: Path, cfg: Config,
     create_index_maps(con)
     for name in ("user_map", "item_map"):
         (scratch / name).mkdir(parents=True, exist_ok=True)
-        con.execute(f"COPY {name} TO '{scratch / name / 'part-0.parquet'}' (FORMAT parquet)")
+        target = str(scratch / name / "part-0.parquet").replace("'", "''")
+        con.execute(f"COPY {name} TO '{target}' (FORMAT parquet)")
     report["split"] = assign_splits(spark, scratch, cfg)
     stage("samples")
     n_users = con.execute("SELECT count(*) FROM user_map").fetchone()[0]

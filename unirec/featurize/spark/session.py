@@ -59,6 +59,12 @@ def check_engine(data: Path) -> None:
                         "--engine duckdb, or write it as a folder)")
 
 
+def spark_path(path: Path) -> str:
+    """A path for Spark's readers, which treat ``[]{}*?`` as a glob (a store named
+    ``s[1]`` would match nothing): those characters escaped."""
+    return re.sub(r"([\\\[\]{}*?])", r"\\\1", str(path))
+
+
 def spark_session(cfg: SparkConfig) -> Any:
     """One SparkSession per process (Spark allows one SparkContext): created on first use
     with ``cfg``'s master and settings, reused by every later featurize in the process."""

@@ -21,11 +21,12 @@ from unirec.config import Config
 from unirec.errors import DataError
 from unirec.featurize.samples import _keep_sql, _weight_sql
 from unirec.featurize.spark.read import with_position
+from unirec.featurize.spark.session import spark_path
 from unirec.featurize.split import SPLITS, _sizes_sql, slice_sizes
 
 
 def _view(spark: Any, path: Path, name: str) -> Any:
-    df = spark.read.parquet(str(path))
+    df = spark.read.parquet(spark_path(path))
     df.createOrReplaceTempView(name)
     return df
 
@@ -150,7 +151,7 @@ def build_samples(spark: Any, scratch: Path, cfg: Config, n_users: int) -> dict[
     pq.write_table(pa.table({
         "user_index": np.arange(1, n_users + 1, dtype=np.int32), "start": offsets[1:-1],
         "length": counts[1:], "serve_length": serve[1:]}), path / "part-0.parquet")
-    users = spark.read.parquet(str(path))
+    users = spark.read.parquet(spark_path(path))
     users.createOrReplaceTempView("u_users")
     spark.sql(
         "SELECT u.user_index, u.start, u.length, u.serve_length, "
