@@ -64,17 +64,20 @@ def measure_roles(cmd: list[str], timeout_s: float) -> dict[str, Any]:
     while proc.poll() is None:
         try:
             tree = [root, *root.children(recursive=True)]
-            now: dict[str, float] = {}
-            for p in tree:
-                with_ = p.memory_info().rss / 2**20
-                now[_role(p, proc.pid)] = now.get(_role(p, proc.pid), 0.0) + with_
+        except psutil.Error:
+            tree = [root]
+        now: dict[str, float] = {}
+        for p in tree:  # one process leaving (a Python worker, say) must not void the poll
+            try:
+                role, rss = _role(p, proc.pid), p.memory_info().rss / 2**20
                 t = p.cpu_times()
                 cpu[p.pid] = t.user + t.system + t.children_user + t.children_system
-            now["total"] = sum(now.values())
-            for k, v in now.items():
-                peaks[k] = max(peaks.get(k, 0.0), v)
-        except psutil.Error:
-            pass
+            except psutil.Error:
+                continue
+            now[role] = now.get(role, 0.0) + rss
+        now["total"] = sum(now.values())
+        for k, v in now.items():
+            peaks[k] = max(peaks.get(k, 0.0), v)
         if time.perf_counter() - start > timeout_s:
             for p in [*root.children(recursive=True), root]:
                 try:
