@@ -39,7 +39,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import featurize, featurize_spark, fit_speed, fit_step, ingest, quality, serve_speed
+from bench import (
+    featurize,
+    featurize_spark,
+    fit_speed,
+    fit_step,
+    incremental,
+    ingest,
+    quality,
+    serve_speed,
+)
 from bench.harness import ROOT, environment
 
 
@@ -75,6 +84,8 @@ STEPS: list[Step] = [
          quality.run, quality.markdown, quality.figures),
     Step("serve", "Serve: recommend latency and throughput, in process, CLI and HTTP",
          serve_speed.run, serve_speed.markdown),
+    Step("incremental", "Incremental: featurize --append and fit --warm-start against a full "
+         "rebuild", incremental.run, incremental.markdown),
 ]
 
 INTRO = """# Benchmarks

@@ -41,3 +41,27 @@ def test_config_reference_has_every_field_once() -> None:
 def test_guide_links_point_into_the_site() -> None:
     page = hooks.readme_page()
     assert "](docs/" not in page and "](store.md)" in page
+
+
+def test_architecture_table_allows_every_import_in_the_code() -> None:
+    """docs/architecture.md says what each package may import; the code must not do more."""
+    import grimp
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "architecture.md").read_text()
+    allowed: dict[str, set[str]] = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| `") and len(cells) == 2:
+            allowed[cells[0].strip("`")] = {c.strip(" `") for c in cells[1].split(",") if c.strip()}
+    graph = grimp.build_graph("unirec", cache_dir=None)
+    top = {m.split(".")[1] for m in graph.modules if m.count(".") >= 1}
+    facade = {"__main__"}  # the `unirec` facade and `python -m unirec` reach everything
+    found = {}
+    for pkg in sorted(top - facade):
+        for dep in sorted(top - {pkg}):
+            if graph.direct_import_exists(importer=f"unirec.{pkg}", imported=f"unirec.{dep}",
+                                          as_packages=True):
+                found.setdefault(pkg, set()).add(dep)
+    assert set(found) <= set(allowed), f"packages the table leaves out: {set(found) - set(allowed)}"
+    extra = {pkg: deps - allowed[pkg] for pkg, deps in found.items() if deps - allowed[pkg]}
+    assert not extra, f"imports docs/architecture.md does not allow: {extra}"

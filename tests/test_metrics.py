@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from unirec import metrics
-from unirec.metrics import csr_from_pairs, ranking_metrics, topk
+from unirec.metrics import ranking_metrics, topk
+from unirec.store.csr import csr_from_pairs
 
 PROTOCOL = Path(__file__).resolve().parents[2] / "shared" / "protocol" / "evaluate.py"
 
@@ -195,3 +196,13 @@ def test_topk_blocks_and_ties(monkeypatch):
 def test_serving_path_stays_torch_free():
     code = "import sys, unirec.metrics; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_csr_rows_and_left_padding() -> None:
+    from unirec.store.csr import csr_from_lists, csr_rows, pad_left
+
+    csr = csr_from_lists([np.array([1, 2, 3, 4]), np.array([], np.int64), np.array([7]),
+                          np.array([5, 6])])
+    assert pad_left(csr, 3).tolist() == [[2, 3, 4], [0, 0, 0], [0, 0, 7], [0, 5, 6]]
+    indptr, indices = csr_rows(csr, np.array([3, -1, 0]))  # -1: no row, empty
+    assert indptr.tolist() == [0, 2, 2, 6] and indices.tolist() == [5, 6, 1, 2, 3, 4]

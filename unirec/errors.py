@@ -45,8 +45,11 @@ class DataError(UnirecError):
             where = self.section
             if self.position is not None:
                 where += f"[{self.position}]"
-            if self.record_id is not None and self.section in _ID_NAMES:
-                where += f" ({_ID_NAMES[self.section]} {self.record_id!r})"
+            if self.record_id is not None:
+                from unirec.store.layout import SIDE_OF_SECTION  # errors imports no package
+
+                if self.section in SIDE_OF_SECTION:
+                    where += f" ({SIDE_OF_SECTION[self.section].id} {self.record_id!r})"
         if self.field and not self.reason.startswith(self.field + " "):
             where = f"{where}: {self.field}" if where else self.field
         return _one_line(f"{where}: {self.reason}" if where else self.reason)
@@ -57,9 +60,6 @@ def _one_line(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
-
-
-_ID_NAMES = {"user_data": "user_id", "item_data": "item_id"}
 
 
 class StoreError(UnirecError):

@@ -14,37 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-Csr = tuple[np.ndarray, np.ndarray]
+from unirec.store.csr import Csr, csr_rows, rows_of
 
 # Rows of the score matrix handled at once by topk, sized so the temporaries stay small.
 _TOPK_BLOCK_ELEMENTS = 1 << 22
-
-
-def csr_from_pairs(users: np.ndarray, items: np.ndarray, n_users: int) -> Csr:
-    """Group ``(user, item)`` pairs by user: the CSR sets the metrics and top-K expect.
-
-    Returns ``(indptr, indices)`` with items sorted and deduplicated within each user, so
-    repeated interactions never count twice.
-    """
-    users = np.asarray(users, dtype=np.int64).ravel()
-    items = np.asarray(items, dtype=np.int64).ravel()
-    if users.shape != items.shape:
-        raise ValueError(f"users and items differ in length: {users.size} vs {items.size}")
-    if users.size and (users.min() < 0 or users.max() >= n_users):
-        raise ValueError(f"user indices must lie in [0, {n_users})")
-    if items.size and items.min() < 0:
-        raise ValueError("item indices must be non-negative")
-    width = int(items.max()) + 1 if items.size else 1
-    keys = np.unique(users * width + items)
-    rows = keys // width
-    indptr = np.zeros(n_users + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=n_users), out=indptr[1:])
-    return indptr, keys % width
-
-
-def _rows_of(indptr: np.ndarray) -> np.ndarray:
-    """The row of every entry of a CSR (``indptr`` expanded)."""
-    return np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr))
 
 
 def _member(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
@@ -87,10 +60,8 @@ def topk(scores: np.ndarray, k: int, exclude: Csr | np.ndarray | None = None) ->
         if isinstance(exclude, np.ndarray):
             work[exclude[lo:hi]] = -np.inf
         elif exclude is not None:
-            indptr, indices = exclude
-            a, b = int(indptr[lo]), int(indptr[hi])
-            rows = np.repeat(np.arange(hi - lo), np.diff(indptr[lo : hi + 1]))
-            work[rows, np.asarray(indices[a:b], dtype=np.int64)] = -np.inf
+            indptr, indices = csr_rows(exclude, np.arange(lo, hi))
+            work[rows_of(indptr), indices] = -np.inf
         # The kk-th largest score per row: only items at or above it can be in the top-k.
         # Sorting just those by (row, -score, item) keeps ties on the lower item index.
         kth = np.partition(work, n_items - kk, axis=1)[:, n_items - kk : n_items - kk + 1]
@@ -164,9 +135,9 @@ def ranking_metrics(
     first[np.unique(flat, return_index=True)[1]] = True
     first = first.reshape(lists.shape) & valid
 
-    excluded = valid & _member(keys, np.sort(_rows_of(exclude_indptr) * width + exclude_indices))
+    excluded = valid & _member(keys, np.sort(rows_of(exclude_indptr) * width + exclude_indices))
     bad = excluded if cands is None else excluded | (valid & ~np.isin(lists, cands))
-    truth_keys = np.sort(_rows_of(truth_indptr) * width + truth_indices)
+    truth_keys = np.sort(rows_of(truth_indptr) * width + truth_indices)
     hit = first & ~bad & _member(keys, truth_keys)
 
     n_truth = np.bincount(np.unique(truth_keys) // width, minlength=n_users)

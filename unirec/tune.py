@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import shutil
 import signal
 import tempfile
@@ -37,6 +36,7 @@ from unirec.config import Config, TrainConfig
 from unirec.errors import ConfigError, StoreError, require_extra
 from unirec.registry import did_you_mean
 from unirec.store import DB_FILE, Store, connect_for_write
+from unirec.store.atomic import link_or_copy, write_file
 
 TABLE = "tuning_trials"
 
@@ -128,10 +128,10 @@ def _is_json(value: str) -> bool:
 def load_space(path: Path) -> list[Param]:
     """A space file (TOML or JSON): ``name = [choices]`` or ``name = "low:high[:log]"`` or
     ``name = {low = .., high = .., log = true}``; it replaces the default space."""
-    from unirec.config import _read_file
+    from unirec.config import read_file
 
     params = []
-    for name, spec in _read_file(Path(path)).items():
+    for name, spec in read_file(Path(path)).items():
         if isinstance(spec, list):
             params.append(Param(name.removeprefix("train."), choices=tuple(spec)))
         elif isinstance(spec, str):
@@ -257,7 +257,9 @@ class _Objective:
 
         params = {name: p.suggest(trial) for name, p in self.space.items()}
         cfg = self.base.model_copy(update={"train": TrainConfig.model_validate(
-            {**self.base.train.model_dump(), **params})})
+            # a trial is judged on validation: no refit on it (the chosen config keeps the
+            # base's train.refit)
+            {**self.base.train.model_dump(), **params, "refit": False})})
         best = {"value": -math.inf, "epoch": 0, "epochs": 0}
         started = time.perf_counter()
 
@@ -358,10 +360,7 @@ def write_config(path: Path, base: TrainConfig, params: dict[str, Any], title: s
     else:
         body = "".join(f"{k} = {_toml(v)}\n" for k, v in settings.items())
         text = f"# {title}\n# apply with: unirec fit --config {path}\n[train]\n{body}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_file(path, lambda tmp: tmp.write_text(text))
 
 
 def _toml(value: Any) -> str:
@@ -376,13 +375,7 @@ def _toml(value: Any) -> str:
 def _scratch_copy(src: Path, dst: Path) -> Path:
     """A store for the trials: files hard-linked (copied where links fail), the DuckDB file
     copied since ``fit`` writes into it, and no model."""
-    def link(s: str, d: str) -> None:
-        try:
-            os.link(s, d)
-        except OSError:
-            shutil.copy2(s, d)
-
-    shutil.copytree(src, dst, copy_function=link, ignore=shutil.ignore_patterns("model"))
+    shutil.copytree(src, dst, copy_function=link_or_copy, ignore=shutil.ignore_patterns("model"))
     (dst / DB_FILE).unlink()
     shutil.copy2(src / DB_FILE, dst / DB_FILE)
     return dst

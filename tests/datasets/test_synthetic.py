@@ -23,7 +23,8 @@ from unirec.datasets.synthetic import (
     MAX_SEQ,
     WEATHERS,
 )
-from unirec.metrics import csr_from_pairs, ranking_metrics, topk
+from unirec.metrics import ranking_metrics, topk
+from unirec.store.csr import csr_from_pairs
 
 CATS = list(CATEGORIES)
 

@@ -7,7 +7,7 @@ import json
 import duckdb
 import pytest
 
-from unirec.features.ops import OPS, Context, FeatureSpec
+from unirec.features.ops import OPS, Context, FeatureSpec, Op
 from unirec.featurize.compile import fit_ops
 
 # Values for users 1..4 per accepted SQL type: user 3 is missing; user 4 is outside the
@@ -88,7 +88,10 @@ def test_op_contract(name: str, sql_type: str) -> None:
     assert any(present[o.column] not in (0, 0.0, [0] * (o.shape[0] if o.shape else 0))
                for o in op.outputs() if not o.column.endswith((".missing", ".length"))), \
         "a present value must not look missing"
-    json.dumps(op.describe())  # the manifest can record it
+    # the manifest can record it, and serving rebuilds the same fitted op from it
+    back = Op.from_json(json.loads(json.dumps(op.to_json())))
+    assert (type(back), back.spec, back.state, back.outputs()) == \
+        (type(op), op.spec, json.loads(json.dumps(op.state)), op.outputs())
 
 
 @pytest.mark.parametrize("name,sql_type", CASES, ids=[f"{n}-{t}" for n, t in CASES])

@@ -13,9 +13,10 @@ from safetensors.numpy import load_file
 
 from unirec.errors import DataError, QueryError
 from unirec.model.restore import load_model, user_histories
-from unirec.serve.cold import cold_encoder, embed_records, history_csr, record_history_index
+from unirec.serve.cold import cold_encoder, embed_records, record_history_index
 from unirec.serve.recommender import Recommender
 from unirec.store import Store
+from unirec.store.csr import csr_from_lists
 
 
 @pytest.fixture(scope="module")
@@ -161,10 +162,10 @@ def test_history_indices_and_exclusion(fitted_store, doc, rec) -> None:
     lists = record_history_index(fitted_store, [{"history": ids}, {}])
     np.testing.assert_array_equal(lists[0], rec.item_index(ids))
     assert len(lists[1]) == 0
-    indptr, indices = history_csr(lists)
+    indptr, indices = csr_from_lists(lists)
     assert indptr.tolist() == [0, 3, 3]
     vec = embed_records(fitted_store, "user", [{"history": ids}])
-    top, _ = rec.rank(vec, rec.n_items, exclude=history_csr(lists[:1]))
+    top, _ = rec.rank(vec, rec.n_items, exclude=csr_from_lists(lists[:1]))
     assert not set(top[0].tolist()) & set(lists[0].tolist())
     # order matters to the history encoder: most recent last
     rev = embed_records(fitted_store, "user", [{"history": ids[::-1]}])

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from conftest import serve_on_loopback
 
-from unirec.serve.cold import embed_records, history_csr, record_history_index
+from unirec.serve.cold import embed_records, record_history_index
 from unirec.serve.http import create_app
 from unirec.serve.recommender import Recommender
 from unirec.store import Store
+from unirec.store.csr import csr_from_lists
 
 
 def _socket() -> socket.socket:
@@ -95,7 +96,7 @@ def test_cold_user_record(client, rec, fitted_store) -> None:
     r = client.post("/recommend", json={"user": record, "k": 10})
     assert r.status_code == 200, r.text
     vec = embed_records(fitted_store, "user", [record])
-    exclude = history_csr(record_history_index(fitted_store, [record]))
+    exclude = csr_from_lists(record_history_index(fitted_store, [record]))
     idx, scores = rec.rank(vec, 10, exclude)
     _same(r.json()["items"], _expected(rec, idx[0], scores[0]))
     assert not set(items) & {i["item_id"] for i in r.json()["items"]}

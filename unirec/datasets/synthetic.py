@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from unirec.store.layout import SECTION_TABLES
+
 CATEGORIES: dict[str, tuple[str, str, str]] = {
     "electronics": ("gadget", "digital", "wireless"), "books": ("novel", "paperback", "story"),
     "clothing": ("shirt", "jacket", "cotton"), "sports": ("fitness", "running", "training"),
@@ -70,7 +72,6 @@ BOOST_CLIMATE = 4.0  # draw weight of an item made for the user's climate, withi
 BOOST_AUDIENCE = 3.0  # draw weight of an item made for the user's age group
 TREND_POPULARITY = (2.0, 1.0, 0.5)  # falling (on sale), flat, rising price: popularity factor
 TREND_STEP = 0.08  # relative price change per step back in a falling/rising history
-SECTIONS = {"user_data": "users", "item_data": "items", "interactions": "interactions"}
 AGE_EDGES = (30.0, 50.0)  # age groups: <30, 30-49, 50+
 P_PREFERRED = 0.8  # share of interactions drawn from the user's preferred categories
 T0 = 1_704_067_200  # 2024-01-01T00:00:00Z; timestamps span one year from here
@@ -189,7 +190,7 @@ def write_folder(doc: dict[str, Any] | Synthetic, directory: Path, fmt: str = "j
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for name, df in _as_frames(doc).items():
-        target = directory / f"{SECTIONS[name]}.{fmt}"
+        target = directory / f"{SECTION_TABLES[name]}.{fmt}"
         df.write_ndjson(target) if fmt == "jsonl" else df.write_parquet(target)
 
 
@@ -198,7 +199,7 @@ def _as_frames(doc: dict[str, Any] | Synthetic) -> dict[str, pl.DataFrame]:
     if isinstance(doc, Synthetic):
         return doc.frames()
     return {name: v if isinstance(v, pl.DataFrame) else pl.DataFrame(v, infer_schema_length=None)
-            for name in SECTIONS if (v := doc.get(name)) is not None}
+            for name in SECTION_TABLES if (v := doc.get(name)) is not None}
 
 
 class _ItemSampler:

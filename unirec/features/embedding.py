@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -14,10 +13,6 @@ import pyarrow as pa
 from unirec.config import Config
 from unirec.errors import require_extra
 from unirec.features.embed import EmbeddingCache, ImageEmbedder, TextEmbedder
-
-
-def _namespace(kind: str, model_id: str) -> str:
-    return f"{kind}-{hashlib.sha256(model_id.encode()).hexdigest()[:12]}"
 
 
 def _table(con: duckdb.DuckDBPyConnection, name: str, columns: dict[str, Any],
@@ -49,7 +44,7 @@ def embed_pools(con: duckdb.DuckDBPyConnection, cfg: Config, cache_root: Path
         require_extra("train", "featurize of text fields (a sentence-transformers model "
                       "embeds them)")
         emb = TextEmbedder(cfg.text.model, cfg.text.device, cfg.text.batch_size)
-        vec = emb.embed(texts, EmbeddingCache(cache_root, _namespace("text", emb.model_id)))
+        vec = emb.embed(texts, EmbeddingCache.for_model(cache_root, "text", emb.model_id))
         report["text"] = {"model": emb.model_id, "strings": len(texts),
                           "embedded": emb.n_encoded, "model_calls": emb.n_model_calls,
                           "seconds": round(time.perf_counter() - started, 3)}
@@ -65,8 +60,8 @@ def embed_pools(con: duckdb.DuckDBPyConnection, cfg: Config, cache_root: Path
         require_extra("train", "featurize of image fields (a timm model embeds them)")
         emb = ImageEmbedder(cfg.image.model, cfg.image.checkpoint, cfg.image.device,
                             cfg.image.batch_size)
-        vec, missing = emb.embed(paths, EmbeddingCache(cache_root,
-                                                       _namespace("image", emb.model_id)))
+        vec, missing = emb.embed(paths, EmbeddingCache.for_model(cache_root, "image",
+                                                                emb.model_id))
         bad = [p for p, m in zip(paths, missing, strict=True) if m]
         report["image"] = {"model": emb.model_id, "files": len(paths),
                            "embedded": emb.n_encoded, "model_calls": emb.n_model_calls,

@@ -16,6 +16,7 @@ from unirec.features.ops import OPS, FeatureSpec
 from unirec.features.validate import GROUPS
 from unirec.registry import did_you_mean
 from unirec.store.layout import SIDES
+from unirec.store.sql import ident
 
 DEFAULT_OP = {"categorical": "categorify", "continuous": "normalize",
               "text": "text_embedding", "image": "image_embedding"}
@@ -23,7 +24,7 @@ DEFAULT_OP = {"categorical": "categorify", "continuous": "normalize",
 
 def raw_fields(con: duckdb.DuckDBPyConnection, side: str) -> list[tuple[str, str, str]]:
     """(group, field, SQL type) of every raw feature field on one side, in table order."""
-    table = SIDES[side][0]
+    table = SIDES[side].table
     present = {r[0] for r in con.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]
     ).fetchall()}
@@ -41,9 +42,8 @@ def _temporal_op(con: duckdb.DuckDBPyConnection, side: str, field: str, sql_type
         return "float_sequence"
     if sql_type == "VARCHAR[]":
         return "id_sequence"
-    table, id_col = SIDES[side][0], SIDES[side][1]
-    q = field.replace('"', '""')
-    values = (f'SELECT position, {id_col} AS id, unnest(temporal."{q}")::VARCHAR AS v, '
+    table, id_col = SIDES[side].table, SIDES[side].id
+    values = (f'SELECT position, {id_col} AS id, unnest(temporal.{ident(field)})::VARCHAR AS v, '
               f'v IN (SELECT item_id::VARCHAR FROM items) AS known FROM {table}')
     n_known, n_unknown = con.execute(
         f"SELECT count(*) FILTER (WHERE known), count(*) FILTER (WHERE NOT known) "

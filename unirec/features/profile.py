@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import duckdb
 
 from unirec.errors import DataError
+from unirec.store.sql import literal
 
 INT_TYPES = ("BIGINT", "UBIGINT")
 NUM_TYPES = ("BIGINT", "UBIGINT", "DOUBLE")
@@ -157,7 +158,7 @@ def build_profile(
     for idx, (group, name) in enumerate(fields):
         f = Field(group, name, idx)
         prof.fields.append(f)
-        paths.append(f"'{_sql_escape(f.path)}'")
+        paths.append(literal(f.path))
         cols += [f"ts[{idx + 1}] AS {f.t}", f"vs[{idx + 1}] AS {f.v}"]
     # One path list per call parses each record once for all fields (~2x faster).
     path_list = "[" + ", ".join(paths) + "]"
@@ -167,7 +168,3 @@ def build_profile(
         f"json_extract_string(rec, {path_list}) AS vs FROM src_{section})"
     )
     return prof
-
-
-def _sql_escape(text: str) -> str:
-    return text.replace("'", "''")

@@ -25,9 +25,9 @@ from unirec.features.profile import (
     type_word,
 )
 from unirec.registry import did_you_mean
+from unirec.store.layout import SIDE_OF_SECTION
 
 GROUPS = ("image", "text", "categorical", "continuous", "temporal")
-ID_NAME = {"user_data": "user_id", "item_data": "item_id"}
 INTERACTION_FIELDS = ("user_id", "item_id", "interaction_type", "timestamp", "weight", "rating")
 
 
@@ -242,13 +242,21 @@ KIND_RULES = {
 }
 
 
+def field_column(p: Profile, f: Field, findings: Findings, empty_is_missing: bool) -> Column:
+    """The typed column of one user/item field, by its group's rule (``KIND_RULES``): what
+    featurize applies to a whole section and serving to a new record."""
+    if f.group == "categorical":
+        return categorical_column(p, f, findings, empty_is_missing)
+    return KIND_RULES[f.group](p, f)
+
+
 # ---------------------------------------------------------------- sections
 def entity_columns(
     con: duckdb.DuckDBPyConnection, section: str, findings: Findings, empty_is_missing: bool
 ) -> tuple[Profile, list[Column]]:
     """Validate user_data or item_data; returns the profile and its typed columns."""
     pairs = entity_structure(con, section)
-    prof = build_profile(con, section, [(None, ID_NAME[section]), *pairs])
+    prof = build_profile(con, section, [(None, SIDE_OF_SECTION[section].id), *pairs])
     return prof, entity_typing(prof, findings, empty_is_missing)
 
 
@@ -256,7 +264,8 @@ def entity_structure(con: duckdb.DuckDBPyConnection, section: str) -> list[tuple
     """The record-level rules (objects, keys, groups, names); returns the (group, field)
     pairs in first-seen order. Needs only each rule's first offending record, so the Spark
     engine runs it on a few witness records per partition (featurize/spark/ingest.py)."""
-    record_keys(con, section, (ID_NAME[section], *GROUPS))
+    id_name = SIDE_OF_SECTION[section].id
+    record_keys(con, section, (id_name, *GROUPS))
     duplicate_keys(con, section, GROUPS)
     pairs = group_fields(con, section)
     colliding_fields(con, section, pairs)
@@ -267,12 +276,7 @@ def entity_typing(prof: Profile, findings: Findings, empty_is_missing: bool) -> 
     """The field rules and typed columns of a profiled user_data / item_data."""
     prof.id_field = prof.fields[0]
     cols = [id_column(prof, prof.id_field, one_type=True)]
-    for f in prof.fields[1:]:
-        rule = KIND_RULES[f.group]
-        if f.group == "categorical":
-            cols.append(rule(prof, f, findings, empty_is_missing))
-        else:
-            cols.append(rule(prof, f))
+    cols += [field_column(prof, f, findings, empty_is_missing) for f in prof.fields[1:]]
     return cols
 
 

@@ -15,20 +15,23 @@ from safetensors.numpy import save_file
 from unirec.config import Config
 from unirec.features.embedding import embed_pools
 from unirec.features.ops import OPS, Context, FeatureSpec, Op
-from unirec.features.ops.base import _q, column_array
+from unirec.features.ops.base import column_array
 from unirec.store.layout import SIDES
+from unirec.store.sql import ident
 
 
 def create_index_maps(con: duckdb.DuckDBPyConnection) -> None:
     """user_map / item_map: id -> 1..N in input order; 0 is reserved for padding/unknown."""
-    for table, id_col, map_name, index in SIDES.values():
+    for s in SIDES.values():
+        table, id_col, map_name, index = s.table, s.id, s.map, s.index
         con.execute(f"CREATE TABLE {map_name} AS SELECT {id_col}, CAST(row_number() OVER "
                     f"(ORDER BY position) AS INTEGER) AS {index} FROM {table} ORDER BY position")
 
 
 def create_train_window(con: duckdb.DuckDBPyConnection) -> None:
     """Entities with at least one training interaction: what vocabularies and stats see."""
-    for table, id_col, map_name, index in SIDES.values():
+    for s in SIDES.values():
+        table, id_col, map_name, index = s.table, s.id, s.map, s.index
         con.execute(f"CREATE TEMP TABLE train_{table} AS SELECT DISTINCT m.{id_col} FROM "
                     f"split_interactions s JOIN {map_name} m USING ({index}) "
                     "WHERE s.split = 'train'")
@@ -43,14 +46,20 @@ def create_fit_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("CREATE TEMP TABLE image_pool (path VARCHAR)")
 
 
-def fit_ops(con: duckdb.DuckDBPyConnection, specs: list[FeatureSpec], base_dir: Path
-            ) -> list[Op]:
-    """Instantiate and fit every op; fitted state lands in vocab/stats and the op."""
+def fit_ops(con: duckdb.DuckDBPyConnection, specs: list[FeatureSpec], base_dir: Path,
+            frozen: dict[str, Any] | None = None) -> list[Op]:
+    """Instantiate and fit every op; fitted state lands in vocab/stats and the op.
+
+    With ``frozen`` (``featurize --append``: feature key -> the store's manifest entry,
+    the store attached as ``old``), each op extends its previous state instead."""
     create_fit_tables(con)
-    ctx = Context(con, str(base_dir))
+    ctx = Context(con, str(base_dir), "old" if frozen is not None else None)
     ops = [OPS.get(spec.op)(spec) for spec in specs]
     for op in ops:
-        op.fit(ctx)
+        if frozen is not None:
+            op.extend(ctx, frozen[op.spec.key])
+        else:
+            op.fit(ctx)
     con.execute("DROP TABLE IF EXISTS v_cur")
     return ops
 
@@ -58,11 +67,12 @@ def fit_ops(con: duckdb.DuckDBPyConnection, specs: list[FeatureSpec], base_dir: 
 def build_feature_tables(con: duckdb.DuckDBPyConnection, ops: list[Op], base_dir: Path) -> None:
     """One row per entity (ordered by index) with every op's output columns."""
     ctx = Context(con, str(base_dir))
-    for side, (_, id_col, map_name, index) in SIDES.items():
+    for side, s in SIDES.items():
+        id_col, map_name, index = s.id, s.map, s.index
         joins, cols = [], []
         for i, op in enumerate(o for o in ops if o.spec.side == side):
             joins.append(f"LEFT JOIN ({op.transform_sql(ctx)}) t{i} ON t{i}.key = m.{id_col}")
-            cols += [f't{i}."{_q(o.column)}"' for o in op.outputs()]
+            cols += [f't{i}.{ident(o.column)}' for o in op.outputs()]
         select = ", ".join([f"m.{index}", f"m.{id_col}", *cols])
         con.execute(f"CREATE TABLE {side}_features AS SELECT {select} FROM {map_name} m "
                     f"{' '.join(joins)} ORDER BY m.{index}")
@@ -73,7 +83,8 @@ def write_tensors(con: duckdb.DuckDBPyConnection, ops: list[Op], mats: dict[str,
     """tensors/{users,items}.safetensors: row i = entity index i, row 0 = the padding row."""
     out.mkdir(parents=True, exist_ok=True)
     shapes: dict[str, Any] = {}
-    for side, (table, _, _, index) in SIDES.items():
+    for side, s in SIDES.items():
+        table, index = s.table, s.index
         arrow = con.sql(f"SELECT * FROM {side}_features ORDER BY {index}").to_arrow_table()
         tensors: dict[str, np.ndarray] = {}
         for op in (o for o in ops if o.spec.side == side):
@@ -94,12 +105,13 @@ def write_tensors(con: duckdb.DuckDBPyConnection, ops: list[Op], mats: dict[str,
 
 def compile_features(con: duckdb.DuckDBPyConnection, specs: list[FeatureSpec], cfg: Config,
                      base_dir: Path, store: Path, cache_root: Path, popularity: np.ndarray,
+                     frozen: dict[str, Any] | None = None,
                      fit: Callable[..., list[Op]] = fit_ops) -> dict[str, Any]:
-    """Fit (``fit``: DuckDB's ``fit_ops``, or the Spark engine's), embed, transform and
-    write tensors; returns manifest and report parts."""
-    ops = fit(con, specs, base_dir)
+    """Fit (``fit``: DuckDB's ``fit_ops``, or the Spark engine's; with ``frozen``, extend:
+    see ``fit_ops``), embed, transform and write tensors; returns manifest and report parts."""
+    ops = fit(con, specs, base_dir, frozen)
     embed_report, mats = embed_pools(con, cfg, cache_root)
     build_feature_tables(con, ops, base_dir)
     shapes = write_tensors(con, ops, mats, popularity, store / "tensors")
-    return {"features": [op.describe() for op in ops], "tensors": shapes,
+    return {"features": [op.to_json() for op in ops], "tensors": shapes,
             "embeddings": embed_report}

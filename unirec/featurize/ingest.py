@@ -24,9 +24,9 @@ from unirec.config import IngestConfig
 from unirec.errors import DataError
 from unirec.features.profile import type_word
 from unirec.registry import did_you_mean
+from unirec.store.layout import SECTION_TABLES, SECTIONS
+from unirec.store.sql import literal
 
-SECTIONS = ("user_data", "item_data", "interactions")
-FOLDER_NAMES = {"user_data": "users", "item_data": "items", "interactions": "interactions"}
 FOLDER_SUFFIXES = (".jsonl", ".ndjson", ".parquet")
 
 
@@ -52,10 +52,6 @@ def load_sources(con: duckdb.DuckDBPyConnection, path: Path, cfg: IngestConfig) 
     return Source(path, "document", {s: path for s in SECTIONS})
 
 
-def _sql_str(value: str | Path) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
-
-
 def _first_char(path: Path) -> str:
     with open(path, "rb") as f:
         head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
@@ -75,7 +71,7 @@ def _load_document(con: duckdb.DuckDBPyConnection, path: Path, cfg: IngestConfig
     cols = ", ".join(f"'{s}': 'JSON[]'" for s in SECTIONS)
     try:
         con.execute(
-            f"CREATE TEMP TABLE doc AS SELECT * FROM read_json({_sql_str(path)}, "
+            f"CREATE TEMP TABLE doc AS SELECT * FROM read_json({literal(path)}, "
             f"columns={{{cols}}}, format='unstructured', maximum_object_size={max_bytes})"
         )
     except duckdb.Error as exc:
@@ -108,7 +104,7 @@ def _load_document(con: duckdb.DuckDBPyConnection, path: Path, cfg: IngestConfig
 def _document_keys(con: duckdb.DuckDBPyConnection, path: Path, max_bytes: int) -> list[str]:
     """Top-level keys; parses the file again, so only used on the error path."""
     row = con.execute(
-        f"SELECT json_keys(json) FROM read_json_objects({_sql_str(path)}, "
+        f"SELECT json_keys(json) FROM read_json_objects({literal(path)}, "
         f"format='unstructured', maximum_object_size={max_bytes}) LIMIT 1"
     ).fetchone()
     return list(row[0]) if row else []
@@ -127,7 +123,7 @@ def _diagnose_document(
     for s in SECTIONS:
         try:
             con.execute(
-                f"SELECT json_type({s}) FROM read_json({_sql_str(path)}, "
+                f"SELECT json_type({s}) FROM read_json({literal(path)}, "
                 f"columns={{'{s}': 'JSON'}}, format='unstructured', "
                 f"maximum_object_size={max_bytes})"
             )
@@ -144,7 +140,7 @@ def _diagnose_document(
 
 def _folder_files(folder: Path) -> dict[str, Path]:
     files: dict[str, Path] = {}
-    for section, stem in FOLDER_NAMES.items():
+    for section, stem in SECTION_TABLES.items():
         candidates = [folder / f"{stem}{suf}" for suf in FOLDER_SUFFIXES]
         found = [p for p in candidates if p.is_file()]
         if not found:
@@ -166,10 +162,10 @@ def _folder_files(folder: Path) -> dict[str, Path]:
 def _load_folder_section(con: duckdb.DuckDBPyConnection, section: str, file: Path) -> None:
     """One record per line (or Parquet row); ``rowid`` keeps the file's order."""
     if file.suffix == ".parquet":
-        select = f"SELECT to_json(t) AS rec FROM read_parquet({_sql_str(file)}) t"
+        select = f"SELECT to_json(t) AS rec FROM read_parquet({literal(file)}) t"
     else:
         select = (
-            f"SELECT json AS rec FROM read_json_objects({_sql_str(file)}, "
+            f"SELECT json AS rec FROM read_json_objects({literal(file)}, "
             "format='newline_delimited')"
         )
     try:

@@ -48,7 +48,7 @@ def describe_plan(con: duckdb.DuckDBPyConnection, specs: list[FeatureSpec], cfg:
     return {
         "input": report["input"],
         "sections": report["sections"],
-        "features": [op.describe() for op in ops],
+        "features": [op.to_json() for op in ops],
         "embeddings": {"text": {"model": cfg.text.model, "distinct_strings": n_text},
                        "image": {"model": cfg.image.model, "distinct_files": n_image}},
         "split": report["split"],

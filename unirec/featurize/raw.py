@@ -23,15 +23,23 @@ from unirec.features.validate import (
     entity_columns,
     interaction_columns,
 )
-from unirec.featurize.ingest import SECTIONS, load_sources
+from unirec.featurize.ingest import load_sources
+from unirec.store.layout import SECTION_TABLES, SECTIONS
+from unirec.store.sql import ident
 from unirec.version import __version__
-
-TABLE_OF = {"user_data": "users", "item_data": "items", "interactions": "interactions"}
 
 
 def build_raw_tables(con: duckdb.DuckDBPyConnection, data: Path, cfg: Config,
-                     stage: Callable[[str], None] = lambda name: None) -> dict[str, Any]:
-    """Read and validate into typed users/items/interactions (the raw, inspectable tables)."""
+                     stage: Callable[[str], None] = lambda name: None,
+                     extend: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+                     ) -> dict[str, Any]:
+    """Read and validate into typed users/items/interactions (the raw, inspectable tables).
+
+    ``extend`` (``featurize --append``) runs once users and items are typed, before the
+    interactions are checked against them: it folds the store's own users and items in, so
+    new interactions may name entities the store already holds. Without it an input
+    without interactions is an error; an append may bring records alone.
+    """
     source = load_sources(con, data, cfg.ingest)
     stage("validate")
     findings = Findings()
@@ -40,13 +48,17 @@ def build_raw_tables(con: duckdb.DuckDBPyConnection, data: Path, cfg: Config,
     for section in ("user_data", "item_data"):
         prof, cols = entity_columns(con, section, findings, empty)
         _entity_table(con, prof, cols, cfg.validate_.on_duplicate_id, findings)
+    kept = {s: con.execute(f"SELECT count(*) FROM {SECTION_TABLES[s]}").fetchone()[0]
+            for s in ("user_data", "item_data")}
+    if extend is not None:
+        extend(con)
     prof, cols = interaction_columns(con)
     _interactions_table(con, prof, cols, cfg, findings)
     for s in SECTIONS:
         con.execute(f"DROP TABLE IF EXISTS prof_{s}")
         con.execute(f"DROP TABLE IF EXISTS src_{s}")
-    kept = {s: con.execute(f"SELECT count(*) FROM {TABLE_OF[s]}").fetchone()[0] for s in SECTIONS}
-    if kept["interactions"] == 0:
+    kept["interactions"] = con.execute("SELECT count(*) FROM interactions").fetchone()[0]
+    if kept["interactions"] == 0 and extend is None:
         raise DataError("no interactions left to learn from", section="interactions")
     return {
         "unirec_version": __version__,
@@ -59,10 +71,6 @@ def build_raw_tables(con: duckdb.DuckDBPyConnection, data: Path, cfg: Config,
     }
 
 
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def entity_select(cols: list[Column]) -> list[str]:
     """The typed users / items columns over a profile: id, position, one struct per group."""
     id_col = cols[0]
@@ -70,7 +78,7 @@ def entity_select(cols: list[Column]) -> list[str]:
     for group in GROUPS:
         members = [c for c in cols[1:] if c.group == group]
         if members:
-            packed = ", ".join(f"{_ident(c.name)} := {c.expr}" for c in members)
+            packed = ", ".join(f"{ident(c.name)} := {c.expr}" for c in members)
             select.append(f"struct_pack({packed}) AS {group}")
     return select
 
@@ -95,7 +103,7 @@ def _entity_table(
     findings: Findings,
 ) -> None:
     """users / items: id, position, then one struct column per feature group."""
-    table = TABLE_OF[prof.section]
+    table = SECTION_TABLES[prof.section]
     id_col = cols[0]
     con.execute(f"CREATE TABLE {table} AS SELECT {', '.join(entity_select(cols))} "
                 f"FROM {prof.table} ORDER BY pos")

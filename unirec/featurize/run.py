@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -13,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import numpy as np
 
 from unirec.config import Config
+from unirec.errors import ConfigError
 from unirec.features.plan import make_plan
 from unirec.featurize.compile import (
     compile_features,
@@ -23,10 +22,9 @@ from unirec.featurize.compile import (
     create_train_window,
     fit_ops,
 )
-from unirec.featurize.ingest import SECTIONS
 from unirec.featurize.progress import Stages, describe_plan
-from unirec.featurize.raw import TABLE_OF, build_raw_tables
-from unirec.featurize.samples import build_samples, write_sequences
+from unirec.featurize.raw import build_raw_tables
+from unirec.featurize.samples import build_samples, item_popularity, write_sequences
 from unirec.featurize.split import assign_splits
 from unirec.store import (
     DB_FILE,
@@ -36,8 +34,9 @@ from unirec.store import (
     connect_for_write,
     storage_version,
 )
-from unirec.store.atomic import building
+from unirec.store.atomic import building, link_or_copy
 from unirec.store.guard import MARKER, MARKER_TEXT, check_replaceable, resolve_store, store_lock
+from unirec.store.layout import SECTION_TABLES, SECTIONS
 from unirec.store.shards import shard_summary, write_shards
 from unirec.version import __version__
 
@@ -48,6 +47,8 @@ def featurize(
     config: Config | None = None,
     *,
     plan_only: bool = False,
+    append: bool = False,
+    refit_stats: bool = False,
 ) -> dict[str, Any]:
     """Compile ``data`` (a JSON document or a folder of sections) into the store at ``store``.
 
@@ -56,7 +57,19 @@ def featurize(
     store, if any, is then left untouched. Raises ``StoreError`` before any work when
     ``store`` is something featurize must not replace (see ``store.guard``) or another
     process is writing it.
+
+    With ``append``, ``data`` holds new interactions and new or changed users and items,
+    folded into the existing store with its indices and fitted statistics kept
+    (``featurize.append``); ``refit_stats`` refits the statistics over everything instead.
     """
+    if append or refit_stats:
+        from unirec.featurize.append import append_data
+
+        if config is not None and config.ingest.engine == "spark":
+            raise ConfigError("--append runs on the DuckDB engine (the store's fitted state "
+                              "is extended there): drop --engine spark")
+
+        return append_data(data, store, config, refit_stats=refit_stats)
     cfg = config or Config()
     data, store = Path(data), Path(store)
     started = time.perf_counter()
@@ -79,7 +92,10 @@ def featurize(
 
 
 def _run(tmp: Path, data: Path, store: Path, cfg: Config, started: float,
-         plan_only: bool = False) -> Any:
+         plan_only: bool = False, raw: Any = None, frozen: dict[str, Any] | None = None
+         ) -> Any:
+    """The compile. ``raw(con, stage)`` builds the raw tables (default: read ``data``);
+    ``frozen`` (feature key -> its manifest entry) keeps those fitted statistics."""
     con = connect_for_write(tmp / DB_FILE)
     try:
         con.execute("SET TimeZone = 'UTC'")
@@ -91,16 +107,17 @@ def _run(tmp: Path, data: Path, store: Path, cfg: Config, started: float,
                 from unirec.featurize.spark.run import spark_stages
 
                 report, fit = spark_stages(con, data, cfg, tmp, stages.next)
+                report["interactions_end"] = _interactions_end(con)
             else:
-                report, fit = _duckdb_stages(con, data, cfg, stages.next), fit_ops
+                report, fit = _duckdb_stages(con, data, cfg, stages.next, raw), fit_ops
             specs = make_plan(con, cfg)
             if plan_only:
                 return describe_plan(con, specs, cfg, report, _base_dir(data))
             stages.next("features")
             _carry_cache(store / "cache", tmp / "cache")
-            popularity = _popularity(con)
+            popularity = item_popularity(con)
             compiled = compile_features(con, specs, cfg, _base_dir(data), tmp, tmp / "cache",
-                                        popularity, fit)
+                                        popularity, frozen, fit)
             report["embeddings"] = compiled["embeddings"]
             for kind, n in getattr(fit, "embedded", {}).items():  # Spark: on the executors
                 report["embeddings"][kind]["embedded_on_executors"] = n
@@ -129,10 +146,18 @@ def _run(tmp: Path, data: Path, store: Path, cfg: Config, started: float,
     return report, _manifest(tmp, data, cfg, report, compiled)
 
 
+def _interactions_end(con: duckdb.DuckDBPyConnection) -> int:
+    """One past the last interaction position: where an append's positions continue."""
+    return con.execute("SELECT coalesce(max(position), -1) + 1 FROM interactions"
+                       ).fetchone()[0]
+
+
 def _duckdb_stages(con: duckdb.DuckDBPyConnection, data: Path, cfg: Config,
-                   stage: Callable[[str], None]) -> dict[str, Any]:
-    """Raw tables, split, samples and the training window on this machine's DuckDB."""
-    report = build_raw_tables(con, data, cfg, stage)
+                   stage: Callable[[str], None], raw: Any = None) -> dict[str, Any]:
+    """Raw tables (``raw(con, stage)``, default: read ``data``), split, samples and the
+    training window on this machine's DuckDB."""
+    report = raw(con, stage) if raw is not None else build_raw_tables(con, data, cfg, stage)
+    report["interactions_end"] = _interactions_end(con)
     stage("split")
     create_index_maps(con)
     report["split"] = assign_splits(con, cfg.split)
@@ -155,19 +180,7 @@ def _carry_cache(old: Path, new: Path) -> None:
     for part in old.rglob("*.parquet"):
         dest = new / part.relative_to(old)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(part, dest)
-        except OSError:
-            shutil.copy2(part, dest)
-
-
-def _popularity(con: duckdb.DuckDBPyConnection) -> np.ndarray:
-    """Train-window weight per item index (index 0 = padding), for the logQ correction."""
-    n_items = con.execute("SELECT count(*) FROM item_map").fetchone()[0]
-    pop = np.zeros(n_items + 1, np.float32)
-    rows = con.execute("SELECT item_index, train_weight FROM item_popularity").fetchnumpy()
-    pop[rows["item_index"].astype(np.int64)] = rows["train_weight"]
-    return pop
+        link_or_copy(part, dest)
 
 
 def _drop_temporaries(con: duckdb.DuckDBPyConnection) -> None:
@@ -209,16 +222,24 @@ def _manifest(store: Path, data: Path, cfg: Config, report: dict[str, Any],
     finally:
         con.close()
     tables: dict[str, dict[str, str]] = {}
+    digest = _file_digest(data)
     for table, column, dtype in rows:
         tables.setdefault(table, {})[column] = dtype
     return {
         "unirec_version": __version__,
         "store_format": STORE_FORMAT,
-        "input": {**report["input"], "sha256": _file_digest(data)},
+        "input": {**report["input"], "sha256": digest,
+                  "base_dir": str(_base_dir(data))},
         "config": cfg.to_dict(),
         "config_hash": cfg.hash(),
         "engine": _engine(cfg),
-        "counts": {TABLE_OF[s]: report["sections"][s]["kept"] for s in SECTIONS},
+        # what featurize --append and fit --warm-start check (featurize.append)
+        "stats_id": hashlib.sha256(json.dumps([cfg.hash(), compiled["features"]],
+                                              sort_keys=True).encode()).hexdigest()[:16],
+        "interactions_end": report["interactions_end"],
+        "ancestors": [],
+        "appends": [],
+        "counts": {SECTION_TABLES[s]: report["sections"][s]["kept"] for s in SECTIONS},
         "split": report["split"],
         "samples": report["samples"],
         "features": compiled["features"],

@@ -40,11 +40,7 @@ import pyarrow.compute as pc
 from unirec.config import SamplesConfig
 from unirec.errors import ConfigError
 from unirec.featurize.split import SPLITS
-
-
-def _lit(text: str) -> str:
-    """A SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"
+from unirec.store.sql import literal
 
 
 def _weight_sql(cfg: SamplesConfig) -> str:
@@ -56,7 +52,7 @@ def _weight_sql(cfg: SamplesConfig) -> str:
                 "(0 drops that type's samples; keep_types does the same, counted)"
             )
     if cfg.type_weights:
-        whens = " ".join(f"WHEN {_lit(k)} THEN {float(v)!r}::DOUBLE"
+        whens = " ".join(f"WHEN {literal(k)} THEN {float(v)!r}::DOUBLE"
                          for k, v in cfg.type_weights.items())
         type_w = f"CASE interaction_type {whens} ELSE 1.0 END"
     else:
@@ -71,7 +67,7 @@ def _keep_sql(cfg: SamplesConfig) -> str:
         return "TRUE"
     if not cfg.keep_types:
         return "FALSE"
-    listed = ", ".join(_lit(t) for t in cfg.keep_types)
+    listed = ", ".join(literal(t) for t in cfg.keep_types)
     return f"coalesce(interaction_type IN ({listed}), FALSE)"
 
 

@@ -14,7 +14,8 @@ Layout (``{side}`` is ``user`` or ``item``; row i = entity index i, row 0 = padd
   id -> index by binary search, no dict to build at start-up.
 - ``seen_indptr.npy`` / ``seen_indices.npy``: CSR of every item each user interacted with
   (all splits: what to leave out of "new to you" recommendations).
-- ``popularity.npy``: training interactions per item (the ``--fallback popular`` ranking).
+- ``popularity.npy``: interactions per item the served model trained on (train, plus
+  validation after ``train.refit``): the ``--fallback popular`` ranking.
 - ``item_titles.npy`` + ``item_title_offsets.npy``: a readable item field as UTF-8 bytes and
   offsets, decoded only for the K items shown.
 - ``bundle.json``: which store this is from and which field the titles are.
@@ -29,9 +30,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from unirec.model.folder import store_identity
+from unirec.model.folder import BUNDLE_META, store_identity
 from unirec.store import Store
+from unirec.store.csr import csr_from_pairs
 from unirec.store.layout import SIDES
+from unirec.store.sql import ident
 
 BUNDLE_FORMAT = 1
 # Text fields, most readable first, that make a good label for an item in a results table.
@@ -39,7 +42,8 @@ TITLE_FIELDS = ("title", "name", "label", "headline")
 
 
 def _ids(con: Any, side: str) -> np.ndarray:
-    _, id_col, map_name, index = SIDES[side]
+    s = SIDES[side]
+    id_col, map_name, index = s.id, s.map, s.index
     ids = con.sql(f"SELECT {id_col} FROM {map_name} ORDER BY {index}").fetchnumpy()[id_col]
     ids = np.asarray(ids)
     if ids.dtype.kind in "iu":
@@ -58,8 +62,7 @@ def title_field(manifest: dict[str, Any]) -> str | None:
 
 
 def _titles(con: Any, field: str) -> tuple[np.ndarray, np.ndarray]:
-    safe = field.replace('"', '""')
-    col = con.sql(f'SELECT coalesce(i.text."{safe}", \'\') AS t FROM item_map m JOIN items i '
+    col = con.sql(f"SELECT coalesce(i.text.{ident(field)}, '') AS t FROM item_map m JOIN items i "
                   "USING (item_id) ORDER BY m.item_index").to_arrow_table().column("t")
     arr = pa.concat_arrays([pa.array([""]), *col.chunks]).cast(pa.large_string())
     _, offsets, data = arr.buffers()  # Arrow's own layout: no per-item Python loop
@@ -80,8 +83,7 @@ def write_bundle(store: Store, out: Path, popularity: np.ndarray) -> None:
         field = title_field(manifest)
         titles = _titles(con, field) if field else None
     users, items = seen["u"].astype(np.int64), seen["i"].astype(np.int64)
-    indptr = np.zeros(n_users + 1, np.int64)
-    np.cumsum(np.bincount(users, minlength=n_users), out=indptr[1:])
+    indptr, items = csr_from_pairs(users, items, n_users)
     arrays: dict[str, np.ndarray] = {"seen_indptr": indptr, "seen_indices": items,
                                      "popularity": popularity.astype(np.float32)}
     for side, values in ids.items():
@@ -93,6 +95,6 @@ def write_bundle(store: Store, out: Path, popularity: np.ndarray) -> None:
         arrays["item_titles"], arrays["item_title_offsets"] = titles
     for name, arr in arrays.items():
         np.save(out / f"{name}.npy", arr)
-    (out / "bundle.json").write_text(json.dumps({
+    (out / BUNDLE_META).write_text(json.dumps({
         "format": BUNDLE_FORMAT, "store": store_identity(manifest), "title_field": field,
     }, indent=1) + "\n")

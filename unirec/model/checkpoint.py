@@ -13,15 +13,15 @@ Layout of a checkpoint folder:
   tensors), the state entries to rebuild, python/numpy RNG states, the caller's ``extra``,
   and a ``checkpoint_id`` also stored in the safetensors metadata.
 
-Each file is written to a temporary name and ``os.replace``-d into place, the JSON last: it
-is the commit marker, and a load refuses a safetensors file whose id differs from the
-JSON's (a crash between the two renames).
+Each file is written to a temporary name and ``os.replace``-d into place
+(``unirec.store.atomic.write_file``), the JSON last: it is the commit marker, and a load
+refuses a safetensors file whose id differs from the JSON's (a crash between the two
+renames).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import uuid
 from pathlib import Path
@@ -32,21 +32,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_model, save_file, save_model
 
+from unirec.store.atomic import write_file
+
 FORMAT = "unirec-checkpoint/1"
 TENSORS = "checkpoint.safetensors"
 MANIFEST = "checkpoint.json"
-
-
-def _atomic(path: Path, write) -> None:
-    """Call ``write(tmp_path)``, fsync, then rename over ``path``: readers never see half."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _encode(value: Any) -> Any:
@@ -138,9 +128,9 @@ def save_checkpoint(
         "extra": _encode(extra),
     }
     text = json.dumps(manifest, indent=1, allow_nan=True)
-    _atomic(path_dir / TENSORS,
-            lambda p: save_file(tensors, str(p), metadata={"checkpoint_id": checkpoint_id}))
-    _atomic(path_dir / MANIFEST, lambda p: p.write_text(text))
+    write_file(path_dir / TENSORS, lambda p: save_file(
+        tensors, str(p), metadata={"checkpoint_id": checkpoint_id}), durable=True)
+    write_file(path_dir / MANIFEST, lambda p: p.write_text(text), durable=True)
 
 
 def load_checkpoint(
@@ -189,8 +179,8 @@ def save_weights(path: Path, model: torch.nn.Module, metadata: dict[str, str]) -
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic(path, lambda p: save_model(model, str(p), metadata=dict(metadata),
-                                         force_contiguous=True))
+    write_file(path, lambda p: save_model(model, str(p), metadata=dict(metadata),
+                                         force_contiguous=True), durable=True)
 
 
 def load_weights(path: Path, model: torch.nn.Module) -> dict[str, str]:
@@ -206,3 +196,32 @@ def load_weights(path: Path, model: torch.nn.Module) -> dict[str, str]:
         metadata = f.metadata() or {}
     names = model.state_dict().keys()
     return {k: v for k, v in metadata.items() if k not in names}
+
+
+def load_grown_weights(path: Path, model: torch.nn.Module) -> dict[str, int]:
+    """Load :func:`save_weights` output into ``model``, whose tables may have grown since
+    (``featurize --append`` adds users, items and categorical values at the end): equal
+    shapes load whole; a weight with more rows than saved gets the saved rows and zeros
+    after them (unknown until trained). Returns the rows added per weight. Raises
+    ``ValueError`` naming a weight that is missing or whose shape is not such a growth.
+    """
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        saved = {k: f.get_tensor(k) for k in f.keys()}
+        aliases = f.metadata() or {}  # tied weights: name -> the name stored
+    grown: dict[str, int] = {}
+    with torch.no_grad():
+        for name, param in model.state_dict().items():
+            old = saved.get(name, saved.get(aliases.get(name, ""), None))
+            if old is None:
+                raise ValueError(f"the saved model has no weight {name}")
+            if old.shape == param.shape:
+                param.copy_(old)
+                continue
+            if old.dim() != param.dim() or old.shape[1:] != param.shape[1:] or \
+                    old.shape[0] > param.shape[0]:
+                raise ValueError(f"its weight {name} is {tuple(old.shape)} and the store now "
+                                 f"needs {tuple(param.shape)}, not an extension")
+            param[: old.shape[0]].copy_(old)
+            param[old.shape[0]:].zero_()
+            grown[name] = int(param.shape[0] - old.shape[0])
+    return grown

@@ -18,6 +18,7 @@ from safetensors.numpy import load_file
 
 from unirec.errors import StoreError
 from unirec.store import SEQUENCES_FILE, STORE_FORMAT, Store
+from unirec.store.csr import Csr, csr_from_pairs
 
 
 @dataclass
@@ -54,16 +55,31 @@ def check_store(store: Store) -> dict[str, Any]:
     return m
 
 
-def _csr(users: np.ndarray, items: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _csr(users: np.ndarray, items: np.ndarray, rows: np.ndarray) -> Csr:
     """CSR over ``rows`` (sorted user indices) of (user, item) pairs."""
-    pos = np.searchsorted(rows, users)
-    order = np.lexsort((items, pos))
-    counts = np.bincount(pos, minlength=len(rows))
-    return np.concatenate([[0], np.cumsum(counts)]), items[order].astype(np.int64)
+    return csr_from_pairs(np.searchsorted(rows, users), items, len(rows))
 
 
 def _tensors(path: Path) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(v) for k, v in load_file(str(path)).items()}
+
+
+def load_tensors(store: Store) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor],
+                                        torch.Tensor | None, torch.Tensor | None]:
+    """The store's user and item feature tensors and its frozen text and image tables (None
+    when no field has that kind): what the two-tower is built from, for fit and for load."""
+    tdir = store.path / "tensors"
+    users, items = _tensors(tdir / "users.safetensors"), _tensors(tdir / "items.safetensors")
+    text = _tensors(tdir / "text_embeddings.safetensors")["embedding"]
+    image = _tensors(tdir / "image_embeddings.safetensors")["embedding"]
+    return users, items, text if text.shape[1] else None, image if image.shape[1] else None
+
+
+def trained_mask(user_index: np.ndarray, n_users: int) -> torch.Tensor:
+    """(n_users,) bool: the users with a training sample (their id row was trained)."""
+    trained = np.zeros(n_users, bool)
+    trained[np.asarray(user_index, np.int64)] = True
+    return torch.from_numpy(trained)
 
 
 def load_sequences(store: Store) -> dict[str, np.ndarray]:
@@ -75,10 +91,7 @@ def load_sequences(store: Store) -> dict[str, np.ndarray]:
 def load_inputs(store: Store) -> Inputs:
     """Read manifest, tensors and the validation protocol (CPU tensors; the loop moves them)."""
     manifest = check_store(store)
-    tdir = store.path / "tensors"
-    users, items = _tensors(tdir / "users.safetensors"), _tensors(tdir / "items.safetensors")
-    text = _tensors(tdir / "text_embeddings.safetensors")["embedding"]
-    image = _tensors(tdir / "image_embeddings.safetensors")["embedding"]
+    users, items, text, image = load_tensors(store)
     n_users, n_items = users["_index"].shape[0], items["_index"].shape[0]
     with store.connect() as con:
         train = con.execute("SELECT DISTINCT user_index, item_index FROM samples "
@@ -90,8 +103,6 @@ def load_inputs(store: Store) -> Inputs:
             "QUALIFY row_number() OVER (PARTITION BY user_index ORDER BY time, position) = 1 "
             "ORDER BY user_index").fetchnumpy()
     keys = np.unique(train["user_index"].astype(np.int64) * n_items + train["item_index"])
-    trained = np.zeros(n_users, bool)
-    trained[train["user_index"]] = True
     val_users = np.asarray(first["user_index"], np.int64)
     sequence = torch.from_numpy(load_sequences(store)["items"])
     val_history = gather_history(sequence, torch.tensor(first["history_end"]),
@@ -100,8 +111,8 @@ def load_inputs(store: Store) -> Inputs:
     in_val = np.isin(train["user_index"], val_users)
     return Inputs(
         manifest=manifest, users=users, items=items,
-        text=text if text.shape[1] else None, image=image if image.shape[1] else None,
-        positive_keys=torch.from_numpy(keys), user_trained=torch.from_numpy(trained),
+        text=text, image=image, positive_keys=torch.from_numpy(keys),
+        user_trained=trained_mask(train["user_index"], n_users),
         val_users=val_users, val_history=val_history.astype(np.int64), sequence=sequence,
         val_truth=_csr(val["user_index"], val["item_index"], val_users),
         val_exclude=_csr(train["user_index"][in_val], train["item_index"][in_val], val_users),

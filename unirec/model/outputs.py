@@ -20,6 +20,7 @@ from unirec.model.inputs import Inputs
 from unirec.model.plot import plot_metrics
 from unirec.model.towers import TwoTower
 from unirec.store import Store, serving_histories, write_table
+from unirec.store.layout import SIDES, Side
 
 
 def selection_score(row: dict[str, Any], k: int) -> float:
@@ -46,8 +47,8 @@ def embed_all(model: TwoTower, n: int, side: str, device: torch.device,
     return np.concatenate(out)
 
 
-def _write_table(store: Path, name: str, index: str, id_col: str, map_name: str,
-                 vectors: np.ndarray) -> None:
+def _write_table(store: Path, side: Side, vectors: np.ndarray) -> None:
+    name, index, id_col, map_name = f"{side.name}_embeddings", side.index, side.id, side.map
     flat = pa.array(vectors[1:].reshape(-1), pa.float32())
     arrow = pa.table({index: np.arange(1, len(vectors), dtype=np.int32),
                       "embedding": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])})
@@ -69,7 +70,10 @@ def write_outputs(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
     items = embed_all(model, inp.n_items, "item", device)
     best = max(state["history"], key=lambda r: selection_score(r, cfg.eval_k))
     summary = {"epochs": state["epoch"], "best_epoch": best["epoch"], "best": best,
-               "n_users": inp.n_users - 1, "n_items": inp.n_items - 1, "dim": cfg.dim}
+               "n_users": inp.n_users - 1, "n_items": inp.n_items - 1, "dim": cfg.dim,
+               "refit_epochs": state.get("refit_epochs", 0)}
+    if "warm_start" in state:
+        summary["warm_start"] = state["warm_start"]
     with workdir.publish(store, inp.manifest) as out:
         save_weights(out / "model.safetensors", model, {"format": "unirec-two-tower"})
         np.save(out / "user_embeddings.npy", users)
@@ -80,6 +84,6 @@ def write_outputs(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
             inp.manifest["config_hash"], "summary": summary}, indent=1) + "\n")
         plot_metrics(work / "metrics.jsonl", out / "metrics.png")
     # after the swap: the tables are for inspection; the served model is the folder
-    _write_table(store.path, "user_embeddings", "user_index", "user_id", "user_map", users)
-    _write_table(store.path, "item_embeddings", "item_index", "item_id", "item_map", items)
+    _write_table(store.path, SIDES["user"], users)
+    _write_table(store.path, SIDES["item"], items)
     return summary

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
-import uuid
 from pathlib import Path
+
+from unirec.store.atomic import write_file
 
 _SKIP = {"epoch", "seconds", "step", "lr"}
 
@@ -81,11 +81,4 @@ def plot_metrics(jsonl: Path, png: Path) -> None:
         else:
             ax.text(0.5, 0.5, "none logged", ha="center", va="center", transform=ax.transAxes)
 
-    png = Path(png)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = png.with_name(f".{png.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, png)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_file(png, lambda tmp: fig.savefig(tmp, format="png", dpi=100))

@@ -18,34 +18,38 @@ import torch
 
 from unirec.config import TrainConfig
 from unirec.errors import NotFittedError
-from unirec.model.checkpoint import load_weights
-from unirec.model.inputs import _tensors, check_store
+from unirec.model.checkpoint import load_grown_weights, load_weights
+from unirec.model.folder import BUNDLE_META, appends_since, check_fresh, read_meta
+from unirec.model.inputs import check_store, load_tensors, trained_mask
 from unirec.model.towers import TwoTower
 from unirec.store import Store, serving_histories
-
-
-def _trained_users(store: Store, n_users: int) -> torch.Tensor:
-    """(n_users,) bool: users with at least one training sample (their id row was trained)."""
-    with store.connect() as con:
-        rows = con.execute("SELECT DISTINCT user_index FROM samples WHERE split = 'train'"
-                           ).fetchnumpy()["user_index"]
-    trained = np.zeros(n_users, bool)
-    trained[np.asarray(rows, np.int64)] = True
-    return torch.from_numpy(trained)
 
 
 def train_config(store: str | Path) -> TrainConfig:
     """The train config the model in ``store/model`` was fitted with."""
     st = Store(store)
-    path = st.path / "model" / "config.json"
-    if not path.is_file() or not (st.path / "model" / "model.safetensors").is_file():
+    model_dir = st.path / "model"
+    if not all((model_dir / f).is_file() for f in ("config.json", "model.safetensors",
+                                                    BUNDLE_META)):
         raise NotFittedError(f"no fitted model in {str(store)!r}: run `unirec fit --store "
                              f"{store}` first")
-    saved = json.loads(path.read_text())
-    if saved.get("store_config_hash") != st.manifest["config_hash"]:
-        raise NotFittedError(f"the model in {str(st.path / 'model')!r} was trained before the "
-                             f"store was featurized again: run `unirec fit --store {store}`")
-    return TrainConfig(**saved["train"])
+    check_fresh(read_meta(model_dir), st.manifest, model_dir, store)
+    return TrainConfig(**json.loads((model_dir / "config.json").read_text())["train"])
+
+
+def predates_append(store: Store) -> bool:
+    """True when the model was trained before an append to the store (``featurize
+    --append``): its tables lack the new rows until ``fit --warm-start``. Refused when an
+    append since refitted the statistics (the old rows no longer mean the same)."""
+    bundle = store.path / "model" / "bundle.json"
+    if not bundle.is_file():
+        return False
+    missed = appends_since(store.manifest, json.loads(bundle.read_text())["store"])
+    if missed and any(a.get("refit_stats") for a in missed):
+        raise NotFittedError(f"the model in {str(store.path / 'model')!r} predates "
+                             "`featurize --refit-stats`: its inputs changed meaning; run "
+                             f"`unirec fit --store {store.path}`")
+    return bool(missed)
 
 
 @torch.no_grad()
@@ -58,15 +62,22 @@ def load_model(store: str | Path, device: str | torch.device = "cpu") -> TwoTowe
     cfg = train_config(store)
     st = Store(store)
     manifest = check_store(st)
-    tdir = st.path / "tensors"
-    users, items = _tensors(tdir / "users.safetensors"), _tensors(tdir / "items.safetensors")
-    text = _tensors(tdir / "text_embeddings.safetensors")["embedding"]
-    image = _tensors(tdir / "image_embeddings.safetensors")["embedding"]
-    trained = _trained_users(st, users["_index"].shape[0])
-    model = TwoTower(manifest, users, items, text if text.shape[1] else None,
-                     image if image.shape[1] else None, trained, cfg)
+    users, items, text, image = load_tensors(st)
+    with st.connect() as con:
+        rows = con.execute("SELECT DISTINCT user_index FROM samples WHERE split = 'train'"
+                           ).fetchnumpy()["user_index"]
+    trained = trained_mask(rows, users["_index"].shape[0])
+    model = TwoTower(manifest, users, items, text, image, trained, cfg)
     model.to(device)
-    load_weights(st.path / "model" / "model.safetensors", model)
+    if predates_append(st):  # old rows as trained, new rows zero: new entities by content
+        try:
+            load_grown_weights(st.path / "model" / "model.safetensors", model)
+        except ValueError as exc:
+            raise NotFittedError(f"the model in {str(st.path / 'model')!r} cannot be mapped "
+                                 f"onto the appended store ({exc}): run `unirec fit --store "
+                                 f"{store}`") from None
+    else:
+        load_weights(st.path / "model" / "model.safetensors", model)
     return model.eval()
 
 

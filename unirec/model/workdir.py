@@ -12,7 +12,6 @@ featurized again meanwhile is refused before the swap.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from unirec.errors import StoreError
 from unirec.model.checkpoint import MANIFEST, load_checkpoint
 from unirec.model.folder import store_identity
 from unirec.store import Store
-from unirec.store.atomic import building
+from unirec.store.atomic import building, link_or_copy
 
 WORK = ".model.training"
 CHECKPOINT = "checkpoint"
@@ -91,12 +90,10 @@ def _link_files(src: Path, dst: Path) -> None:
     for name in CARRIED:
         if (src / name).is_file():
             (dst / name).parent.mkdir(parents=True, exist_ok=True)
-            try:
-                if name.endswith(".jsonl"):
-                    raise OSError("appended to: copy")
-                os.link(src / name, dst / name)
-            except OSError:
+            if name.endswith(".jsonl"):  # appended to: a copy
                 shutil.copy2(src / name, dst / name)
+            else:
+                link_or_copy(src / name, dst / name)
 
 
 @contextlib.contextmanager

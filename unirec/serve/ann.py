@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from unirec.errors import MissingExtraError
+from unirec.store.atomic import write_file
 
 INDEX_FILE = "items.usearch"
 _MARGIN = 16
@@ -43,9 +44,7 @@ def load_or_build(items: np.ndarray, model_dir: Path | None, connectivity: int =
     index.add(np.arange(1, len(items), dtype=np.uint64), np.ascontiguousarray(items[1:]))
     if path is not None:
         try:
-            tmp = path.with_suffix(".tmp")
-            index.save(str(tmp))
-            tmp.replace(path)
+            write_file(path, lambda tmp: index.save(str(tmp)))
         except OSError:  # a read-only model folder: serve from memory, rebuild next process
             pass
     return index

@@ -16,6 +16,7 @@ import numpy as np
 
 from unirec.errors import QueryError, require_extra
 from unirec.serve.recommender import Recommender
+from unirec.store.csr import csr_from_lists
 
 StorePath = str | Path
 
@@ -94,9 +95,9 @@ def recommend(users: Any = None, k: int = 10, *, store: StorePath = "unirec-stor
     cand = candidate_index(rec, candidates)
     if user_records is not None:
         vectors = record_vectors(store, rec, "user", user_records)
-        from unirec.serve.cold import history_csr, record_history_index
+        from unirec.serve.cold import record_history_index
 
-        exclude = history_csr(record_history_index(store, user_records)) if exclude_seen \
+        exclude = csr_from_lists(record_history_index(store, user_records)) if exclude_seen \
             else None
         idx, scores = rec.rank(vectors, k, exclude, cand, ann=ann)
         return _ids(rec, idx), scores

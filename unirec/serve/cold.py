@@ -10,7 +10,8 @@ embedders, then encoded by the tower with no id embedding (the entity has no tra
 A user record may carry ``history``: known item ids, most recent last. It feeds the user
 tower's history encoder exactly as a known user's recent items do, and
 :func:`record_history_index` returns those items' indices so callers can leave them out of
-the recommendations (:func:`history_csr` turns them into ``Recommender.rank``'s ``exclude``).
+the recommendations (``unirec.store.csr.csr_from_lists`` turns them into ``Recommender.rank``'s
+``exclude``).
 
 Loading the towers imports torch (~1-2 s), once per process and store; the text model loads
 only when a string the store never embedded shows up. Serving never writes to the store:
@@ -28,15 +29,14 @@ import numpy as np
 import torch
 
 from unirec.errors import DataError, QueryError, StoreError
-from unirec.features.embed import EmbeddingCache, ImageEmbedder, TextEmbedder
-from unirec.features.embedding import _namespace
-from unirec.metrics import Csr
+from unirec.features.embed import EmbeddingCache, ImageEmbedder, TextEmbedder, unreadable
 from unirec.model.restore import load_model
 from unirec.serve.recommender import Recommender, file_key
 from unirec.serve.records import RecordCompiler
 from unirec.store import Store
+from unirec.store.csr import csr_from_lists, pad_left
+from unirec.store.layout import SIDES
 
-SIDES = ("user", "item")
 _MEMO_LIMIT = 10_000  # new strings/files whose vectors a process remembers
 _ENCODERS: dict[tuple[str, int, int], ColdEncoder] = {}
 
@@ -116,12 +116,7 @@ class ColdEncoder:
     # ---- helpers -------------------------------------------------------------------
     def _pad(self, lists: list[np.ndarray]) -> np.ndarray:
         """(n, L): the last L items of each list, left-padded with 0 (most recent last)."""
-        out = np.zeros((len(lists), self.history_length), np.int64)
-        for row, items in enumerate(lists):
-            tail = items[-self.history_length:]
-            if len(tail):
-                out[row, -len(tail):] = tail
-        return out
+        return pad_left(csr_from_lists(lists), self.history_length)
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(array, np.float32)).to(self.device)
@@ -149,7 +144,7 @@ class ColdEncoder:
         """Vectors for ``values``: process memo, then the store's cache (read only), then
         ``encode`` for the rest. A None key (a file that is not there) is a missing image."""
         emb = self._text if kind == "text" else self._image
-        cache = EmbeddingCache(self.store / "cache", _namespace(kind, emb.model_id))
+        cache = EmbeddingCache.for_model(self.store / "cache", kind, emb.model_id)
         width = self.model.shared.text.shape[1] if kind == "text" else \
             self.model.shared.image.shape[1]
         out = np.zeros((len(values), width), np.float32)
@@ -160,10 +155,10 @@ class ColdEncoder:
                 out[i], missing[i] = self._memo[(kind, k)]
         if lookup:
             found, vectors = cache.lookup([keys[i] for i in lookup], dim=width)
+            bad = unreadable(vectors)
             for j, i in enumerate(lookup):
                 if found[j]:
-                    bad = bool(np.isnan(vectors[j]).any())  # cached as unreadable
-                    out[i], missing[i] = (0.0 if bad else vectors[j]), bad
+                    out[i], missing[i] = (0.0 if bad[j] else vectors[j]), bool(bad[j])
             todo = [i for j, i in enumerate(lookup) if not found[j]]
             if todo:
                 vectors, bad = encode([values[i] for i in todo])
@@ -208,9 +203,3 @@ def record_history_index(store: str | Path, records: list[dict[str, Any]]
     return cold_encoder(store).history_index(records)
 
 
-def history_csr(lists: list[np.ndarray]) -> Csr:
-    """``record_history_index``'s lists as the CSR that ``Recommender.rank(exclude=...)``
-    takes."""
-    indptr = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(np.int64)
-    indices = np.concatenate(lists).astype(np.int64) if lists else np.zeros(0, np.int64)
-    return indptr, indices

@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 
 from unirec.errors import StoreError
-from unirec.metrics import csr_from_pairs, ranking_metrics
+from unirec.metrics import ranking_metrics
 from unirec.serve.recommender import Recommender
 from unirec.store import Store
+from unirec.store.csr import csr_from_pairs
 
 
 def split_pairs(store: Store) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

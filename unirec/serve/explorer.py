@@ -33,6 +33,7 @@ from unirec.serve import api
 from unirec.serve.http import NotFound
 from unirec.serve.recommender import Recommender
 from unirec.store import Store, serving_histories
+from unirec.store.sql import ident
 
 STATIC = Path(__file__).parent / "static"
 _ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}
@@ -61,9 +62,9 @@ def item_images(store: Path, n_items: int) -> np.ndarray:
     feats = [f for f in st.manifest["features"] if f["side"] == "item" and f["group"] == "image"]
     if not feats:
         return out
-    col = feats[0]["name"].replace('"', '""')
     got = st.sql(f'SELECT f.item_index AS i, e.path AS p FROM item_features f JOIN '
-                 f'image_embeddings e ON e.image_index = f."{col}" WHERE NOT e.missing')
+                 f'image_embeddings e ON e.image_index = f.{ident(feats[0]["name"])} '
+                 "WHERE NOT e.missing")
     idx = got["i"].to_numpy()
     out[idx] = got["p"].to_list()
     return out

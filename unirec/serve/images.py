@@ -15,13 +15,13 @@ import base64
 import binascii
 import hashlib
 import os
-import secrets
 import stat
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from unirec.errors import QueryError
 from unirec.store import Store
+from unirec.store.atomic import write_file
 
 MAX_IMAGE_BYTES = 20 << 20
 
@@ -82,8 +82,5 @@ class ImageFolders:
             raise QueryError(f"{where}: base64 does not decode") from None
         path = os.path.join(self.uploads, hashlib.sha256(data).hexdigest())
         if not os.path.isfile(path):
-            tmp = f"{path}.{secrets.token_hex(6)}.tmp"
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
+            write_file(path, lambda tmp: tmp.write_bytes(data))
         return path

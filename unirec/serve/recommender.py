@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from unirec.errors import NotFittedError, QueryError, StoreError
-from unirec.metrics import Csr, topk
-from unirec.model.folder import store_identity
+from unirec.metrics import topk
+from unirec.model.folder import BUNDLE_META, check_fresh
+from unirec.store.csr import Csr, csr_rows
 
 FALLBACKS = ("popular",)
 _CACHE: dict[tuple[str, int, int], Recommender] = {}
@@ -82,7 +83,7 @@ class Recommender:
     def load(cls, store: str | Path = "unirec-store") -> Recommender:
         """The model in ``store/model``; cached per process until ``fit`` rewrites it."""
         model_dir = Path(store) / "model"
-        meta_path = model_dir / "bundle.json"
+        meta_path = model_dir / BUNDLE_META
         if not meta_path.is_file():
             if not (Path(store) / "manifest.json").is_file():
                 raise StoreError(f"no feature store at {str(store)!r}: run `unirec featurize "
@@ -110,9 +111,7 @@ class Recommender:
     def _read(cls, store: Path, model_dir: Path, meta_path: Path) -> Recommender:
         meta = json.loads(meta_path.read_text())
         manifest = json.loads((store / "manifest.json").read_text())
-        if meta["store"] != store_identity(manifest):
-            raise NotFittedError(f"the model in {str(model_dir)!r} was trained before the store "
-                                 f"was featurized again: run `unirec fit --store {store}`")
+        check_fresh(meta, manifest, model_dir, store)
         arrays = {p.stem: np.load(p, mmap_mode="r") for p in model_dir.glob("*.npy")}
         _check_shapes(arrays)
         return cls(model_dir, arrays, meta)
@@ -174,15 +173,7 @@ class Recommender:
     # ---- ranking -------------------------------------------------------------------
     def seen(self, users: np.ndarray) -> Csr:
         """CSR of the items each of ``users`` (indices, -1 = none) interacted with."""
-        indptr, indices = self._a["seen_indptr"], self._a["seen_indices"]
-        users = np.asarray(users, np.int64)
-        known = users > 0
-        lo = np.where(known, indptr[np.maximum(users, 0)], 0)
-        hi = np.where(known, indptr[np.maximum(users, 0) + 1], 0)
-        lengths = hi - lo
-        out_ptr = np.concatenate([[0], np.cumsum(lengths)])
-        take = np.repeat(lo - out_ptr[:-1], lengths) + np.arange(out_ptr[-1])
-        return out_ptr, np.asarray(indices[take], np.int64)
+        return csr_rows((self._a["seen_indptr"], self._a["seen_indices"]), users)
 
     def rank(self, vectors: np.ndarray, k: int, exclude: Csr | None = None,
              candidates: np.ndarray | None = None, skip_self: np.ndarray | None = None,
@@ -263,7 +254,7 @@ class Recommender:
         scores = np.full((len(users), k), np.nan, np.float32)
         rows = np.flatnonzero(known)
         if len(rows):
-            ex = _rows_csr(exclude, rows) if exclude is not None else None
+            ex = csr_rows(exclude, rows) if exclude is not None else None
             idx[rows], scores[rows] = self.rank(self.users[users[rows]], k, ex, candidates,
                                                   ann=ann)
         cold = np.flatnonzero(~known)
@@ -286,14 +277,6 @@ def _top_row(scores: np.ndarray, k: int, exclude: Csr | None) -> np.ndarray:
     out = np.full((1, k), -1, np.int64)
     out[0, :len(top)] = top
     return out
-
-
-def _rows_csr(csr: Csr, rows: np.ndarray) -> Csr:
-    ptr, ind = csr
-    lengths = (ptr[1:] - ptr[:-1])[rows]
-    out = np.concatenate([[0], np.cumsum(lengths)])
-    take = np.repeat(ptr[rows] - out[:-1], lengths) + np.arange(out[-1])
-    return out, ind[take]
 
 
 _UNKNOWN_INT = np.iinfo(np.int64).min  # an id no int64 catalogue holds: reported unknown

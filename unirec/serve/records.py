@@ -25,17 +25,16 @@ import duckdb
 import numpy as np
 
 from unirec.errors import DataError, QueryError
-from unirec.features.ops import OPS, Context, FeatureSpec, Op
-from unirec.features.ops.base import _q, column_array
+from unirec.features.ops import Context, Op
+from unirec.features.ops.base import column_array
 from unirec.features.plan import raw_fields
 from unirec.features.profile import build_profile
-from unirec.features.validate import GROUPS, KIND_RULES, Findings
+from unirec.features.validate import GROUPS, Findings, field_column
 from unirec.registry import did_you_mean
 from unirec.store import DB_FILE, Store
 from unirec.store.layout import SIDES
+from unirec.store.sql import ident, literal
 
-SECTION = {"user": "user_data", "item": "item_data"}
-_BASE_KEYS = {"name", "side", "group", "field", "op", "params", "outputs"}
 # record type (from the validation rules) -> store type conversions that keep the meaning
 _WIDEN = {("BIGINT[]", "DOUBLE[]"), ("BIGINT[]", "VARCHAR[]")}
 
@@ -52,19 +51,6 @@ class Compiled:
     new_image: np.ndarray | None
 
 
-def _ident(name: str) -> str:
-    return '"' + _q(name) + '"'
-
-
-def _restore_op(side: str, feature: dict[str, Any]) -> Op:
-    """The fitted op from its manifest entry (its state is what describe() recorded)."""
-    spec = FeatureSpec(side, feature["group"], feature["field"], feature["op"],
-                       feature["params"])
-    op = OPS.get(feature["op"])(spec)
-    op.state = {k: v for k, v in feature.items() if k not in _BASE_KEYS}
-    return op
-
-
 class RecordCompiler:
     """The store's fitted state in memory; compiles records of either side on demand."""
 
@@ -74,12 +60,12 @@ class RecordCompiler:
         self.empty_is_missing = manifest["config"]["validate"]["empty_string_is_missing"]
         src = Path(manifest["input"]["path"])
         self.base_dir = str(src if manifest["input"]["form"] == "folder" else src.parent)
-        self.ops = {side: [_restore_op(side, f) for f in manifest["features"]
+        self.ops = {side: [Op.from_json(f) for f in manifest["features"]
                            if f["side"] == side] for side in SIDES}
         self.n_rows = {k: manifest["tensors"][f"{k}_embeddings"]["embedding"][0]
                        for k in ("text", "image")}
         self.con = duckdb.connect()
-        self.con.execute(f"ATTACH {_sql_str(st.path / DB_FILE)} AS st (READ_ONLY)")
+        self.con.execute(f"ATTACH {literal(st.path / DB_FILE)} AS st (READ_ONLY)")
         try:
             self.fields = {side: self._raw_fields(side) for side in SIDES}
             # what the ops' SQL reads; the text/image tables under other names, since each
@@ -108,7 +94,7 @@ class RecordCompiler:
         """Structure of each record: an object, known keys, groups of known fields."""
         if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
             raise QueryError(f"{side} records must be JSON objects (a list of them for many)")
-        id_name = SIDES[side][1]
+        id_name = SIDES[side].id
         allowed = (id_name, *GROUPS, *(("history",) if side == "user" else ()))
         for pos, rec in enumerate(records):
             where = f"{side} record {pos}"
@@ -153,8 +139,8 @@ class RecordCompiler:
     def _raw_table(self, cur: duckdb.DuckDBPyConnection, side: str,
                    records: list[dict[str, Any]]) -> None:
         """Temp ``users``/``items`` keyed by record position, typed like the store's table."""
-        section = SECTION[side]
-        table, id_col = SIDES[side][0], SIDES[side][1]
+        section = SIDES[side].section
+        table, id_col = SIDES[side].table, SIDES[side].id
         texts = [json.dumps({g: r.get(g) for g in GROUPS}) for r in records]
         cur.execute(f"CREATE TEMP TABLE src_{section} AS SELECT generate_subscripts($1::VARCHAR"
                     "[], 1) - 1 AS pos, unnest($1::VARCHAR[])::JSON AS rec", [texts])
@@ -168,16 +154,14 @@ class RecordCompiler:
         for f in prof.fields:
             store_type = self.fields[side][f.group][f.name]
             try:
-                rule = KIND_RULES[f.group]
-                col = (rule(prof, f, Findings(), self.empty_is_missing)
-                       if f.group == "categorical" else rule(prof, f))
+                col = field_column(prof, f, Findings(), self.empty_is_missing)
             except DataError as err:
                 raise DataError(err.reason, field=f"{side} record {err.position}: "
                                 f"{f.group}.{f.name}") from None
             expr = self._as_store_type(prof, f, col.expr, col.sql_type, store_type, side)
             structs[f.group][f.name] = expr
         select = [f"pos AS {id_col}", "pos AS position"]
-        select += [f"struct_pack({', '.join(f'{_ident(f)} := {e}' for f, e in m.items())}) "
+        select += [f"struct_pack({', '.join(f'{ident(f)} := {e}' for f, e in m.items())}) "
                    f"AS {g}" for g, m in structs.items()]
         cur.execute(f"CREATE TEMP TABLE {table} AS SELECT {', '.join(select)} "
                     f"FROM {prof.table} ORDER BY pos")
@@ -205,7 +189,7 @@ class RecordCompiler:
         if not ops:
             return None
         values = " UNION ".join(f"SELECT value FROM ({ctx.value_sql(op.spec)})" if kind == "text"
-                                else f"SELECT path AS value FROM ({op._resolved(ctx)})"
+                                else f"SELECT path AS value FROM ({op.resolved_sql(ctx)})"
                                 for op in ops)
         key, flag = ("text", ", false") if kind == "text" else ("path", ", s.missing")
         rows = cur.execute(f"SELECT DISTINCT v.value, s.{kind}_index{flag} FROM ({values}) v "
@@ -228,15 +212,15 @@ class RecordCompiler:
     def _rows(self, cur: duckdb.DuckDBPyConnection, ctx: Context, side: str
               ) -> dict[str, np.ndarray]:
         """Every op's columns, one row per record in order, as ``build_feature_tables``."""
-        id_col = SIDES[side][1]
+        id_col = SIDES[side].id
         joins, cols, outputs = [], [], []
         for i, op in enumerate(self.ops[side]):
             joins.append(f"LEFT JOIN ({op.transform_sql(ctx)}) t{i} ON t{i}.key = m.{id_col}")
-            cols += [f't{i}.{_ident(o.column)}' for o in op.outputs()]
+            cols += [f't{i}.{ident(o.column)}' for o in op.outputs()]
             outputs += op.outputs()
         if not outputs:
             return {}
-        arrow = cur.sql(f"SELECT {', '.join(cols)} FROM {SIDES[side][0]} m {' '.join(joins)} "
+        arrow = cur.sql(f"SELECT {', '.join(cols)} FROM {SIDES[side].table} m {' '.join(joins)} "
                         f"ORDER BY m.{id_col}").to_arrow_table()
         return {o.column: column_array(arrow, o.column, o.shape, o.dtype) for o in outputs}
 
@@ -249,6 +233,3 @@ def _word(value: Any) -> str:
             return word
     return type(value).__name__
 
-
-def _sql_str(value: Any) -> str:
-    return "'" + str(value).replace("'", "''") + "'"

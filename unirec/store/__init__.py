@@ -7,6 +7,9 @@ read-only: a query can never change it. Opening does change the folder around it
 a swap that a killed ``featurize`` or ``fit`` left half done is undone (the previous folder is
 renamed back) and dead builds are deleted (``unirec.store.atomic.recover``), so a reader never
 finds the store missing.
+
+Importing the package costs no DuckDB or Polars (they load when a store is opened), so its
+light modules (``layout``, ``csr``, ``sql``, ``atomic``) serve the known-user path too.
 """
 
 from __future__ import annotations
@@ -15,15 +18,18 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
 import numpy as np
-import polars as pl
 
 from unirec.errors import StoreError
 from unirec.registry import did_you_mean
 from unirec.store.atomic import recover
+from unirec.store.csr import pad_left
+
+if TYPE_CHECKING:
+    import duckdb
+    import polars as pl
 
 DEFAULT_STORE = "unirec-store"
 DB_FILE = "features.duckdb"
@@ -80,6 +86,8 @@ class Store:
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-only, sandboxed DuckDB connection to ``features.duckdb`` (see ``SANDBOX``)."""
+        import duckdb
+
         try:
             con = duckdb.connect(str(self.path / DB_FILE), read_only=True, config=SANDBOX)
         except duckdb.Error as exc:
@@ -95,6 +103,9 @@ class Store:
         Writes are refused: the store changes only through featurize and fit. So is anything
         outside the database: files, extensions, secrets, settings (``SANDBOX``).
         """
+        import duckdb
+        import polars as pl
+
         with self.connect() as con:
             try:
                 rel = con.sql(query, params=params) if params else con.sql(query)
@@ -183,6 +194,8 @@ def connect_for_write(path: str | Path) -> duckdb.DuckDBPyConnection:
     A new file gets ``STORAGE_VERSION``; an existing one keeps the format it has. DuckDB
     before 1.2 has no such setting, and writes v1.0.0 anyway.
     """
+    import duckdb
+
     major_minor = tuple(int(p) for p in duckdb.__version__.split(".")[:2])
     config = {"storage_compatibility_version": STORAGE_VERSION} if major_minor >= (1, 2) \
         else {}
@@ -191,6 +204,8 @@ def connect_for_write(path: str | Path) -> duckdb.DuckDBPyConnection:
 
 def storage_version(con: duckdb.DuckDBPyConnection) -> str:
     """The storage format of ``con``'s database file as DuckDB reports it ("v1.0.0+")."""
+    import duckdb
+
     try:
         row = con.execute("SELECT tags['storage_version'] FROM duckdb_databases() "
                           "WHERE database_name = current_database()").fetchall()
@@ -232,11 +247,6 @@ def serving_histories(store: Store, length: int, users: np.ndarray | None = None
         idx = np.searchsorted(uniq, idx)
     out = np.zeros((n_users if users is None else len(uniq), length), np.int64)
     lists = rows.column("h").combine_chunks()
-    lengths = np.diff(lists.offsets.to_numpy())
-    values = lists.flatten().to_numpy()
-    # left-pad: row r's values go to its last lengths[r] columns, vectorized
-    rr = np.repeat(np.arange(len(idx)), lengths)
-    cc = length - np.repeat(lengths, lengths) + (np.arange(len(values)) -
-                                                  np.repeat(lists.offsets.to_numpy()[:-1], lengths))
-    out[idx[rr], cc] = values
+    offsets = lists.offsets.to_numpy()
+    out[idx] = pad_left((offsets - offsets[0], lists.flatten().to_numpy()), length)
     return out if users is None else out[inverse]

@@ -1,4 +1,7 @@
-"""Build a directory beside its target and swap it in only when complete.
+"""Write whole or not at all: a directory built beside its target and swapped in only when
+complete (``building``), and a file written to a temporary name and renamed over its target
+(``write_file``). Every writer of the store, the model folder, checkpoints and caches uses
+one of the two.
 
 A featurize that fails or is killed leaves the previous store exactly as it was: all
 writing happens in ``.<name>.building-<pid>-<token>`` next to the target, and the swap is
@@ -12,7 +15,7 @@ import ctypes
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 _RENAME_EXCHANGE = 2
@@ -91,3 +94,32 @@ def _fsync_tree(root: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+
+
+def write_file(path: str | os.PathLike[str], write: Callable[[Path], object], *,
+               durable: bool = False) -> None:
+    """Write ``path`` whole or not at all: ``write(tmp)`` fills a temporary file beside it,
+    which then replaces ``path`` in one rename (readers see the old file or the new one).
+    With ``durable`` the data is fsynced first. On any error the temporary file goes and
+    ``path`` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        write(tmp)
+        if durable:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def link_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Hard-link ``src`` at ``dst`` (copy it where links fail: another filesystem, say).
+    Only for files that are replaced by rename, never written in place: a linked file is
+    the same bytes in both places."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

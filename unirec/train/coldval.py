@@ -20,9 +20,10 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from unirec.metrics import csr_from_pairs, ranking_metrics, topk
+from unirec.metrics import ranking_metrics, topk
 from unirec.model.inputs import Inputs
 from unirec.store import Store, serving_histories
+from unirec.store.csr import csr_from_pairs
 
 MIN_COUNT = 5  # the cold_item protocol's eligibility: enough interactions to measure
 

@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from unirec.config import Config, TrainConfig
+from unirec.errors import ConfigError
 from unirec.metrics import ranking_metrics, topk
 from unirec.model import workdir
 from unirec.model.checkpoint import save_checkpoint, save_weights
@@ -33,10 +34,13 @@ from unirec.model.inputs import Inputs, gather_history, load_inputs
 from unirec.model.outputs import selection_score, write_outputs
 from unirec.model.towers import TwoTower
 from unirec.store import Store
+from unirec.store.csr import csr_rows
 from unirec.store.guard import resolve_store, store_lock
+from unirec.train import warm
 from unirec.train.coldval import carve, validate_cold
 from unirec.train.data import ShardStream
 from unirec.train.losses import LOSSES
+from unirec.train.refit import refit_epochs, refit_inputs
 from unirec.train.step import PositiveMask, Step, make_optimizer
 
 
@@ -118,15 +122,13 @@ def validate(model: TwoTower, inp: Inputs, k: int, device: torch.device, chunk: 
     warm = (inp.items["popularity"] > 0).numpy()
     item_vecs = torch.cat([model.item(items[i:i + chunk]) for i in range(0, len(items), chunk)])
     recs = []
-    indptr, indices = inp.val_exclude
     for s in range(0, len(inp.val_users), chunk):
         users = torch.from_numpy(inp.val_users[s:s + chunk]).to(device)
         hist = torch.from_numpy(inp.val_history[s:s + chunk]).to(device)
         scores = (model.user(users, hist) @ item_vecs.T).float().cpu().numpy()
         scores[:, ~warm] = -np.inf  # the padding item, and items no training sample has
-        e = min(s + chunk, len(inp.val_users))
-        sub = (indptr[s:e + 1] - indptr[s], indices[indptr[s]:indptr[e]])
-        recs.append(topk(scores, k, exclude=sub))
+        rows = np.arange(s, min(s + chunk, len(inp.val_users)))
+        recs.append(topk(scores, k, exclude=csr_rows(inp.val_exclude, rows)))
     model.train()
     m = ranking_metrics(np.concatenate(recs), *inp.val_truth, k=k, n_items=inp.n_items - 1)
     return {f"val_{name}": value for name, value in m.items() if "@" in name or
@@ -135,41 +137,96 @@ def validate(model: TwoTower, inp: Inputs, k: int, device: torch.device, chunk: 
 
 def fit(store: str | Path = "unirec-store", config: Config | None = None, *,
         resume: bool = False, progress: bool | None = None,
-        on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        warm_start: bool = False) -> dict[str, Any]:
     """Train the two-tower model on ``store``; swap the result in as ``store/model``.
 
     Returns the summary. The previous model keeps being served until the new one is
     complete (``model.workdir``); rank 0 holds the store's write lock throughout.
     ``on_epoch`` (rank 0) sees each epoch's metrics row after validation; an exception it
     raises ends the fit there (``unirec tune`` prunes bad trials this way).
+    ``warm_start`` continues the current model after ``featurize --append``
+    (``train.warm``): old weights kept, trained on the appended samples plus a replay share.
     """
+    if warm_start and resume:
+        raise ConfigError("--warm-start and --resume both continue a model: pick one")
     st = Store(store)
     rank, world = _distributed()
     lock = store_lock(resolve_store(st.path), "fit") if rank == 0 else contextlib.nullcontext()
     with lock:
-        return _fit(st, (config or Config()).train, resume, progress, rank, world, on_epoch)
+        return _fit(st, (config or Config()).train, resume, progress, rank, world, on_epoch,
+                    warm_start)
+
+
+def _stepper(model: TwoTower, opt: torch.optim.Optimizer, inp: Inputs, cfg: TrainConfig,
+             device: torch.device, rank: int, world: int, held: torch.Tensor | None
+             ) -> tuple[Any, Step, ShardStream]:
+    """The (DDP/compiled) net, the step and the shard stream of one training run."""
+    positives = PositiveMask(inp.positive_keys.to(device), inp.n_users, inp.n_items)
+    n_neg = cfg.negatives if cfg.loss == "softmax" else cfg.negative_ratio
+    sampler = Sampler(inp.items["popularity"].to(device), cfg, cfg.batch_size, n_neg)
+    # without ids, items are content already; without content features there is no content
+    # path to train alone
+    content = cfg.content_loss > 0 and cfg.item_id and len(model.item.encoders) > 0
+    net: Any = DistributedDataParallel(model) if world > 1 else model
+    if cfg.compile is True or (cfg.compile == "auto" and device.type == "cuda"):
+        net = torch.compile(net)
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    step = Step(net, opt, sampler, LOSSES.get(cfg.loss)(), positives, cfg, device, bf16,
+                model=model, held=held, content=content)
+    stream = ShardStream(inp.train_shards, rank=rank, world_size=world, seed=cfg.seed,
+                         batch_size=cfg.batch_size, drop_last=False)
+    return net, step, stream
+
+
+def _train_epoch(net: Any, step: Step, stream: ShardStream, inp: Inputs, epoch: int,
+                 device: torch.device, world: int, progress: bool | None, desc: str
+                 ) -> tuple[float, int, float]:
+    """One pass over the stream: (summed loss, samples, seconds)."""
+    sequence, width = inp.sequence.to(device), inp.manifest["samples"]["history_length"]
+    stream.set_epoch(epoch)
+    started, seen, total = time.perf_counter(), 0, 0.0
+    bar = tqdm(desc=desc, unit=" samples", leave=False,
+               disable=None if progress is None else not progress)
+    with Join([net]) if world > 1 else contextlib.nullcontext():
+        for batch in stream:
+            # histories by reference: gathered on the device before the step (and hide)
+            batch["history"] = gather_history(sequence, batch["hend"].to(device),
+                                              batch["hlen"].to(device), width)
+            out_step = step(batch)
+            if out_step is None:  # every sample was a held-out cold item
+                continue
+            loss, n = out_step
+            total += loss.item() * n
+            seen += n
+            bar.update(n)
+    bar.close()
+    return total, seen, time.perf_counter() - started
 
 
 def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank: int,
-         world: int, on_epoch: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+         world: int, on_epoch: Callable[[dict[str, Any]], None] | None,
+         warm_start: bool = False) -> dict[str, Any]:
     device = _device(cfg.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", rank % torch.cuda.device_count())
     _seed(cfg.seed + rank)
+    plan = warm.prepare(st, cfg) if warm_start else None
     inp = load_inputs(st)
     cold = carve(st, inp, cfg.cold_val_items, cfg.seed) if cfg.cold_val_items > 0 else None
     held = cold.held.to(device) if cold is not None else None
     model = TwoTower(inp.manifest, inp.users, inp.items, inp.text, inp.image,
                      inp.user_trained, cfg).to(device)
+    grown = warm.load_grown(model, plan, st, cfg) if plan is not None else {}
     positives = PositiveMask(inp.positive_keys.to(device), inp.n_users, inp.n_items)
-    sequence, width = inp.sequence.to(device), inp.manifest["samples"]["history_length"]
     n_neg = cfg.negatives if cfg.loss == "softmax" else cfg.negative_ratio
     sampler = Sampler(inp.items["popularity"].to(device), cfg, cfg.batch_size, n_neg)
     loss_fn = LOSSES.get(cfg.loss)()
     # without ids, items are content already; without content features there is no content
     # path to train alone
     content = cfg.content_loss > 0 and cfg.item_id and len(model.item.encoders) > 0
-    opt = make_optimizer(model.parameters(), cfg, device)
+    opt = make_optimizer(model.parameters(), cfg if plan is None else
+                         cfg.model_copy(update={"lr": cfg.warm_start.lr}), device)
     out = workdir.work_dir(st)
     ckpt = out / workdir.CHECKPOINT
     train = cfg.model_dump(mode="json")
@@ -177,33 +234,24 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
                                           train=train) or \
         {"epoch": 0, "best": -math.inf, "bad_epochs": 0, "history": []}
     state["train"] = train
+    if plan is not None:
+        state["warm_start"] = warm.summary(plan, grown)
     net: Any = DistributedDataParallel(model) if world > 1 else model
     if cfg.compile is True or (cfg.compile == "auto" and device.type == "cuda"):
         net = torch.compile(net)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     step = Step(net, opt, sampler, loss_fn, positives, cfg, device, bf16, model=model,
                 held=held, content=content)
-    stream = ShardStream(inp.train_shards, rank=rank, world_size=world, seed=cfg.seed,
-                         batch_size=cfg.batch_size, drop_last=False)
-    for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
-        stream.set_epoch(epoch)
-        started, seen, total = time.perf_counter(), 0, 0.0
-        bar = tqdm(desc=f"epoch {epoch}", unit=" samples", leave=False,
-                   disable=None if progress is None else not progress)
-        with Join([net]) if world > 1 else contextlib.nullcontext():
-            for batch in stream:
-                # histories by reference: gathered on the device before the step (and hide)
-                batch["history"] = gather_history(sequence, batch["hend"].to(device),
-                                                  batch["hlen"].to(device), width)
-                out_step = step(batch)
-                if out_step is None:  # every sample was a held-out cold item
-                    continue
-                loss, n = out_step
-                total += loss.item() * n
-                seen += n
-                bar.update(n)
-        bar.close()
-        train_s = time.perf_counter() - started
+    stream: Any = ShardStream(inp.train_shards, rank=rank, world_size=world, seed=cfg.seed,
+                              batch_size=cfg.batch_size if plan is None else None,
+                              drop_last=False)
+    if plan is not None:
+        stream = warm.WarmStream(stream, plan.start, cfg.warm_start.replay, cfg.seed,
+                                 cfg.batch_size)
+    last = cfg.warm_start.epochs if plan is not None else cfg.epochs
+    for epoch in range(state["epoch"] + 1, last + 1):
+        total, seen, train_s = _train_epoch(net, step, stream, inp, epoch, device, world,
+                                            progress, f"epoch {epoch}")
         stop = torch.zeros(1)
         if rank == 0:
             row = {"epoch": epoch, "train_loss": total / max(seen, 1), "samples": seen,
@@ -222,13 +270,16 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
             save_checkpoint(ckpt, model, opt, state)
-            stop[0] = float(state["bad_epochs"] >= cfg.patience)
+            stop[0] = float(state["bad_epochs"] >= (cfg.patience if plan is None else
+                                                    cfg.warm_start.patience))
             if on_epoch is not None:
                 on_epoch(row)
         if world > 1:
             dist.broadcast(stop, src=0)
         if stop.item():
             break
+    if plan is None:  # a warm start continues the served model: no fresh refit
+        model, inp = _refit(st, cfg, state, inp, device, rank, world, progress, model)
     summary: dict[str, Any] = {}
     if rank == 0:
         summary = write_outputs(st, model, inp, cfg, state, device)
@@ -236,3 +287,30 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
         dist.barrier()
         dist.destroy_process_group()
     return summary
+
+
+def _refit(st: Store, cfg: TrainConfig, state: dict[str, Any], inp: Inputs,
+           device: torch.device, rank: int, world: int, progress: bool | None,
+           model: TwoTower) -> tuple[TwoTower, Inputs]:
+    """``train.refit``: a fresh model from the same seed on train + validation (and any
+    cold-slice items) for the kept epoch count, saved as the best weights; else as given."""
+    epochs = torch.tensor([float(refit_epochs(state, cfg.refit, inp, cfg.eval_k)
+                                 if rank == 0 else 0)])
+    if world > 1:
+        dist.broadcast(epochs, src=0)
+    if not epochs.item():
+        return model, inp
+    _seed(cfg.seed + rank)
+    inp = refit_inputs(st, inp)
+    model = TwoTower(inp.manifest, inp.users, inp.items, inp.text, inp.image,
+                     inp.user_trained, cfg).to(device)
+    opt = make_optimizer(model.parameters(), cfg, device)
+    net, step, stream = _stepper(model, opt, inp, cfg, device, rank, world, None)
+    for epoch in range(1, int(epochs.item()) + 1):
+        _train_epoch(net, step, stream, inp, epoch, device, world, progress,
+                     f"refit {epoch}")
+    state["refit_epochs"] = int(epochs.item())
+    if rank == 0:
+        save_weights(workdir.work_dir(st) / "best.safetensors", model,
+                     {"epoch": str(state["refit_epochs"]), "refit": "train+val"})
+    return model, inp

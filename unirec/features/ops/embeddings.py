@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from unirec.features.ops.base import Context, Op, Output
 from unirec.features.ops.registry import OPS
+from unirec.store.sql import literal
 
 
 @OPS.register("text_embedding")
@@ -50,17 +51,18 @@ class ImageEmbedding(Op):
     def outputs(self) -> list[Output]:
         return [Output(self.spec.name, "int32"), Output(f"{self.spec.name}.missing", "float32")]
 
-    def _resolved(self, ctx: Context) -> str:
-        base = ctx.base_dir.replace("'", "''")
+    def resolved_sql(self, ctx: Context) -> str:
+        """SELECT key, path: each image path made absolute against the input's folder."""
         return (f"SELECT key, CASE WHEN value IS NULL THEN NULL WHEN starts_with(value, '/') "
-                f"THEN value ELSE '{base}/' || value END AS path FROM ({ctx.value_sql(self.spec)})")
+                f"THEN value ELSE {literal(ctx.base_dir + '/')} || value END AS path "
+                f"FROM ({ctx.value_sql(self.spec)})")
 
     def fit(self, ctx: Context) -> None:
         ctx.con.execute(f"INSERT INTO image_pool SELECT DISTINCT path FROM "
-                        f"({self._resolved(ctx)}) WHERE path IS NOT NULL")
+                        f"({self.resolved_sql(ctx)}) WHERE path IS NOT NULL")
 
     def transform_sql(self, ctx: Context) -> str:
         return (f"SELECT s.key, CASE WHEN i.missing THEN 0 ELSE coalesce(i.image_index, 0) "
                 f"END::INTEGER AS {self.col()}, (i.image_index IS NULL OR i.missing)::FLOAT "
-                f"AS {self.col('.missing')} FROM ({self._resolved(ctx)}) s "
+                f"AS {self.col('.missing')} FROM ({self.resolved_sql(ctx)}) s "
                 f"LEFT JOIN image_embeddings i ON s.path = i.path")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from unirec.features.ops.base import Context, Op, Output, pad_left_sql
 from unirec.features.ops.registry import OPS
 
@@ -74,12 +76,16 @@ class FloatSequence(Op):
         ctx.add_stats(self.spec, "standard", row)
         self.state = {"stats": row}
 
+    def extend(self, ctx: Context, previous: dict[str, Any]) -> None:
+        """Frozen: the statistics the store was first fitted with."""
+        self.state = {"stats": previous["stats"]}
+        ctx.add_stats(self.spec, "standard", previous["stats"])
+
     def transform_sql(self, ctx: Context) -> str:
         n = self.spec.params["max_len"]
         s = self.state["stats"]
         scaled = (f"list_transform(list_slice(coalesce(value, []), -{n}, -1), lambda x: "
                   f"((x - {s['mean']!r}) / {s['std'] or 1.0!r})::FLOAT)")
-        pad = f"list_resize([]::FLOAT[], {n} - len({scaled}), 0)"
-        return (f"SELECT key, list_concat({pad}, {scaled}) AS {self.col()}, "
+        return (f"SELECT key, {pad_left_sql(scaled, n, 'FLOAT')} AS {self.col()}, "
                 f"least(len(coalesce(value, [])), {n})::INTEGER AS {self.col('.length')} "
                 f"FROM ({ctx.value_sql(self.spec)})")

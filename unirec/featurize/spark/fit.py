@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 
 from unirec.config import Config
+from unirec.errors import ConfigError
 from unirec.features.ops import OPS, Context, FeatureSpec, Op
 from unirec.featurize.spark.session import spark_path
 from unirec.store.layout import SIDES
@@ -42,14 +43,15 @@ class SparkFit:
         """(key, value) for every entity, nulls included (Context.value_sql)."""
         from pyspark.sql import functions as F
 
-        id_col = SIDES[spec.side][1]
+        id_col = SIDES[spec.side].id
         return self.entities(spec.side).select(
             F.col(id_col).alias("key"), F.col(spec.group).getField(spec.field).alias("value"))
 
     def train_values(self, spec: FeatureSpec) -> Any:
         """The same, for entities with a training interaction (Context.train_value_sql)."""
-        id_col = SIDES[spec.side][1]
-        train = self.spark.read.parquet(spark_path(self.scratch / f"train_{SIDES[spec.side][0]}"))
+        id_col = SIDES[spec.side].id
+        train = self.spark.read.parquet(
+            spark_path(self.scratch / f"train_{SIDES[spec.side].table}"))
         return self.values(spec).join(train.withColumnRenamed(id_col, "key"), "key",
                                       "left_semi")
 
@@ -128,10 +130,12 @@ class SparkFitter:
         self.embedded: dict[str, int] = {}
 
     def __call__(self, con: duckdb.DuckDBPyConnection, specs: list[FeatureSpec],
-                 base_dir: Path) -> list[Op]:
+                 base_dir: Path, frozen: dict[str, Any] | None = None) -> list[Op]:
         from unirec.featurize.compile import create_fit_tables
         from unirec.featurize.spark.embed import embed_on_executors
 
+        if frozen is not None:
+            raise ConfigError("--append runs on the DuckDB engine: drop --engine spark")
         create_fit_tables(con)
         ctx = Context(con, str(base_dir))
         sf = SparkFit(self.spark, self.scratch)

@@ -36,7 +36,6 @@ from unirec.errors import DataError
 from unirec.features.profile import Field, Profile, build_profile
 from unirec.features.validate import (
     GROUPS,
-    ID_NAME,
     INTERACTION_FIELDS,
     Findings,
     entity_structure,
@@ -44,8 +43,8 @@ from unirec.features.validate import (
     interaction_structure,
     interaction_typing,
 )
-from unirec.featurize.ingest import SECTIONS
 from unirec.featurize.raw import entity_select, stage_select
+from unirec.store.layout import SECTIONS, SIDE_OF_SECTION
 
 Types = dict[str, list[list[Any]]]  # field label -> [[json type, count, first pos], ...]
 
@@ -103,7 +102,7 @@ def structure_check(section: str, witnesses: dict[int, str]) -> list[tuple[str |
     if section == "interactions":
         interaction_structure(con)
         return [(None, k) for k in INTERACTION_FIELDS]
-    return [(None, ID_NAME[section]), *entity_structure(con, section)]
+    return [(None, SIDE_OF_SECTION[section].id), *entity_structure(con, section)]
 
 
 def _witness_con(section: str, witnesses: dict[int, str]) -> duckdb.DuckDBPyConnection:

@@ -20,11 +20,11 @@ import pyarrow as pa
 from unirec.config import Config
 from unirec.errors import DataError
 from unirec.features.profile import build_profile
-from unirec.features.validate import ID_NAME, INTERACTION_FIELDS, Findings, bad_timestamp_reason
-from unirec.featurize.ingest import SECTIONS, _folder_files
-from unirec.featurize.raw import TABLE_OF
+from unirec.features.validate import INTERACTION_FIELDS, Findings, bad_timestamp_reason
+from unirec.featurize.ingest import _folder_files
 from unirec.featurize.spark import ingest
 from unirec.featurize.spark.session import spark_path
+from unirec.store.layout import SECTION_TABLES, SECTIONS, SIDE_OF_SECTION
 from unirec.version import __version__
 
 _PERSISTED: list[Any] = []
@@ -140,7 +140,7 @@ def _check_duplicates(spark: Any, section: str, typed: Path, scratch: Path, cfg:
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    id_name = ID_NAME[section]
+    id_name = SIDE_OF_SECTION[section].id
     ent = spark.read.parquet(spark_path(typed)).select(id_name, "position")
     dup = (ent.withColumn("first", F.min("position").over(Window.partitionBy(id_name)))
            .filter("position > first"))
@@ -163,7 +163,7 @@ def _entity_keys(spark: Any, scratch: Path, section: str) -> Any:
     """Kept entity ids with their text form (interactions match ids as text)."""
     from pyspark.sql import functions as F
 
-    id_name = ID_NAME[section]
+    id_name = SIDE_OF_SECTION[section].id
     ent = spark.read.parquet(spark_path(scratch / "typed" / section)).select(id_name, "position")
     dropped = spark.read.parquet(spark_path(scratch / "dropped" / section))
     return (ent.join(dropped, "position", "left_anti")
@@ -237,5 +237,5 @@ def raw_report(data: Path, seen: dict[str, int], kept: dict[str, int], findings:
     }
 
 
-__all__ = ["TABLE_OF", "read_sources", "validate_sections", "match_interactions",
+__all__ = ["SECTION_TABLES", "read_sources", "validate_sections", "match_interactions",
            "raw_report", "with_position"]

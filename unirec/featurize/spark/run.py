@@ -21,8 +21,6 @@ import duckdb
 from unirec.config import Config
 from unirec.features.ops import Op
 from unirec.featurize.compile import create_index_maps
-from unirec.featurize.ingest import SECTIONS
-from unirec.featurize.raw import TABLE_OF
 from unirec.featurize.samples import SAMPLE_HISTORY_VIEW
 from unirec.featurize.spark.fit import SparkFitter
 from unirec.featurize.spark.read import (
@@ -34,6 +32,7 @@ from unirec.featurize.spark.read import (
 )
 from unirec.featurize.spark.session import spark_session
 from unirec.featurize.spark.tables import assign_splits, build_samples, train_windows
+from unirec.store.layout import SECTION_TABLES, SECTIONS
 
 SCRATCH = ".spark"
 
@@ -55,7 +54,7 @@ def _load(con: duckdb.DuckDBPyConnection, scratch: Path) -> None:
     _parquet = lambda path: parquet_scan(con, path)  # noqa: E731
     for section in ("user_data", "item_data"):
         con.execute(
-            f"CREATE TABLE {TABLE_OF[section]} AS SELECT * FROM "
+            f"CREATE TABLE {SECTION_TABLES[section]} AS SELECT * FROM "
             f"{_parquet(scratch / 'typed' / section)} WHERE position NOT IN "
             f"(SELECT position FROM {_parquet(scratch / 'dropped' / section)}) ORDER BY position")
     con.execute(
@@ -107,7 +106,7 @@ def _stages(spark: Any, con: duckdb.DuckDBPyConnection, data: Path, cfg: Config,
     findings = validate_sections(sources, scratch, cfg)
     match_interactions(spark, sources, scratch, cfg, findings)
     _load(con, scratch)
-    kept = {s: con.execute(f"SELECT count(*) FROM {TABLE_OF[s]}").fetchone()[0]
+    kept = {s: con.execute(f"SELECT count(*) FROM {SECTION_TABLES[s]}").fetchone()[0]
             for s in SECTIONS}
     report = raw_report(data, seen, kept, findings)
     stage("split")

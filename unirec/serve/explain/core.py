@@ -15,6 +15,7 @@ import torch
 from unirec.serve.recommender import Recommender
 from unirec.store import Store, serving_histories
 from unirec.store.layout import SIDES
+from unirec.store.sql import ident
 
 _VALUE_CHARS = 60
 
@@ -163,15 +164,15 @@ class Explainer:
             return cached[idx]
         tower = self.model.user if side == "user" else self.model.item
         names = tower.token_names
-        table, id_col, map_name, index = SIDES[side]
+        s = SIDES[side]
+        table, id_col, map_name, index = s.table, s.id, s.map, s.index
         cols = []
         for name in names:
             if name in ("history", f"{side}_id"):
                 cols.append(f"CAST(m.{id_col} AS VARCHAR)" if name != "history" else "NULL")
                 continue
             group, field = name.split(".", 1)
-            field = field.replace('"', '""')
-            cols.append(f'left(CAST(r."{group}"."{field}" AS VARCHAR), {_VALUE_CHARS})')
+            cols.append(f'left(CAST(r."{group}".{ident(field)} AS VARCHAR), {_VALUE_CHARS})')
         sql = (f"SELECT m.{index} AS _i, {', '.join(f'{c} AS c{j}' for j, c in enumerate(cols))}"
                f" FROM {table} r JOIN {map_name} m USING ({id_col}) "
                f"WHERE list_contains(?, m.{index})")
