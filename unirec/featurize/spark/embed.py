@@ -27,7 +27,6 @@ ROWS_PER_TASK = 1024  # fewer rows than this would not pay for a model load per 
 def _embed_part(kind: str, cfg: Config, cache_root: str,
                 batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     from unirec.features.embed import EmbeddingCache, ImageEmbedder, TextEmbedder
-    from unirec.features.embedding import _namespace
 
     values = [v for b in batches for v in b.column(0).to_pylist()]
     if not values:
@@ -39,7 +38,7 @@ def _embed_part(kind: str, cfg: Config, cache_root: str,
     else:
         emb = ImageEmbedder(cfg.image.model, cfg.image.checkpoint, cfg.image.device,
                             cfg.image.batch_size)
-    emb.embed(values, EmbeddingCache(cache_root, _namespace(kind, emb.model_id)))
+    emb.embed(values, EmbeddingCache.for_model(cache_root, kind, emb.model_id))
     yield pa.RecordBatch.from_pydict({"n": [int(emb.n_encoded)]})
 
 
