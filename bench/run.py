@@ -6,7 +6,8 @@ title, how to run it in full and quick form, how to render it), so quality on Mo
 training and serving join later as further entries of ``STEPS`` and further sections of
 ``docs/benchmarks.md`` without touching the others.
 
-Full (``make bench``): ingest at 100k and 1M interactions (3 runs), featurize at 1M and 10M,
+Full (``make bench``): ingest at 100k and 1M interactions (3 runs), featurize at 1M and 10M
+(also on Spark, local[1] and local[2], against DuckDB),
 fit speed, quality on MovieLens-100K (unirec's defaults and `unirec tune` against tuned
 peers, three protocols),
 serving latency (in process at 100k and 1M items, the CLI, HTTP);
@@ -38,7 +39,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import featurize, fit_speed, fit_step, incremental, ingest, quality, rank, serve_speed
+from bench import (
+    featurize,
+    featurize_spark,
+    fit_speed,
+    fit_step,
+    incremental,
+    ingest,
+    quality,
+    rank,
+    serve_speed,
+)
 from bench.harness import ROOT, environment
 
 
@@ -62,6 +73,9 @@ STEPS: list[Step] = [
     Step("featurize", "Featurize: the whole compiler at scale",
          lambda quick: featurize.run([100_000] if quick else [1_000_000, 10_000_000]),
          featurize.markdown),
+    Step("featurize-spark", "Featurize on Spark: --engine spark against duckdb, by executors",
+         lambda quick: featurize_spark.run([100_000] if quick else [1_000_000, 10_000_000]),
+         featurize_spark.markdown),
     Step("fit", "Fit: training samples/s, eager against torch.compile",
          lambda quick: fit_speed.run(50_000 if quick else 200_000, epochs=2 if quick else 3),
          fit_speed.markdown),

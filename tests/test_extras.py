@@ -29,6 +29,7 @@ def _hide(monkeypatch: pytest.MonkeyPatch, *modules: str) -> None:
     (["datasets", "synthetic", "--images", "--out", "data"], "PIL", "train"),
     (["tune"], "optuna", "tune"),
     (["tune"], "torch", "train"),
+    (["featurize", "data", "--engine", "spark"], "pyspark", "spark"),
 ])
 def test_verb_names_the_missing_extra(monkeypatch, tmp_path, args, hidden, extra) -> None:
     monkeypatch.chdir(tmp_path)

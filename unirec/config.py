@@ -57,6 +57,12 @@ class ValidateConfig(_Section):
 class IngestConfig(_Section):
     """How the input is read."""
 
+    engine: Literal["duckdb", "spark"] = Field(
+        "duckdb",
+        description="What runs featurize's plan: duckdb on this machine (the default, to "
+        "~10M interactions in a few GB), or spark on a cluster (a folder of JSONL/Parquet "
+        "in, the same store out; needs the spark extra and Java 17+).",
+    )
     max_object_mb: int = Field(
         0,
         ge=0,
@@ -67,6 +73,27 @@ class IngestConfig(_Section):
         None,
         description="DuckDB memory_limit (e.g. '4GB'); None keeps DuckDB's default of 80% "
         "of RAM. Lower it on shared machines: DuckDB spills to disk instead.",
+    )
+
+
+class SparkConfig(_Section):
+    """Where ``engine = "spark"`` runs the featurize plan (ignored by the DuckDB engine)."""
+
+    master: str = Field(
+        "local[2]",
+        description="Spark master URL: local[N] runs N executor threads in this process's "
+        "JVM; spark://host:7077, yarn or k8s://... run on a cluster (the store must then be "
+        "on storage every executor reaches).",
+    )
+    conf: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra Spark settings, e.g. --set spark.conf.spark.executor.memory=4g; "
+        "each KEY is passed to the SparkSession builder as is.",
+    )
+    partitions: int = Field(
+        0, ge=0,
+        description="Partitions per section when reading the input; 0 lets Spark split "
+        "by file size (spark.sql.files.maxPartitionBytes). More partitions, more parallelism.",
     )
 
 
@@ -425,6 +452,7 @@ class Config(_Section):
     split: SplitConfig = Field(default_factory=SplitConfig, description=SplitConfig.__doc__)
     samples: SamplesConfig = Field(default_factory=SamplesConfig,
                                    description=SamplesConfig.__doc__)
+    spark: SparkConfig = Field(default_factory=SparkConfig, description=SparkConfig.__doc__)
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
@@ -451,6 +479,10 @@ def load_config(
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected section.key=value")
+        if key.strip().startswith(_SPARK_CONF):  # Spark's own keys hold dots: one key, as text
+            name = key.strip()[len(_SPARK_CONF):]
+            data.setdefault("spark", {}).setdefault("conf", {})[name] = raw
+            continue
         _assign(data, key.strip(), _parse_value(raw))
     for key, value in (flags or {}).items():
         if value is not None:
@@ -462,6 +494,9 @@ def load_config(
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise ConfigError(f"config {where}: {err['msg']}") from None
+
+
+_SPARK_CONF = "spark.conf."
 
 
 def read_file(path: Path) -> dict[str, Any]:

@@ -93,6 +93,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "onnx": ("onnx", "onnxruntime", "onnxscript"),
     "ann": ("usearch",),
     "tune": ("optuna",),
+    "spark": ("pyspark",),
 }
 """Extra -> the top-level modules it installs: what ``require_extra`` looks for, and how the
 CLI names the extra behind an ImportError that slipped past every check."""

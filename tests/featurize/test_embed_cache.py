@@ -67,6 +67,18 @@ def test_two_parts_are_both_read_and_compact_merges(tmp_path):
     np.testing.assert_array_equal(after[:2], got[:2])
 
 
+def test_a_folder_named_like_a_glob_is_read_literally(tmp_path):
+    # a store named "recs[1]" holds its cache at recs[1]/cache: "[1]" is not a glob here
+    cache = EmbeddingCache(tmp_path / "recs[1]" / "cache", "text")
+    vecs = _vectors(2)
+    cache.add(["a", "b"], vecs)
+    cache.add(["c"], _vectors(1, seed=3))
+    found, got = cache.lookup(["b", "a"])
+    assert found.all() and cache.dim == 4 and len(cache) == 3
+    np.testing.assert_array_equal(got, vecs[::-1])
+    assert cache.compact() == 3
+
+
 def test_dimension_mismatch_is_an_error(tmp_path):
     cache = EmbeddingCache(tmp_path, "text")
     cache.add(["a"], _vectors(1, dim=4))

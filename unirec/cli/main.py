@@ -72,8 +72,15 @@ def cli() -> None:
 @click.option("--refit-stats", is_flag=True,
               help="With --append: refit every statistic and vocabulary over old + new "
                    "(a full rebuild; the model then needs a full `unirec fit`).")
+@click.option("--engine", type=click.Choice(["duckdb", "spark"]),
+              help="What runs the plan (ingest.engine): duckdb on this machine (default) or "
+                   "spark (a folder of JSONL/Parquet; needs the spark extra and Java 17+).")
+@click.option("--spark-master", metavar="URL",
+              help="spark.master for --engine spark, e.g. local[4] or spark://host:7077 "
+                   "(default local[2]).")
 def featurize(data: Path, store: Path, config_file: Path | None, overrides: tuple[str, ...],
               split: str | None, plan_only: bool, append: bool, refit_stats: bool,
+              engine: str | None, spark_master: str | None,
               **policies: str | None) -> None:
     """Compile DATA (a JSON document, or a folder of users/items/interactions .jsonl or
     .parquet files) into the feature store."""
@@ -83,6 +90,8 @@ def featurize(data: Path, store: Path, config_file: Path | None, overrides: tupl
 
     flags = {f"validate.{k}": v for k, v in policies.items()}
     flags["split.strategy"] = split
+    flags["ingest.engine"] = engine
+    flags["spark.master"] = spark_master
     cfg = load_config(config_file, overrides, flags)
     if refit_stats and not append:
         raise ConfigError("--refit-stats goes with --append (a plain featurize always fits)")

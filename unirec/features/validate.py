@@ -255,24 +255,46 @@ def entity_columns(
     con: duckdb.DuckDBPyConnection, section: str, findings: Findings, empty_is_missing: bool
 ) -> tuple[Profile, list[Column]]:
     """Validate user_data or item_data; returns the profile and its typed columns."""
+    pairs = entity_structure(con, section)
+    prof = build_profile(con, section, [(None, SIDE_OF_SECTION[section].id), *pairs])
+    return prof, entity_typing(prof, findings, empty_is_missing)
+
+
+def entity_structure(con: duckdb.DuckDBPyConnection, section: str) -> list[tuple[str, str]]:
+    """The record-level rules (objects, keys, groups, names); returns the (group, field)
+    pairs in first-seen order. Needs only each rule's first offending record, so the Spark
+    engine runs it on a few witness records per partition (featurize/spark/ingest.py)."""
     id_name = SIDE_OF_SECTION[section].id
     record_keys(con, section, (id_name, *GROUPS))
     duplicate_keys(con, section, GROUPS)
     pairs = group_fields(con, section)
     colliding_fields(con, section, pairs)
-    prof = build_profile(con, section, [(None, id_name), *pairs])
+    return pairs
+
+
+def entity_typing(prof: Profile, findings: Findings, empty_is_missing: bool) -> list[Column]:
+    """The field rules and typed columns of a profiled user_data / item_data."""
     prof.id_field = prof.fields[0]
     cols = [id_column(prof, prof.id_field, one_type=True)]
     cols += [field_column(prof, f, findings, empty_is_missing) for f in prof.fields[1:]]
-    return prof, cols
+    return cols
 
 
 def interaction_columns(con: duckdb.DuckDBPyConnection) -> tuple[Profile, dict[str, Column]]:
     """Validate the interactions' fields (ids against entities happen in run.py)."""
-    section = "interactions"
-    record_keys(con, section, INTERACTION_FIELDS)
-    duplicate_keys(con, section, ())
-    prof = build_profile(con, section, [(None, k) for k in INTERACTION_FIELDS])
+    interaction_structure(con)
+    prof = build_profile(con, "interactions", [(None, k) for k in INTERACTION_FIELDS])
+    return prof, interaction_typing(prof)
+
+
+def interaction_structure(con: duckdb.DuckDBPyConnection) -> None:
+    """The record-level rules of interactions (see ``entity_structure``)."""
+    record_keys(con, "interactions", INTERACTION_FIELDS)
+    duplicate_keys(con, "interactions", ())
+
+
+def interaction_typing(prof: Profile) -> dict[str, Column]:
+    """The field rules and typed columns of profiled interactions."""
     f = {x.name: x for x in prof.fields}
     cols = {
         "user_id": id_column(prof, f["user_id"], one_type=False),
@@ -293,7 +315,7 @@ def interaction_columns(con: duckdb.DuckDBPyConnection) -> tuple[Profile, dict[s
     ts = f["timestamp"]
     _bad_types(prof, ts, (*NUM_TYPES, "VARCHAR"), "an ISO-8601 string or unix seconds")
     cols["timestamp"] = Column("timestamp", timestamp_expr(ts), "TIMESTAMP")
-    return prof, cols
+    return cols
 
 
 def timestamp_expr(ts: Field) -> str:

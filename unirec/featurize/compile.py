@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +37,22 @@ def create_train_window(con: duckdb.DuckDBPyConnection) -> None:
                     "WHERE s.split = 'train'")
 
 
+def create_fit_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """The tables fits write: ``vocab`` and ``stats`` (kept), the embedding pools (temp)."""
+    con.execute("CREATE TABLE vocab (field VARCHAR, value VARCHAR, index INTEGER, count BIGINT)")
+    con.execute("CREATE TABLE stats (field VARCHAR, transform VARCHAR, mean DOUBLE, "
+                "std DOUBLE, min DOUBLE, max DOUBLE, missing BIGINT)")
+    con.execute("CREATE TEMP TABLE text_pool (text VARCHAR)")
+    con.execute("CREATE TEMP TABLE image_pool (path VARCHAR)")
+
+
 def fit_ops(con: duckdb.DuckDBPyConnection, specs: list[FeatureSpec], base_dir: Path,
             frozen: dict[str, Any] | None = None) -> list[Op]:
     """Instantiate and fit every op; fitted state lands in vocab/stats and the op.
 
     With ``frozen`` (``featurize --append``: feature key -> the store's manifest entry,
     the store attached as ``old``), each op extends its previous state instead."""
-    con.execute("CREATE TABLE vocab (field VARCHAR, value VARCHAR, index INTEGER, count BIGINT)")
-    con.execute("CREATE TABLE stats (field VARCHAR, transform VARCHAR, mean DOUBLE, "
-                "std DOUBLE, min DOUBLE, max DOUBLE, missing BIGINT)")
-    con.execute("CREATE TEMP TABLE text_pool (text VARCHAR)")
-    con.execute("CREATE TEMP TABLE image_pool (path VARCHAR)")
+    create_fit_tables(con)
     ctx = Context(con, str(base_dir), "old" if frozen is not None else None)
     ops = [OPS.get(spec.op)(spec) for spec in specs]
     for op in ops:
@@ -99,10 +105,11 @@ def write_tensors(con: duckdb.DuckDBPyConnection, ops: list[Op], mats: dict[str,
 
 def compile_features(con: duckdb.DuckDBPyConnection, specs: list[FeatureSpec], cfg: Config,
                      base_dir: Path, store: Path, cache_root: Path, popularity: np.ndarray,
-                     frozen: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Fit (or, with ``frozen``, extend: see ``fit_ops``), embed, transform and write
-    tensors; returns manifest and report parts."""
-    ops = fit_ops(con, specs, base_dir, frozen)
+                     frozen: dict[str, Any] | None = None,
+                     fit: Callable[..., list[Op]] = fit_ops) -> dict[str, Any]:
+    """Fit (``fit``: DuckDB's ``fit_ops``, or the Spark engine's; with ``frozen``, extend:
+    see ``fit_ops``), embed, transform and write tensors; returns manifest and report parts."""
+    ops = fit(con, specs, base_dir, frozen)
     embed_report, mats = embed_pools(con, cfg, cache_root)
     build_feature_tables(con, ops, base_dir)
     shapes = write_tensors(con, ops, mats, popularity, store / "tensors")

@@ -71,6 +71,30 @@ def build_raw_tables(con: duckdb.DuckDBPyConnection, data: Path, cfg: Config,
     }
 
 
+def entity_select(cols: list[Column]) -> list[str]:
+    """The typed users / items columns over a profile: id, position, one struct per group."""
+    id_col = cols[0]
+    select = [f"{id_col.expr} AS {id_col.name}", "pos AS position"]
+    for group in GROUPS:
+        members = [c for c in cols[1:] if c.group == group]
+        if members:
+            packed = ", ".join(f"{ident(c.name)} := {c.expr}" for c in members)
+            select.append(f"struct_pack({packed}) AS {group}")
+    return select
+
+
+def stage_select(prof: Profile, cols: dict[str, Column]) -> list[str]:
+    """The typed interaction columns over a profile, ids as text (``user_key``/``item_key``)
+    for matching against either id type, and the timestamp's JSON type (``ts_type``)."""
+    select = ["pos AS position", f"{cols['user_id'].expr}::VARCHAR AS user_key",
+              f"{cols['item_id'].expr}::VARCHAR AS item_key"]
+    select += [f"{c.expr} AS {name}" for name, c in cols.items() if name not in ("user_id",
+                                                                                "item_id")]
+    ts = next(f for f in prof.fields if f.name == "timestamp")
+    select.append(f"{ts.t} AS ts_type")
+    return select
+
+
 def _entity_table(
     con: duckdb.DuckDBPyConnection,
     prof: Profile,
@@ -81,14 +105,8 @@ def _entity_table(
     """users / items: id, position, then one struct column per feature group."""
     table = SECTION_TABLES[prof.section]
     id_col = cols[0]
-    select = [f"{id_col.expr} AS {id_col.name}", "pos AS position"]
-    for group in GROUPS:
-        members = [c for c in cols[1:] if c.group == group]
-        if members:
-            packed = ", ".join(f"{ident(c.name)} := {c.expr}" for c in members)
-            select.append(f"struct_pack({packed}) AS {group}")
-    con.execute(f"CREATE TABLE {table} AS SELECT {', '.join(select)} FROM {prof.table} "
-                "ORDER BY pos")
+    con.execute(f"CREATE TABLE {table} AS SELECT {', '.join(entity_select(cols))} "
+                f"FROM {prof.table} ORDER BY pos")
     dup = con.execute(
         f"SELECT position, {id_col.name}, first FROM (SELECT position, {id_col.name}, "
         f"min(position) OVER (PARTITION BY {id_col.name}) AS first FROM {table}) "
@@ -117,13 +135,8 @@ def _interactions_table(
     findings: Findings,
 ) -> None:
     """Interactions keep input order; ids are matched to entities by their text form."""
-    select = ["pos AS position", f"{cols['user_id'].expr}::VARCHAR AS user_key",
-              f"{cols['item_id'].expr}::VARCHAR AS item_key"]
-    select += [f"{c.expr} AS {name}" for name, c in cols.items() if name not in ("user_id",
-                                                                                "item_id")]
-    fields = {f.name: f for f in prof.fields}
-    ts = fields["timestamp"]
-    select.append(f"{ts.t} AS ts_type")
+    select = stage_select(prof, cols)
+    ts = next(f for f in prof.fields if f.name == "timestamp")
     con.execute(f"CREATE TEMP TABLE stage AS SELECT {', '.join(select)} FROM {prof.table}")
     policy = cfg.validate_
     for side, table, key, flag in (("user", "users", "user_id", policy.on_unknown_user),

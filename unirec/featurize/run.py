@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from unirec.config import Config
+from unirec.errors import ConfigError
 from unirec.features.plan import make_plan
-from unirec.featurize.compile import compile_features, create_index_maps, create_train_window
+from unirec.featurize.compile import (
+    compile_features,
+    create_index_maps,
+    create_train_window,
+    fit_ops,
+)
 from unirec.featurize.progress import Stages, describe_plan
 from unirec.featurize.raw import build_raw_tables
 from unirec.featurize.samples import build_samples, item_popularity, write_sequences
@@ -57,10 +65,18 @@ def featurize(
     if append or refit_stats:
         from unirec.featurize.append import append_data
 
+        if config is not None and config.ingest.engine == "spark":
+            raise ConfigError("--append runs on the DuckDB engine (the store's fitted state "
+                              "is extended there): drop --engine spark")
+
         return append_data(data, store, config, refit_stats=refit_stats)
     cfg = config or Config()
     data, store = Path(data), Path(store)
     started = time.perf_counter()
+    if cfg.ingest.engine == "spark":
+        from unirec.featurize.spark import check_engine
+
+        check_engine(data)
     if plan_only:
         with tempfile.TemporaryDirectory(prefix="unirec-plan-") as tmp:
             return _run(Path(tmp), data, store, cfg, started, plan_only=True)
@@ -87,16 +103,13 @@ def _run(tmp: Path, data: Path, store: Path, cfg: Config, started: float,
         if cfg.ingest.memory_limit:
             con.execute(f"SET memory_limit = '{cfg.ingest.memory_limit}'")
         with Stages(plan_only) as stages:
-            report = raw(con, stages.next) if raw is not None else \
-                build_raw_tables(con, data, cfg, stages.next)
-            report["interactions_end"] = con.execute(
-                "SELECT coalesce(max(position), -1) + 1 FROM interactions").fetchone()[0]
-            stages.next("split")
-            create_index_maps(con)
-            report["split"] = assign_splits(con, cfg.split)
-            stages.next("samples")
-            report["samples"] = build_samples(con, cfg.samples)
-            create_train_window(con)
+            if cfg.ingest.engine == "spark":
+                from unirec.featurize.spark.run import spark_stages
+
+                report, fit = spark_stages(con, data, cfg, tmp, stages.next)
+                report["interactions_end"] = _interactions_end(con)
+            else:
+                report, fit = _duckdb_stages(con, data, cfg, stages.next, raw), fit_ops
             specs = make_plan(con, cfg)
             if plan_only:
                 return describe_plan(con, specs, cfg, report, _base_dir(data))
@@ -104,8 +117,10 @@ def _run(tmp: Path, data: Path, store: Path, cfg: Config, started: float,
             _carry_cache(store / "cache", tmp / "cache")
             popularity = item_popularity(con)
             compiled = compile_features(con, specs, cfg, _base_dir(data), tmp, tmp / "cache",
-                                        popularity, frozen)
+                                        popularity, frozen, fit)
             report["embeddings"] = compiled["embeddings"]
+            for kind, n in getattr(fit, "embedded", {}).items():  # Spark: on the executors
+                report["embeddings"][kind]["embedded_on_executors"] = n
             image = compiled["embeddings"].get("image", {})
             if image.get("unreadable"):
                 report["warnings"].append({
@@ -126,8 +141,30 @@ def _run(tmp: Path, data: Path, store: Path, cfg: Config, started: float,
             con.execute("CHECKPOINT")
     finally:
         con.close()
+        shutil.rmtree(tmp / ".spark", ignore_errors=True)
     report["seconds"] = round(time.perf_counter() - started, 3)
     return report, _manifest(tmp, data, cfg, report, compiled)
+
+
+def _interactions_end(con: duckdb.DuckDBPyConnection) -> int:
+    """One past the last interaction position: where an append's positions continue."""
+    return con.execute("SELECT coalesce(max(position), -1) + 1 FROM interactions"
+                       ).fetchone()[0]
+
+
+def _duckdb_stages(con: duckdb.DuckDBPyConnection, data: Path, cfg: Config,
+                   stage: Callable[[str], None], raw: Any = None) -> dict[str, Any]:
+    """Raw tables (``raw(con, stage)``, default: read ``data``), split, samples and the
+    training window on this machine's DuckDB."""
+    report = raw(con, stage) if raw is not None else build_raw_tables(con, data, cfg, stage)
+    report["interactions_end"] = _interactions_end(con)
+    stage("split")
+    create_index_maps(con)
+    report["split"] = assign_splits(con, cfg.split)
+    stage("samples")
+    report["samples"] = build_samples(con, cfg.samples)
+    create_train_window(con)
+    return report
 
 
 def _base_dir(data: Path) -> Path:
@@ -150,6 +187,15 @@ def _drop_temporaries(con: duckdb.DuckDBPyConnection) -> None:
     for (name,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary")\
             .fetchall():
         con.execute(f'DROP TABLE "{name}"')
+
+
+def _engine(cfg: Config) -> dict[str, Any]:
+    """What ran the plan: the engine's name and version (and Spark's master)."""
+    if cfg.ingest.engine != "spark":
+        return {"name": "duckdb", "version": duckdb.__version__}
+    import pyspark
+
+    return {"name": "spark", "version": pyspark.__version__, "master": cfg.spark.master}
 
 
 def _file_digest(path: Path) -> str:
@@ -186,6 +232,7 @@ def _manifest(store: Path, data: Path, cfg: Config, report: dict[str, Any],
                   "base_dir": str(_base_dir(data))},
         "config": cfg.to_dict(),
         "config_hash": cfg.hash(),
+        "engine": _engine(cfg),
         # what featurize --append and fit --warm-start check (featurize.append)
         "stats_id": hashlib.sha256(json.dumps([cfg.hash(), compiled["features"]],
                                               sort_keys=True).encode()).hexdigest()[:16],

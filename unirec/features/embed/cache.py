@@ -66,7 +66,8 @@ class EmbeddingCache:
         parts = self.parts()
         if not parts:
             return None
-        dtype = pl.read_parquet_schema(parts[0])["vector"]
+        with open(parts[0], "rb") as f:  # a path would be globbed: "[1]" in a store's name
+            dtype = pl.read_parquet_schema(f)["vector"]
         return int(dtype.size) if isinstance(dtype, pl.Array) else None
 
     def __len__(self) -> int:
@@ -74,7 +75,8 @@ class EmbeddingCache:
         parts = self.parts()
         if not parts:
             return 0
-        return int(pl.scan_parquet(parts).select(pl.col("key").n_unique()).collect().item())
+        keys = pl.scan_parquet(parts, glob=False).select(pl.col("key").n_unique())
+        return int(keys.collect().item())
 
     def lookup(self, keys: Sequence[str], dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Find stored vectors for ``keys``.
@@ -105,7 +107,7 @@ class EmbeddingCache:
             return found, vectors
         wanted = pl.LazyFrame({"key": pl.Series(list(keys), dtype=pl.String)}).with_row_index("row")
         hits = (
-            wanted.join(pl.scan_parquet(self.parts()), on="key", how="inner")
+            wanted.join(pl.scan_parquet(self.parts(), glob=False), on="key", how="inner")
             # The same key may sit in two parts (two runs raced); any copy will do.
             .unique(subset="row", keep="any")
             .select("row", "vector")
@@ -151,7 +153,7 @@ class EmbeddingCache:
         old = self.parts()
         if len(old) <= 1:
             return len(self)
-        frame = pl.scan_parquet(old).unique(subset="key", keep="any").collect()
+        frame = pl.scan_parquet(old, glob=False).unique(subset="key", keep="any").collect()
         self._write_part(frame)
         for part in old:
             part.unlink()

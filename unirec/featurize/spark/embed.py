@@ -1,0 +1,64 @@
+"""Text and image embeddings computed on the executors, into the shared vector cache.
+
+The pools (distinct strings, distinct image paths) are split over executor tasks; each task
+runs the very embedder the DuckDB engine runs, through the same content-addressed
+``EmbeddingCache`` under the building store (shared storage on a cluster), so a model is
+loaded once per executor Python process (the embedders keep loaded models per process and
+Spark reuses its Python workers) and every vector is computed once. The shared
+``embed_pools`` then reads every vector from the cache and builds the embedding tables.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from unirec.config import Config
+from unirec.errors import require_extra
+
+ROWS_PER_TASK = 1024  # fewer rows than this would not pay for a model load per task
+
+
+def _embed_part(kind: str, cfg: Config, cache_root: str,
+                batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    from unirec.features.embed import EmbeddingCache, ImageEmbedder, TextEmbedder
+
+    values = [v for b in batches for v in b.column(0).to_pylist()]
+    if not values:
+        yield pa.RecordBatch.from_pydict({"n": [0]})
+        return
+    if kind == "text":
+        emb: Any = TextEmbedder(cfg.text.model, cfg.text.device, cfg.text.batch_size,
+                                show_progress_bar=False)
+    else:
+        emb = ImageEmbedder(cfg.image.model, cfg.image.checkpoint, cfg.image.device,
+                            cfg.image.batch_size)
+    emb.embed(values, EmbeddingCache.for_model(cache_root, kind, emb.model_id))
+    yield pa.RecordBatch.from_pydict({"n": [int(emb.n_encoded)]})
+
+
+def embed_on_executors(spark: Any, con: duckdb.DuckDBPyConnection, cfg: Config,
+                       cache_root: Path) -> dict[str, int]:
+    """Fill the cache for ``text_pool`` and ``image_pool``; vectors computed per kind."""
+    done: dict[str, int] = {}
+    for kind, sql in (("text", "SELECT DISTINCT text AS v FROM text_pool ORDER BY v"),
+                      ("image", "SELECT DISTINCT path AS v FROM image_pool ORDER BY v")):
+        pool = con.sql(sql).to_arrow_table()
+        if not pool.num_rows:
+            continue
+        require_extra("train", f"featurize of {kind} fields (a "
+                      f"{'sentence-transformers' if kind == 'text' else 'timm'} model embeds "
+                      "them)")
+        tasks = max(1, min(spark.sparkContext.defaultParallelism,
+                           math.ceil(pool.num_rows / ROWS_PER_TASK)))
+        df = spark.createDataFrame(pool).repartition(tasks)
+        root = str(cache_root.absolute())
+        counts = df.mapInArrow(lambda b, k=kind, r=root: _embed_part(k, cfg, r, b),
+                               "n BIGINT").collect()
+        done[kind] = sum(r[0] for r in counts)
+    return done
