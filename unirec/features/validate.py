@@ -8,7 +8,9 @@ typing cannot disagree. Soft problems are counted in ``Findings``, never dropped
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import duckdb
 
@@ -26,6 +28,9 @@ from unirec.features.profile import (
 )
 from unirec.registry import did_you_mean
 from unirec.store.layout import SIDE_OF_SECTION
+from unirec.store.sql import literal
+
+T = TypeVar("T")
 
 GROUPS = ("image", "text", "categorical", "continuous", "temporal")
 INTERACTION_FIELDS = ("user_id", "item_id", "interaction_type", "timestamp", "weight", "rating")
@@ -262,17 +267,44 @@ def entity_columns(
     colliding_fields(con, section, pairs)
     prof = build_profile(con, section, [(None, id_name), *pairs])
     prof.id_field = prof.fields[0]
-    cols = [id_column(prof, prof.id_field, one_type=True)]
-    cols += [field_column(prof, f, findings, empty_is_missing) for f in prof.fields[1:]]
+
+    def rules(found: Findings) -> list[Column]:
+        cols = [id_column(prof, prof.id_field, one_type=True)]
+        return cols + [field_column(prof, f, found, empty_is_missing) for f in prof.fields[1:]]
+
+    cols = in_one_pass(prof, rules, findings) if prof.prefetch_types() else None
+    if cols is None:
+        prof.type_cache = None
+        cols = rules(findings)
     return prof, cols
 
 
 def interaction_columns(con: duckdb.DuckDBPyConnection) -> tuple[Profile, dict[str, Column]]:
-    """Validate the interactions' fields (ids against entities happen in run.py)."""
+    """Validate the interactions' fields (ids against entities happen in raw.py).
+
+    The largest section, so its record-level rules (objects, known keys, no key twice) ride
+    on the profile's one scan as a flag, and every field rule on one more; only when
+    something is wrong do the rules run one by one, in their order, for the exact message."""
     section = "interactions"
+    names = [(None, k) for k in INTERACTION_FIELDS]
+    try:
+        prof = build_profile(con, section, names,
+                             flag=record_problem_sql(INTERACTION_FIELDS, ()))
+        clean = prof.prefetch_types()
+    except duckdb.Error:
+        prof, clean = None, False
+    cols = in_one_pass(prof, lambda _: _interaction_rules(prof), Findings()) if clean else None
+    if cols is not None:
+        return prof, cols
     record_keys(con, section, INTERACTION_FIELDS)
     duplicate_keys(con, section, ())
-    prof = build_profile(con, section, [(None, k) for k in INTERACTION_FIELDS])
+    if prof is None:
+        prof = build_profile(con, section, names)
+    prof.type_cache = None
+    return prof, _interaction_rules(prof)
+
+
+def _interaction_rules(prof: Profile) -> dict[str, Column]:
     f = {x.name: x for x in prof.fields}
     cols = {
         "user_id": id_column(prof, f["user_id"], one_type=False),
@@ -293,7 +325,32 @@ def interaction_columns(con: duckdb.DuckDBPyConnection) -> tuple[Profile, dict[s
     ts = f["timestamp"]
     _bad_types(prof, ts, (*NUM_TYPES, "VARCHAR"), "an ISO-8601 string or unix seconds")
     cols["timestamp"] = Column("timestamp", timestamp_expr(ts), "TIMESTAMP")
-    return prof, cols
+    return cols
+
+
+def in_one_pass(prof: Profile, rules: Callable[[Findings], T], findings: Findings) -> T | None:
+    """Run ``rules`` with their checks collected and evaluated in one scan of the profile.
+
+    None when any rule fails (or the batch cannot even be evaluated on this data): the
+    caller then runs ``rules`` one by one, which raises the first failure in rule order with
+    the located message. Warnings reach ``findings`` only from a pass that succeeded."""
+    found = Findings()
+    prof.deferred = []
+    try:
+        out = rules(found)
+        clean = prof.run_deferred()
+    except (DataError, duckdb.Error):
+        clean = False
+    finally:
+        prof.deferred = None
+    if not clean:
+        prof.type_cache = None
+        return None
+    findings.warnings += found.warnings
+    for section, reasons in found.dropped.items():
+        for reason, n in reasons.items():
+            findings.drop(section, reason, n)
+    return out
 
 
 def timestamp_expr(ts: Field) -> str:
@@ -332,15 +389,31 @@ MAX_ABS_CONTINUOUS = 1e30  # float32 training and squared statistics stay finite
 MAX_FIELDS = 256  # per section: one join per field compiles them (256 measured to work)
 
 
+def _duplicate_keys_sql(groups: tuple[str, ...]) -> tuple[list[str], str]:
+    """The JSON paths checked for a key twice, and the SQL list of their keys per record."""
+    paths = ["$", *(f"$.{g}" for g in groups)]
+    keys = ", ".join(f"CASE WHEN json_type(rec, '{p}') = 'OBJECT' THEN json_keys(rec, '{p}') "
+                     "END" for p in paths)
+    return paths, f"[{keys}]"
+
+
+def record_problem_sql(allowed: tuple[str, ...], groups: tuple[str, ...]) -> str:
+    """True for a record that ``record_keys`` or ``duplicate_keys`` would refuse: computed
+    per row inside another scan, so those rules run one by one only when some record fails."""
+    _, keys = _duplicate_keys_sql(groups)
+    known = "[" + ", ".join(literal(k) for k in allowed) + "]"
+    return ("CASE WHEN rec IS NULL OR json_type(rec) <> 'OBJECT' THEN true ELSE "
+            f"NOT list_has_all({known}, json_keys(rec)) OR list_bool_or(list_transform({keys}, "
+            "lambda ks: len(ks) <> len(list_distinct(ks)))) END")
+
+
 def duplicate_keys(con: duckdb.DuckDBPyConnection, section: str, groups: tuple[str, ...]
                    ) -> None:
     """A key twice in one object is an error: JSON readers disagree on which value wins
     (DuckDB keeps the first, Python the last), so any choice would silently change data."""
-    paths = ["$", *(f"$.{g}" for g in groups)]
-    keys = ", ".join(f"CASE WHEN json_type(rec, '{p}') = 'OBJECT' THEN json_keys(rec, '{p}') "
-                     "END" for p in paths)
+    paths, keys = _duplicate_keys_sql(groups)
     row = con.execute(
-        f"SELECT pos, [{keys}] FROM src_{section} WHERE list_bool_or(list_transform([{keys}], "
+        f"SELECT pos, {keys} FROM src_{section} WHERE list_bool_or(list_transform({keys}, "
         "lambda ks: len(ks) <> len(list_distinct(ks)))) ORDER BY pos LIMIT 1").fetchone()
     if row is None:
         return
