@@ -196,7 +196,8 @@ def build_profile(
     flag: str | None = None,
 ) -> Profile:
     """Scan ``src_<section>`` once, extracting every field's type and text value; ``flag``
-    (SQL over ``rec``) is kept as a boolean column so record-level rules share the scan."""
+    (SQL over ``rec`` and ``ts``, the list of the fields' JSON types) is kept as a boolean
+    column so record-level rules share the scan."""
     prof = Profile(section, con)
     cols = ["pos"]
     paths = []
@@ -207,11 +208,12 @@ def build_profile(
         cols += [f"ts[{idx + 1}] AS {f.t}", f"vs[{idx + 1}] AS {f.v}"]
     if flag is not None:
         cols.append(f"({flag}) AS flag")
+    rec = ", rec" if flag is not None else ""
     # One path list per call parses each record once for all fields (~2x faster).
     path_list = "[" + ", ".join(paths) + "]"
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE {prof.table} AS SELECT {', '.join(cols)} FROM "
         f"(SELECT pos, json_type(rec, {path_list}) AS ts, "
-        f"json_extract_string(rec, {path_list}) AS vs, rec FROM src_{section})"
+        f"json_extract_string(rec, {path_list}) AS vs{rec} FROM src_{section})"
     )
     return prof

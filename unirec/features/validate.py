@@ -28,7 +28,6 @@ from unirec.features.profile import (
 )
 from unirec.registry import did_you_mean
 from unirec.store.layout import SIDE_OF_SECTION
-from unirec.store.sql import literal
 
 T = TypeVar("T")
 
@@ -289,7 +288,7 @@ def interaction_columns(con: duckdb.DuckDBPyConnection) -> tuple[Profile, dict[s
     names = [(None, k) for k in INTERACTION_FIELDS]
     try:
         prof = build_profile(con, section, names,
-                             flag=record_problem_sql(INTERACTION_FIELDS, ()))
+                             flag=record_problem_sql(len(names)))
         clean = prof.prefetch_types()
     except duckdb.Error:
         prof, clean = None, False
@@ -397,14 +396,15 @@ def _duplicate_keys_sql(groups: tuple[str, ...]) -> tuple[list[str], str]:
     return paths, f"[{keys}]"
 
 
-def record_problem_sql(allowed: tuple[str, ...], groups: tuple[str, ...]) -> str:
-    """True for a record that ``record_keys`` or ``duplicate_keys`` would refuse: computed
-    per row inside another scan, so those rules run one by one only when some record fails."""
-    _, keys = _duplicate_keys_sql(groups)
-    known = "[" + ", ".join(literal(k) for k in allowed) + "]"
+def record_problem_sql(n_fields: int) -> str:
+    """True for a record that ``record_keys`` or ``duplicate_keys`` would refuse, as a
+    ``build_profile`` flag over ``rec`` and ``ts`` (the fields' JSON types): an object whose
+    key count equals its number of known fields found has no unknown key and none twice.
+    Counting is ~10x cheaper than list functions over the keys, so the rules themselves run
+    one by one only when some record is flagged."""
+    found = " + ".join(f"(ts[{i + 1}] IS NOT NULL)::INTEGER" for i in range(n_fields))
     return ("CASE WHEN rec IS NULL OR json_type(rec) <> 'OBJECT' THEN true ELSE "
-            f"NOT list_has_all({known}, json_keys(rec)) OR list_bool_or(list_transform({keys}, "
-            "lambda ks: len(ks) <> len(list_distinct(ks)))) END")
+            f"len(json_keys(rec)) <> {found or '0'} END")
 
 
 def duplicate_keys(con: duckdb.DuckDBPyConnection, section: str, groups: tuple[str, ...]
