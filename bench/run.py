@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import featurize, fit_speed, fit_step, ingest, quality, serve_speed
+from bench import featurize, fit_speed, fit_step, incremental, ingest, quality, serve_speed
 from bench.harness import ROOT, environment
 
 
@@ -71,6 +71,8 @@ STEPS: list[Step] = [
          quality.run, quality.markdown, quality.figures),
     Step("serve", "Serve: recommend latency and throughput, in process, CLI and HTTP",
          serve_speed.run, serve_speed.markdown),
+    Step("incremental", "Incremental: featurize --append and fit --warm-start against a full "
+         "rebuild", incremental.run, incremental.markdown),
 ]
 
 INTRO = """# Benchmarks

@@ -73,9 +73,14 @@ def config_page() -> str:
         out += _fields_table(section, model, defs)
     nested = [name for name in defs if name not in
               {_ref(p) for p in schema["properties"].values()}]
+    # a sub-section reached through one field (train.warm_start) is keyed by its path
+    paths = {_ref(spec): f"{section}.{field}" for section, prop in schema["properties"].items()
+             for field, spec in defs.get(_ref(prop) or "", {}).get("properties", {}).items()
+             if _ref(spec)}
     for name in nested:
-        out += [f"## {name}", "", _cell(defs[name].get("description", "")), ""]
-        out += _fields_table(None, defs[name], defs)
+        title = f"`{paths[name]}`" if name in paths else name
+        out += [f"## {title}", "", _cell(defs[name].get("description", "")), ""]
+        out += _fields_table(paths.get(name), defs[name], defs)
     return "\n".join(out)
 
 
@@ -84,7 +89,8 @@ def _fields_table(section: str | None, model: dict[str, Any], defs: dict[str, An
     rows = ["| field | type | default | meaning |", "|---|---|---|---|"]
     for field, spec in model.get("properties", {}).items():
         key = f"{section}.{field}" if section else field
-        default = json.dumps(spec["default"]) if "default" in spec else "required"
+        default = json.dumps(spec["default"]) if "default" in spec else \
+            "see its section" if _ref(spec) else "required"
         rows.append(f"| `{key}` | {_cell(_type(spec))} | `{default}` | "
                     f"{_cell(spec.get('description', ''))} |")
     return [*rows, ""]

@@ -66,31 +66,73 @@ def cli() -> None:
 @click.option("--plan", "plan_only", is_flag=True,
               help="Print every feature's op, output shape and vocabulary, and the split and "
                    "sample plan; write nothing.")
+@click.option("--append", is_flag=True,
+              help="Fold DATA (new interactions, new or changed users and items) into the "
+                   "existing store: indices and fitted statistics kept (docs/incremental.md).")
+@click.option("--refit-stats", is_flag=True,
+              help="With --append: refit every statistic and vocabulary over old + new "
+                   "(a full rebuild; the model then needs a full `unirec fit`).")
 def featurize(data: Path, store: Path, config_file: Path | None, overrides: tuple[str, ...],
-              split: str | None, plan_only: bool, **policies: str | None) -> None:
+              split: str | None, plan_only: bool, append: bool, refit_stats: bool,
+              **policies: str | None) -> None:
     """Compile DATA (a JSON document, or a folder of users/items/interactions .jsonl or
     .parquet files) into the feature store."""
     from unirec.config import load_config
+    from unirec.errors import ConfigError
     from unirec.featurize import featurize as run
 
     flags = {f"validate.{k}": v for k, v in policies.items()}
     flags["split.strategy"] = split
     cfg = load_config(config_file, overrides, flags)
+    if refit_stats and not append:
+        raise ConfigError("--refit-stats goes with --append (a plain featurize always fits)")
+    if append and (plan_only or split or config_file or overrides):
+        raise ConfigError("--append compiles with the store's own config: leave out --plan, "
+                          "--split, --config and --set (a changed config is a full "
+                          "`unirec featurize`)")
     if plan_only:
         _print_plan(run(data, store, cfg, plan_only=True))
         return
-    report = run(data, store, cfg)
+    if append:
+        report = run(data, store, _store_config(store, policies), append=True,
+                     refit_stats=refit_stats)
+    else:
+        report = run(data, store, cfg)
     sec = report["sections"]
-    click.echo(
-        f"featurized {sec['user_data']['kept']} users, {sec['item_data']['kept']} items, "
-        f"{sec['interactions']['kept']} interactions into {store} in {report['seconds']:.1f}s"
-    )
+    if append:
+        c = report["append"]["counts"]
+        click.echo(f"appended {c['interactions']} interactions, {c['users_new']} new users "
+                   f"({c['users_changed']} changed), {c['items_new']} new items "
+                   f"({c['items_changed']} changed) into {store} in {report['seconds']:.1f}s")
+    else:
+        click.echo(
+            f"featurized {sec['user_data']['kept']} users, {sec['item_data']['kept']} items, "
+            f"{sec['interactions']['kept']} interactions into {store} in "
+            f"{report['seconds']:.1f}s")
     for name, s in sec.items():
         for reason, n in s["dropped"].items():
             click.echo(f"warning: dropped {n} {name} records ({reason})", err=True)
     for w in report["warnings"]:
         click.echo(f"warning: {w['section']}: {w['field']}: {w['message']} ({w['count']})",
                    err=True)
+
+
+def _store_config(store: Path, policies: dict[str, str | None]) -> Any:
+    """The config ``store`` was featurized with, plus the --on-* flags given (how to read
+    the appended records); None when there is no store (the append says so)."""
+    import json
+
+    from unirec.config import Config
+
+    try:
+        stored = json.loads((Path(store) / "manifest.json").read_text())["config"]
+    except (OSError, ValueError, KeyError):
+        return None
+    stored.setdefault("validate", {}).update({k: v for k, v in policies.items() if v})
+    try:
+        return Config.model_validate(stored)
+    except ValueError:  # a config of another version: the append says what to run
+        return None
 
 
 @cli.command()
@@ -103,20 +145,25 @@ def featurize(data: Path, store: Path, config_file: Path | None, overrides: tupl
 @click.option("--fusion", type=str, help="train.fusion: simple or attention.")
 @click.option("--loss", type=str, help="train.loss: softmax, bce or bpr.")
 @click.option("--resume", is_flag=True, help="Continue from the last epoch's checkpoint.")
+@click.option("--warm-start", is_flag=True,
+              help="Continue the current model after `featurize --append`: old weights kept, "
+                   "trained on the appended samples plus a replay share of older ones "
+                   "(train.warm_start.*).")
 def fit(store: Path, config_file: Path | None, overrides: tuple[str, ...], epochs: int | None,
-        fusion: str | None, loss: str | None, resume: bool) -> None:
+        fusion: str | None, loss: str | None, resume: bool, warm_start: bool) -> None:
     """Train the two-tower model on the store; writes STORE/model."""
     from unirec.config import load_config
     from unirec.train import fit as run
 
     cfg = load_config(config_file, overrides, {"train.epochs": epochs, "train.fusion": fusion,
                                                "train.loss": loss})
-    summary = run(store, cfg, resume=resume)
+    summary = run(store, cfg, resume=resume, warm_start=warm_start)
     if not summary:  # a non-zero torchrun rank
         return
     best = summary["best"]
     metrics = ", ".join(f"{k[4:]}={v:.4f}" for k, v in best.items() if k.startswith("val_"))
-    click.echo(f"trained {summary['epochs']} epochs; best epoch {summary['best_epoch']}: "
+    how = "warm-started and trained" if warm_start else "trained"
+    click.echo(f"{how} {summary['epochs']} epochs; best epoch {summary['best_epoch']}: "
                f"{metrics or 'no validation slice'}; model in {store / 'model'}")
 
 

@@ -36,18 +36,24 @@ def create_train_window(con: duckdb.DuckDBPyConnection) -> None:
                     "WHERE s.split = 'train'")
 
 
-def fit_ops(con: duckdb.DuckDBPyConnection, specs: list[FeatureSpec], base_dir: Path
-            ) -> list[Op]:
-    """Instantiate and fit every op; fitted state lands in vocab/stats and the op."""
+def fit_ops(con: duckdb.DuckDBPyConnection, specs: list[FeatureSpec], base_dir: Path,
+            frozen: dict[str, Any] | None = None) -> list[Op]:
+    """Instantiate and fit every op; fitted state lands in vocab/stats and the op.
+
+    With ``frozen`` (``featurize --append``: feature key -> the store's manifest entry,
+    the store attached as ``old``), each op extends its previous state instead."""
     con.execute("CREATE TABLE vocab (field VARCHAR, value VARCHAR, index INTEGER, count BIGINT)")
     con.execute("CREATE TABLE stats (field VARCHAR, transform VARCHAR, mean DOUBLE, "
                 "std DOUBLE, min DOUBLE, max DOUBLE, missing BIGINT)")
     con.execute("CREATE TEMP TABLE text_pool (text VARCHAR)")
     con.execute("CREATE TEMP TABLE image_pool (path VARCHAR)")
-    ctx = Context(con, str(base_dir))
+    ctx = Context(con, str(base_dir), "old" if frozen is not None else None)
     ops = [OPS.get(spec.op)(spec) for spec in specs]
     for op in ops:
-        op.fit(ctx)
+        if frozen is not None:
+            op.extend(ctx, frozen[op.spec.key])
+        else:
+            op.fit(ctx)
     con.execute("DROP TABLE IF EXISTS v_cur")
     return ops
 
@@ -92,10 +98,11 @@ def write_tensors(con: duckdb.DuckDBPyConnection, ops: list[Op], mats: dict[str,
 
 
 def compile_features(con: duckdb.DuckDBPyConnection, specs: list[FeatureSpec], cfg: Config,
-                     base_dir: Path, store: Path, cache_root: Path, popularity: np.ndarray
-                     ) -> dict[str, Any]:
-    """Fit, embed, transform and write tensors; returns manifest and report parts."""
-    ops = fit_ops(con, specs, base_dir)
+                     base_dir: Path, store: Path, cache_root: Path, popularity: np.ndarray,
+                     frozen: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Fit (or, with ``frozen``, extend: see ``fit_ops``), embed, transform and write
+    tensors; returns manifest and report parts."""
+    ops = fit_ops(con, specs, base_dir, frozen)
     embed_report, mats = embed_pools(con, cfg, cache_root)
     build_feature_tables(con, ops, base_dir)
     shapes = write_tensors(con, ops, mats, popularity, store / "tensors")

@@ -30,8 +30,16 @@ from unirec.version import __version__
 
 
 def build_raw_tables(con: duckdb.DuckDBPyConnection, data: Path, cfg: Config,
-                     stage: Callable[[str], None] = lambda name: None) -> dict[str, Any]:
-    """Read and validate into typed users/items/interactions (the raw, inspectable tables)."""
+                     stage: Callable[[str], None] = lambda name: None,
+                     extend: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+                     ) -> dict[str, Any]:
+    """Read and validate into typed users/items/interactions (the raw, inspectable tables).
+
+    ``extend`` (``featurize --append``) runs once users and items are typed, before the
+    interactions are checked against them: it folds the store's own users and items in, so
+    new interactions may name entities the store already holds. Without it an input
+    without interactions is an error; an append may bring records alone.
+    """
     source = load_sources(con, data, cfg.ingest)
     stage("validate")
     findings = Findings()
@@ -40,14 +48,17 @@ def build_raw_tables(con: duckdb.DuckDBPyConnection, data: Path, cfg: Config,
     for section in ("user_data", "item_data"):
         prof, cols = entity_columns(con, section, findings, empty)
         _entity_table(con, prof, cols, cfg.validate_.on_duplicate_id, findings)
+    kept = {s: con.execute(f"SELECT count(*) FROM {SECTION_TABLES[s]}").fetchone()[0]
+            for s in ("user_data", "item_data")}
+    if extend is not None:
+        extend(con)
     prof, cols = interaction_columns(con)
     _interactions_table(con, prof, cols, cfg, findings)
     for s in SECTIONS:
         con.execute(f"DROP TABLE IF EXISTS prof_{s}")
         con.execute(f"DROP TABLE IF EXISTS src_{s}")
-    kept = {s: con.execute(f"SELECT count(*) FROM {SECTION_TABLES[s]}").fetchone()[0]
-            for s in SECTIONS}
-    if kept["interactions"] == 0:
+    kept["interactions"] = con.execute("SELECT count(*) FROM interactions").fetchone()[0]
+    if kept["interactions"] == 0 and extend is None:
         raise DataError("no interactions left to learn from", section="interactions")
     return {
         "unirec_version": __version__,

@@ -39,6 +39,8 @@ def featurize(
     config: Config | None = None,
     *,
     plan_only: bool = False,
+    append: bool = False,
+    refit_stats: bool = False,
 ) -> dict[str, Any]:
     """Compile ``data`` (a JSON document or a folder of sections) into the store at ``store``.
 
@@ -47,7 +49,15 @@ def featurize(
     store, if any, is then left untouched. Raises ``StoreError`` before any work when
     ``store`` is something featurize must not replace (see ``store.guard``) or another
     process is writing it.
+
+    With ``append``, ``data`` holds new interactions and new or changed users and items,
+    folded into the existing store with its indices and fitted statistics kept
+    (``featurize.append``); ``refit_stats`` refits the statistics over everything instead.
     """
+    if append or refit_stats:
+        from unirec.featurize.append import append_data
+
+        return append_data(data, store, config, refit_stats=refit_stats)
     cfg = config or Config()
     data, store = Path(data), Path(store)
     started = time.perf_counter()
@@ -66,7 +76,10 @@ def featurize(
 
 
 def _run(tmp: Path, data: Path, store: Path, cfg: Config, started: float,
-         plan_only: bool = False) -> Any:
+         plan_only: bool = False, raw: Any = None, frozen: dict[str, Any] | None = None
+         ) -> Any:
+    """The compile. ``raw(con, stage)`` builds the raw tables (default: read ``data``);
+    ``frozen`` (feature key -> its manifest entry) keeps those fitted statistics."""
     con = connect_for_write(tmp / DB_FILE)
     try:
         con.execute("SET TimeZone = 'UTC'")
@@ -74,7 +87,10 @@ def _run(tmp: Path, data: Path, store: Path, cfg: Config, started: float,
         if cfg.ingest.memory_limit:
             con.execute(f"SET memory_limit = '{cfg.ingest.memory_limit}'")
         with Stages(plan_only) as stages:
-            report = build_raw_tables(con, data, cfg, stages.next)
+            report = raw(con, stages.next) if raw is not None else \
+                build_raw_tables(con, data, cfg, stages.next)
+            report["interactions_end"] = con.execute(
+                "SELECT coalesce(max(position), -1) + 1 FROM interactions").fetchone()[0]
             stages.next("split")
             create_index_maps(con)
             report["split"] = assign_splits(con, cfg.split)
@@ -88,7 +104,7 @@ def _run(tmp: Path, data: Path, store: Path, cfg: Config, started: float,
             _carry_cache(store / "cache", tmp / "cache")
             popularity = item_popularity(con)
             compiled = compile_features(con, specs, cfg, _base_dir(data), tmp, tmp / "cache",
-                                        popularity)
+                                        popularity, frozen)
             report["embeddings"] = compiled["embeddings"]
             image = compiled["embeddings"].get("image", {})
             if image.get("unreadable"):
@@ -160,14 +176,22 @@ def _manifest(store: Path, data: Path, cfg: Config, report: dict[str, Any],
     finally:
         con.close()
     tables: dict[str, dict[str, str]] = {}
+    digest = _file_digest(data)
     for table, column, dtype in rows:
         tables.setdefault(table, {})[column] = dtype
     return {
         "unirec_version": __version__,
         "store_format": STORE_FORMAT,
-        "input": {**report["input"], "sha256": _file_digest(data)},
+        "input": {**report["input"], "sha256": digest,
+                  "base_dir": str(_base_dir(data))},
         "config": cfg.to_dict(),
         "config_hash": cfg.hash(),
+        # what featurize --append and fit --warm-start check (featurize.append)
+        "stats_id": hashlib.sha256(json.dumps([cfg.hash(), compiled["features"]],
+                                              sort_keys=True).encode()).hexdigest()[:16],
+        "interactions_end": report["interactions_end"],
+        "ancestors": [],
+        "appends": [],
         "counts": {SECTION_TABLES[s]: report["sections"][s]["kept"] for s in SECTIONS},
         "split": report["split"],
         "samples": report["samples"],

@@ -196,3 +196,32 @@ def load_weights(path: Path, model: torch.nn.Module) -> dict[str, str]:
         metadata = f.metadata() or {}
     names = model.state_dict().keys()
     return {k: v for k, v in metadata.items() if k not in names}
+
+
+def load_grown_weights(path: Path, model: torch.nn.Module) -> dict[str, int]:
+    """Load :func:`save_weights` output into ``model``, whose tables may have grown since
+    (``featurize --append`` adds users, items and categorical values at the end): equal
+    shapes load whole; a weight with more rows than saved gets the saved rows and zeros
+    after them (unknown until trained). Returns the rows added per weight. Raises
+    ``ValueError`` naming a weight that is missing or whose shape is not such a growth.
+    """
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        saved = {k: f.get_tensor(k) for k in f.keys()}
+        aliases = f.metadata() or {}  # tied weights: name -> the name stored
+    grown: dict[str, int] = {}
+    with torch.no_grad():
+        for name, param in model.state_dict().items():
+            old = saved.get(name, saved.get(aliases.get(name, ""), None))
+            if old is None:
+                raise ValueError(f"the saved model has no weight {name}")
+            if old.shape == param.shape:
+                param.copy_(old)
+                continue
+            if old.dim() != param.dim() or old.shape[1:] != param.shape[1:] or \
+                    old.shape[0] > param.shape[0]:
+                raise ValueError(f"its weight {name} is {tuple(old.shape)} and the store now "
+                                 f"needs {tuple(param.shape)}, not an extension")
+            param[: old.shape[0]].copy_(old)
+            param[old.shape[0]:].zero_()
+            grown[name] = int(param.shape[0] - old.shape[0])
+    return grown

@@ -10,22 +10,21 @@ from pathlib import Path
 from typing import Any
 
 from unirec.errors import NotFittedError
+from unirec.store.lineage import appends_since, store_identity
+
+__all__ = ["BUNDLE_META", "appends_since", "check_fresh", "read_meta", "store_identity"]
 
 BUNDLE_META = "bundle.json"
 """The model folder's description, written last by fit: which store run it was trained on."""
 
 
-def store_identity(manifest: dict[str, Any]) -> dict[str, Any]:
-    """What distinguishes one featurize run's output from another's (a model records it)."""
-    return {"input_sha256": manifest["input"].get("sha256"),
-            "config_hash": manifest["config_hash"], "counts": manifest["counts"]}
-
-
 def check_fresh(meta: dict[str, Any], manifest: dict[str, Any], model_dir: Path,
                 store: str | Path) -> None:
     """Refuse (``NotFittedError``) a model whose ``meta`` (its ``bundle.json``) names another
-    featurize run than ``manifest``: input hash, config hash and counts must all agree."""
-    if meta.get("store") != store_identity(manifest):
+    featurize run than ``manifest``: input hash, config hash and counts must all agree, or
+    ``manifest``'s store must be that run with appends (``featurize --append``): such a model
+    keeps being served, for what it knows, until ``fit --warm-start`` replaces it."""
+    if appends_since(manifest, meta.get("store")) is None:
         raise NotFittedError(f"the model in {str(model_dir)!r} was trained before the store "
                              f"was featurized again: run `unirec fit --store {store}`")
 

@@ -71,6 +71,8 @@ def write_outputs(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
     best = max(state["history"], key=lambda r: selection_score(r, cfg.eval_k))
     summary = {"epochs": state["epoch"], "best_epoch": best["epoch"], "best": best,
                "n_users": inp.n_users - 1, "n_items": inp.n_items - 1, "dim": cfg.dim}
+    if "warm_start" in state:
+        summary["warm_start"] = state["warm_start"]
     with workdir.publish(store, inp.manifest) as out:
         save_weights(out / "model.safetensors", model, {"format": "unirec-two-tower"})
         np.save(out / "user_embeddings.npy", users)

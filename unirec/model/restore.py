@@ -18,8 +18,8 @@ import torch
 
 from unirec.config import TrainConfig
 from unirec.errors import NotFittedError
-from unirec.model.checkpoint import load_weights
-from unirec.model.folder import BUNDLE_META, check_fresh, read_meta
+from unirec.model.checkpoint import load_grown_weights, load_weights
+from unirec.model.folder import BUNDLE_META, appends_since, check_fresh, read_meta
 from unirec.model.inputs import check_store, load_tensors, trained_mask
 from unirec.model.towers import TwoTower
 from unirec.store import Store, serving_histories
@@ -35,6 +35,21 @@ def train_config(store: str | Path) -> TrainConfig:
                              f"{store}` first")
     check_fresh(read_meta(model_dir), st.manifest, model_dir, store)
     return TrainConfig(**json.loads((model_dir / "config.json").read_text())["train"])
+
+
+def predates_append(store: Store) -> bool:
+    """True when the model was trained before an append to the store (``featurize
+    --append``): its tables lack the new rows until ``fit --warm-start``. Refused when an
+    append since refitted the statistics (the old rows no longer mean the same)."""
+    bundle = store.path / "model" / "bundle.json"
+    if not bundle.is_file():
+        return False
+    missed = appends_since(store.manifest, json.loads(bundle.read_text())["store"])
+    if missed and any(a.get("refit_stats") for a in missed):
+        raise NotFittedError(f"the model in {str(store.path / 'model')!r} predates "
+                             "`featurize --refit-stats`: its inputs changed meaning; run "
+                             f"`unirec fit --store {store.path}`")
+    return bool(missed)
 
 
 @torch.no_grad()
@@ -54,7 +69,15 @@ def load_model(store: str | Path, device: str | torch.device = "cpu") -> TwoTowe
     trained = trained_mask(rows, users["_index"].shape[0])
     model = TwoTower(manifest, users, items, text, image, trained, cfg)
     model.to(device)
-    load_weights(st.path / "model" / "model.safetensors", model)
+    if predates_append(st):  # old rows as trained, new rows zero: new entities by content
+        try:
+            load_grown_weights(st.path / "model" / "model.safetensors", model)
+        except ValueError as exc:
+            raise NotFittedError(f"the model in {str(st.path / 'model')!r} cannot be mapped "
+                                 f"onto the appended store ({exc}): run `unirec fit --store "
+                                 f"{store}`") from None
+    else:
+        load_weights(st.path / "model" / "model.safetensors", model)
     return model.eval()
 
 

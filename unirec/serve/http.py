@@ -18,8 +18,10 @@ Endpoints (every answer is JSON; items are ``{"item_id", "score", "title"?}``, b
 Errors are ``{"error": "one line"}``, never a traceback: an id the model does not know is
 404; any other problem with the request (k < 1, malformed JSON, a missing or extra field, a
 bad record, an unknown history item) is 400; a store that was re-featurized under the server
-(so it has no model yet) is 503. The model loads when the app is created and again, whole, when a
-fit swaps a new one in (the old one answers until then). Image paths in records are confined
+(so it has no model yet) is 503. An append (``featurize --append``) is not a re-featurize: the
+model it carries keeps answering until ``fit --warm-start`` swaps the extended one in. The
+model loads when the app is created and again, whole, when a fit swaps a new one in (the old
+one answers until then). Image paths in records are confined
 to the served image folders (``serve.images``); images may also come as base64 bytes.
 """
 

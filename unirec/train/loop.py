@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from unirec.config import Config, TrainConfig
+from unirec.errors import ConfigError
 from unirec.metrics import ranking_metrics, topk
 from unirec.model import workdir
 from unirec.model.checkpoint import save_checkpoint, save_weights
@@ -35,6 +36,7 @@ from unirec.model.towers import TwoTower
 from unirec.store import Store
 from unirec.store.csr import csr_rows
 from unirec.store.guard import resolve_store, store_lock
+from unirec.train import warm
 from unirec.train.coldval import carve, validate_cold
 from unirec.train.data import ShardStream
 from unirec.train.losses import LOSSES
@@ -134,32 +136,41 @@ def validate(model: TwoTower, inp: Inputs, k: int, device: torch.device, chunk: 
 
 def fit(store: str | Path = "unirec-store", config: Config | None = None, *,
         resume: bool = False, progress: bool | None = None,
-        on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        warm_start: bool = False) -> dict[str, Any]:
     """Train the two-tower model on ``store``; swap the result in as ``store/model``.
 
     Returns the summary. The previous model keeps being served until the new one is
     complete (``model.workdir``); rank 0 holds the store's write lock throughout.
     ``on_epoch`` (rank 0) sees each epoch's metrics row after validation; an exception it
     raises ends the fit there (``unirec tune`` prunes bad trials this way).
+    ``warm_start`` continues the current model after ``featurize --append``
+    (``train.warm``): old weights kept, trained on the appended samples plus a replay share.
     """
+    if warm_start and resume:
+        raise ConfigError("--warm-start and --resume both continue a model: pick one")
     st = Store(store)
     rank, world = _distributed()
     lock = store_lock(resolve_store(st.path), "fit") if rank == 0 else contextlib.nullcontext()
     with lock:
-        return _fit(st, (config or Config()).train, resume, progress, rank, world, on_epoch)
+        return _fit(st, (config or Config()).train, resume, progress, rank, world, on_epoch,
+                    warm_start)
 
 
 def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank: int,
-         world: int, on_epoch: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+         world: int, on_epoch: Callable[[dict[str, Any]], None] | None,
+         warm_start: bool = False) -> dict[str, Any]:
     device = _device(cfg.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", rank % torch.cuda.device_count())
     _seed(cfg.seed + rank)
+    plan = warm.prepare(st, cfg) if warm_start else None
     inp = load_inputs(st)
     cold = carve(st, inp, cfg.cold_val_items, cfg.seed) if cfg.cold_val_items > 0 else None
     held = cold.held.to(device) if cold is not None else None
     model = TwoTower(inp.manifest, inp.users, inp.items, inp.text, inp.image,
                      inp.user_trained, cfg).to(device)
+    grown = warm.load_grown(model, plan, st, cfg) if plan is not None else {}
     positives = PositiveMask(inp.positive_keys.to(device), inp.n_users, inp.n_items)
     sequence, width = inp.sequence.to(device), inp.manifest["samples"]["history_length"]
     n_neg = cfg.negatives if cfg.loss == "softmax" else cfg.negative_ratio
@@ -168,7 +179,8 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
     # without ids, items are content already; without content features there is no content
     # path to train alone
     content = cfg.content_loss > 0 and cfg.item_id and len(model.item.encoders) > 0
-    opt = make_optimizer(model.parameters(), cfg, device)
+    opt = make_optimizer(model.parameters(), cfg if plan is None else
+                         cfg.model_copy(update={"lr": cfg.warm_start.lr}), device)
     out = workdir.work_dir(st)
     ckpt = out / workdir.CHECKPOINT
     train = cfg.model_dump(mode="json")
@@ -176,15 +188,22 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
                                           train=train) or \
         {"epoch": 0, "best": -math.inf, "bad_epochs": 0, "history": []}
     state["train"] = train
+    if plan is not None:
+        state["warm_start"] = warm.summary(plan, grown)
     net: Any = DistributedDataParallel(model) if world > 1 else model
     if cfg.compile is True or (cfg.compile == "auto" and device.type == "cuda"):
         net = torch.compile(net)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     step = Step(net, opt, sampler, loss_fn, positives, cfg, device, bf16, model=model,
                 held=held, content=content)
-    stream = ShardStream(inp.train_shards, rank=rank, world_size=world, seed=cfg.seed,
-                         batch_size=cfg.batch_size, drop_last=False)
-    for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+    stream: Any = ShardStream(inp.train_shards, rank=rank, world_size=world, seed=cfg.seed,
+                              batch_size=cfg.batch_size if plan is None else None,
+                              drop_last=False)
+    if plan is not None:
+        stream = warm.WarmStream(stream, plan.start, cfg.warm_start.replay, cfg.seed,
+                                 cfg.batch_size)
+    last = cfg.warm_start.epochs if plan is not None else cfg.epochs
+    for epoch in range(state["epoch"] + 1, last + 1):
         stream.set_epoch(epoch)
         started, seen, total = time.perf_counter(), 0, 0.0
         bar = tqdm(desc=f"epoch {epoch}", unit=" samples", leave=False,
@@ -221,7 +240,8 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
             save_checkpoint(ckpt, model, opt, state)
-            stop[0] = float(state["bad_epochs"] >= cfg.patience)
+            stop[0] = float(state["bad_epochs"] >= (cfg.patience if plan is None else
+                                                    cfg.warm_start.patience))
             if on_epoch is not None:
                 on_epoch(row)
         if world > 1:

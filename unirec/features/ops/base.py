@@ -52,9 +52,12 @@ class Output:
 class Context:
     """SQL access for ops: the raw field, the training window, and the fitted-state tables."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, base_dir: str = ".") -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, base_dir: str = ".",
+                 previous: str | None = None) -> None:
         self.con = con
         self.base_dir = base_dir  # relative image paths resolve against the input's folder
+        # featurize --append: the attached catalog of the store being extended (its vocab)
+        self.previous = previous
 
     def value_sql(self, spec: FeatureSpec) -> str:
         """SELECT key, value FROM the raw table (value = the field, NULLs included)."""
@@ -108,6 +111,14 @@ class Op:
 
     def fit(self, ctx: Context) -> None:
         """Learn state from the training window only."""
+
+    def extend(self, ctx: Context, previous: dict[str, Any]) -> None:
+        """``featurize --append``: keep the fitted state of ``previous`` (this feature's
+        manifest entry in the store being extended) and only add to it, so every index and
+        statistic the model was trained with means the same. The default refits: right
+        for ops without fitted statistics (text, images, id lists); an op with fitted
+        state overrides this."""
+        self.fit(ctx)
 
     def transform_sql(self, ctx: Context) -> str:
         """SELECT key, <one column per output> for every entity (missing -> the 0 row)."""

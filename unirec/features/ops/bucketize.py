@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from unirec.features.ops.base import Context, Op, Output
 from unirec.features.ops.registry import OPS
 
@@ -31,6 +33,10 @@ class Bucketize(Op):
                                  f"({ctx.train_value_sql(self.spec)})")
         edges = sorted({float(e) for e in edges or [] if e is not None})
         self.state = {"edges": edges, "vocab_size": len(edges) + 2}  # + missing, + last
+
+    def extend(self, ctx: Context, previous: dict[str, Any]) -> None:
+        """Frozen: the store's bucket edges (its embedding rows keep their meaning)."""
+        self.state = {"edges": previous["edges"], "vocab_size": previous["vocab_size"]}
 
     def transform_sql(self, ctx: Context) -> str:
         above = "".join(f" + (value >= {e!r})::INTEGER" for e in self.state["edges"])

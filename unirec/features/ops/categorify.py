@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from unirec.features.ops.base import Context, Op, Output
 from unirec.features.ops.registry import OPS
 from unirec.store.sql import literal
@@ -37,14 +39,33 @@ class Categorify(Op):
             return f"SELECT key, unnest(value) AS value FROM ({source})"
         return f"SELECT key, value FROM ({source}) WHERE value IS NOT NULL"
 
+    def _counted(self, ctx: Context) -> str:
+        """(value, count) over the training window, values reaching ``min_count``."""
+        return (f"SELECT value, count(*) AS count FROM "
+                f"({self._values(ctx.train_value_sql(self.spec))}) WHERE value IS NOT NULL "
+                f"GROUP BY value HAVING count(*) >= {self.spec.params['min_count']}")
+
     def fit(self, ctx: Context) -> None:
-        min_count = self.spec.params["min_count"]
         ctx.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE v_cur AS SELECT value, "
-            f"CAST(row_number() OVER (ORDER BY count(*) DESC, value) AS INTEGER) AS index, "
-            f"count(*) AS count FROM ({self._values(ctx.train_value_sql(self.spec))}) "
-            f"WHERE value IS NOT NULL GROUP BY value HAVING count(*) >= {min_count}"
-        )
+            f"CREATE OR REPLACE TEMP TABLE v_cur AS SELECT value, CAST(row_number() OVER "
+            f"(ORDER BY count DESC, value) AS INTEGER) AS index, count "
+            f"FROM ({self._counted(ctx)})")
+        self._finish(ctx)
+
+    def extend(self, ctx: Context, previous: dict[str, Any]) -> None:
+        """The store's values keep their indices; values new to the training window (or
+        reaching ``min_count`` only now) get the next ones, by the same count order."""
+        old = (f"(SELECT value, index FROM {ctx.previous}.vocab "
+               f"WHERE field = {literal(self.spec.key)})")
+        ctx.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE v_cur AS SELECT o.value, o.index, "
+            f"coalesce(c.count, 0) AS count FROM {old} o LEFT JOIN ({self._counted(ctx)}) c "
+            f"USING (value) UNION ALL SELECT value, CAST((SELECT coalesce(max(index), 0) "
+            f"FROM {old}) + row_number() OVER (ORDER BY count DESC, value) AS INTEGER), count "
+            f"FROM ({self._counted(ctx)}) WHERE value NOT IN (SELECT value FROM {old})")
+        self._finish(ctx)
+
+    def _finish(self, ctx: Context) -> None:
         ctx.add_vocab(self.spec, "SELECT value, index, count FROM v_cur")
         size, = ctx.fetch_one("SELECT count(*) FROM v_cur")
         self.state = {"vocab_size": int(size) + 1}  # + the 0 row

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from unirec.features.ops.base import Context, Op, Output
 from unirec.features.ops.registry import OPS
 
@@ -40,6 +42,11 @@ class Normalize(Op):
                "missing": missing}
         ctx.add_stats(self.spec, self.spec.params["transform"], row)
         self.state = {"stats": row}
+
+    def extend(self, ctx: Context, previous: dict[str, Any]) -> None:
+        """Frozen: the statistics the store was first fitted with."""
+        self.state = {"stats": previous["stats"]}
+        ctx.add_stats(self.spec, self.spec.params["transform"], previous["stats"])
 
     def transform_sql(self, ctx: Context) -> str:
         s = self.state["stats"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from unirec.features.ops.base import Context, Op, Output, pad_left_sql
 from unirec.features.ops.registry import OPS
 
@@ -73,6 +75,11 @@ class FloatSequence(Op):
                "missing": missing}
         ctx.add_stats(self.spec, "standard", row)
         self.state = {"stats": row}
+
+    def extend(self, ctx: Context, previous: dict[str, Any]) -> None:
+        """Frozen: the statistics the store was first fitted with."""
+        self.state = {"stats": previous["stats"]}
+        ctx.add_stats(self.spec, "standard", previous["stats"])
 
     def transform_sql(self, ctx: Context) -> str:
         n = self.spec.params["max_len"]
