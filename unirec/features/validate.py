@@ -4,6 +4,11 @@ Each rule is one SQL aggregate over ``prof_<section>`` (see profile.py): the fir
 offending record becomes a one-line ``DataError`` naming section, position, id and field.
 Rules return the SQL that turns a valid field into its typed column, so checking and
 typing cannot disagree. Soft problems are counted in ``Findings``, never dropped silently.
+
+Featurize runs the rules in one pass (``in_one_pass``): the record rules ride on the profile
+scan as a flag, every field's types come from one GROUP BY, and every check is one
+``min(pos) FILTER`` of one aggregate. Only when something fails do the rules run again one
+by one, in order, so the first failure is located and worded exactly as before.
 """
 
 from __future__ import annotations
