@@ -116,15 +116,16 @@ def markdown(report: dict[str, Any]) -> str:
             if "failed" in s:
                 lines.append(f"| {n:,} | {side} | failed: {s['failed']} |")
                 continue
+            shard_bytes = "–" if report.get("plan_only") else s["shard_bytes_per_sample"]
             lines.append(f"| {n:,} | {side} | {s['wall_s']:.1f} | {s['interactions_per_s']:,} "
-                         f"| {s['peak_rss_mb']:,.0f} | {s['shard_bytes_per_sample']} | "
+                         f"| {s['peak_rss_mb']:,.0f} | {shard_bytes} | "
                          + " | ".join(f"{s['stages_s'][k]:.1f}" for k in STAGES) + " |")
         if "failed" not in size["old"] and "failed" not in size["new"]:
             o, w = size["old"], size["new"]
             lines.append(f"| {n:,} | old / new | {o['wall_s'] / w['wall_s']:.2f}× | | "
                          f"{o['peak_rss_mb'] / w['peak_rss_mb']:.2f}× | "
                          f"{_ratio(o['shard_bytes_per_sample'], w['shard_bytes_per_sample'])} | "
-                         + " | ".join(f"{o['stages_s'][k] / max(w['stages_s'][k], 0.01):.1f}×"
+                         + " | ".join(_ratio(o['stages_s'][k], w['stages_s'][k])
                                       for k in STAGES) + " |")
     return "\n".join(lines)
 
