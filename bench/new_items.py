@@ -65,7 +65,8 @@ def new_item_ranks(store: Path, split: Path) -> dict[str, float]:
                           / n for r, n in enumerate(n_warm)])
     return {"score_new": float(np.nanmean(scores[:, new])),
             "score_warm": float(np.nanmean(scores[:, ~new])),
-            "new_pct_median": float(np.median(pct)), "new_pct_q90": float(np.quantile(pct, 0.9)),
+            **{f"new_pct_q{q}": float(np.quantile(pct, q / 100)) for q in (10, 25, 75, 90)},
+            "new_pct_median": float(np.median(pct)),
             "new_above_warm_p90": float((pct > 0.9).mean())}
 
 
@@ -90,6 +91,8 @@ def run(split: Path, base: Path, tag: str, sets: list[str]) -> dict:
         cmd += ["--new-items", str(split / "new_items.csv")]
         diag = new_item_ranks(store, split)
     metrics = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    if (split / "new_items.csv").is_file():  # the new items alone, as cold_item ranks them
+        metrics.update(cold_only(store, split))
     history = [json.loads(x) for x in (store / "model" / "metrics.jsonl").read_text().splitlines()]
     out = {"tag": tag, "split": str(split), "sets": sets, "fit_s": round(fit_s),
            **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}, **diag,
@@ -99,6 +102,25 @@ def run(split: Path, base: Path, tag: str, sets: list[str]) -> dict:
         f.write(json.dumps(out) + "\n")
     shutil.rmtree(store, ignore_errors=True)
     return out
+
+
+def cold_only(store: Path, split: Path) -> dict[str, float]:
+    """Recall/NDCG@10 ranking only the new items for the users who met them (the cold_item
+    protocol inside a mixed split: on the carve, a cold-item figure read from train only)."""
+    new = store / "new_test.csv"
+    with open(split / "test.csv", newline="") as f, open(new, "w", newline="") as g:
+        rows = csv.DictReader(f)
+        w = csv.DictWriter(g, fieldnames=rows.fieldnames or [])
+        w.writeheader()
+        keep = set(_ids(split / "new_items.csv").tolist())
+        w.writerows(r for r in rows if int(r["item_id"]) in keep)
+    recs = store / "recs_new.csv"
+    recommend(store, split, recs, candidates=split / "new_items.csv")
+    cmd = [sys.executable, str(PROTOCOL_DIR / "evaluate.py"), "--test", str(new),
+           "--train", str(split / "train.csv"), "--recs", str(recs), "--k", "10",
+           "--candidates", str(split / "new_items.csv")]
+    m = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    return {"cold_recall@10": m["recall@10"], "cold_ndcg@10": m["ndcg@10"]}
 
 
 def carve(splits: Path, out: Path) -> None:
@@ -128,9 +150,10 @@ def carve(splits: Path, out: Path) -> None:
 
 
 def title_info(store: Path) -> dict[str, float]:
-    """Genre macro-F1 (5-fold logistic regression) from the raw 384-d title vector, its
-    trained projection, a random projection of the same width and the content-only item
-    vector; and the share of each item's 10 nearest raw-title neighbours kept after projection.
+    """Genre macro-F1 (5-fold logistic regression) from the raw 384-d title vector, the
+    model's projection, a random projection and the principal components (``pca_frozen``)
+    of the same width, and the content-only item vector; and the share of each item's 10
+    nearest raw-title neighbours kept after each projection.
     """
     import torch
     from safetensors.numpy import load_file
@@ -140,6 +163,7 @@ def title_info(store: Path) -> dict[str, float]:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    from unirec.model.encoders import init_projection
     from unirec.model.restore import load_model
 
     t = load_file(str(store / "tensors" / "items.safetensors"))
@@ -157,6 +181,10 @@ def title_info(store: Path) -> dict[str, float]:
         y[np.arange(len(genres)), genres[:, j]] = 1
     y = y[:, 1:][:, y[:, 1:].sum(0) >= 10]
     rand = raw @ np.random.default_rng(0).normal(size=(raw.shape[1], proj.shape[1]))
+    pca_layer = torch.nn.Linear(raw.shape[1], proj.shape[1])  # content_projection=pca_frozen
+    init_projection(pca_layer, model.shared.text, "pca_frozen")
+    with torch.no_grad():
+        pca = pca_layer(torch.from_numpy(raw)).numpy()
 
     def f1(x: np.ndarray) -> float:
         clf = make_pipeline(StandardScaler(), OneVsRestClassifier(
@@ -175,9 +203,11 @@ def title_info(store: Path) -> dict[str, float]:
 
     near = nn(raw)
     return {"genre_f1_raw": f1(raw), "genre_f1_projection": f1(proj),
-            "genre_f1_random_projection": f1(rand), "genre_f1_content_vector": f1(content),
+            "genre_f1_random_projection": f1(rand), "genre_f1_pca_projection": f1(pca),
+            "genre_f1_content_vector": f1(content),
             "nn10_kept_projection": overlap(near, nn(proj)),
-            "nn10_kept_random_projection": overlap(near, nn(rand))}
+            "nn10_kept_random_projection": overlap(near, nn(rand)),
+            "nn10_kept_pca_projection": overlap(near, nn(pca))}
 
 
 def main(argv: list[str]) -> None:

@@ -191,12 +191,13 @@ def _ids(path: Path) -> np.ndarray:
         return np.array(sorted(int(r["item_id"]) for r in csv.DictReader(f)), np.int64)
 
 
-def recommend(store: Path, split_dir: Path, out: Path) -> int:
+def recommend(store: Path, split_dir: Path, out: Path, candidates: Path | None = None) -> int:
     """Top-K per user from the embedding files into ``out`` (``user_id,item_id,rank``).
 
     Candidates are every catalogue item (cold_item: the cold items), columns in item-id order
     so ``topk``'s lower-index tie-break is the lower item id; train items are excluded.
-    Returns the number of users given a list.
+    ``candidates`` (a CSV of item ids) overrides the candidate set. Returns the number of
+    users given a list.
     """
     con = duckdb.connect(str(store / "features.duckdb"), read_only=True)
     try:
@@ -209,8 +210,9 @@ def recommend(store: Path, split_dir: Path, out: Path) -> int:
     item_vecs = np.load(store / "model" / "item_embeddings.npy")
     item_ids = imap["item_id"].astype(np.int64)
     keep = np.ones(len(item_ids), bool)
-    if (split_dir / "cold_items.csv").is_file():
-        keep = np.isin(item_ids, _ids(split_dir / "cold_items.csv"))
+    candidates = candidates or (split_dir / "cold_items.csv")
+    if candidates.is_file():
+        keep = np.isin(item_ids, _ids(candidates))
     cand_ids, cand_rows = item_ids[keep], imap["item_index"].astype(np.int64)[keep]
     order = np.argsort(umap["user_id"])
     user_ids, user_rows = umap["user_id"][order].astype(np.int64), umap["user_index"][order]

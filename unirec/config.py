@@ -254,6 +254,10 @@ class TrainConfig(_Section):
                               "whose id embeddings are hidden, so the content path learns to "
                               "carry cold items alone.")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout inside the towers.")
+    feature_dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Share of training rows on which each item feature's "
+        "token is hidden, so no single feature (a title read as an identifier) carries the "
+        "content path alone.")
     loss: str = Field("softmax", description="'softmax' (in-batch + sampled negatives, "
                       "logQ), 'bce' or 'bpr'; custom losses register by name.")
     temperature: float = Field(0.2, gt=0.0, description="Softmax temperature over cosine "
@@ -273,11 +277,24 @@ class TrainConfig(_Section):
         0.5, ge=0.0, description="Weight of a second softmax loss on content-only item "
         "vectors (id embeddings hidden for every item), so the content path alone ranks "
         "items on the warm items' scale: what a new item gets at serving time.")
+    content_projection: Literal["trained", "pca", "pca_frozen"] = Field(
+        "pca_frozen", description="How frozen text/image vectors are projected to the token "
+        "width: 'pca_frozen' by the catalogue's principal components, kept fixed (what titles "
+        "share survives, so a new item's title says something); 'pca' starts there and "
+        "trains on; 'trained' from a random init (learns to tell warm items apart and keeps "
+        "less of the title than a random projection). MovieLens-100K tuning carve: NDCG@10 "
+        "0.159 -> 0.199, new-item-only Recall@10 0.083 -> 0.130 against 'trained'.")
     cold_val_items: float = Field(
         0.0, ge=0.0, lt=1.0, description="Share of the items with >= 5 training samples held "
         "out of training as if new, ranked among themselves each epoch (val_cold_recall@K, "
-        "val_cold_ndcg@K) and added to the early-stopping score: for choosing settings; "
-        "those items are then served content-only, so refit with 0 for the chosen epochs.")
+        "val_cold_ndcg@K) and added to the early-stopping score. With train.refit the "
+        "refit trains on them too; without it they are served content-only.")
+    refit: bool = Field(
+        True, description="After early stopping picks the epoch count, train a fresh model "
+        "(same seed) on train + validation for that many epochs and serve it: the "
+        "validation slice holds each user's latest interactions, the most like what comes "
+        "next (MovieLens-100K tuning carve, with pca_frozen: NDCG@10 0.199 -> 0.204, "
+        "new_parity 0.43 -> 0.51). Costs the kept epochs again; off in `unirec tune` trials.")
     negative_ratio: int = Field(4, ge=1, description="bce/bpr: sampled negatives per positive.")
     epochs: int = Field(30, ge=1, description="Upper bound; early stopping usually ends sooner.")
     patience: int = Field(3, ge=1, description="Epochs without validation improvement "

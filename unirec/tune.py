@@ -257,7 +257,9 @@ class _Objective:
 
         params = {name: p.suggest(trial) for name, p in self.space.items()}
         cfg = self.base.model_copy(update={"train": TrainConfig.model_validate(
-            {**self.base.train.model_dump(), **params})})
+            # a trial is judged on validation: no refit on it (the chosen config keeps the
+            # base's train.refit)
+            {**self.base.train.model_dump(), **params, "refit": False})})
         best = {"value": -math.inf, "epoch": 0, "epochs": 0}
         started = time.perf_counter()
 

@@ -62,10 +62,12 @@ def test_selection_adds_the_cold_slice() -> None:
 
 
 def test_fit_reports_the_cold_slice_and_never_trains_held_ids(tmp_path, synthetic_store) -> None:
-    """Through the CLI: each epoch's row has the cold metrics; held items' id rows stay 0."""
+    """Through the CLI: each epoch's row has the cold metrics; held items' id rows stay 0
+    (without the refit; with it, the default, the refit trains them: see below)."""
     store = copy_store(synthetic_store, tmp_path / "store")
     out = invoke("fit", "--store", store, "--epochs", "2", "--set", "train.cold_val_items=0.2",
-                 "--set", "train.batch_size=256", "--set", "train.dim=16")
+                 "--set", "train.batch_size=256", "--set", "train.dim=16",
+                 "--set", "train.refit=false")
     assert out.exit_code == 0, out.output
     rows = [json.loads(x) for x in (store / "model" / "metrics.jsonl").read_text().splitlines()]
     assert all(0.0 <= r["val_cold_recall@10"] <= 1.0 and "val_cold_ndcg@10" in r for r in rows)
@@ -75,3 +77,11 @@ def test_fit_reports_the_cold_slice_and_never_trains_held_ids(tmp_path, syntheti
     assert np.abs(table[cs.items]).max() == 0.0
     assert np.abs(table[np.setdiff1d(np.arange(1, len(table)), cs.items)]).max() > 0.0
     assert torch.is_tensor(cs.held)
+    # train.refit (default): the slice chose the epoch count; the served model then trains
+    # on every item, the held ones included
+    refit = copy_store(synthetic_store, tmp_path / "refit")
+    out = invoke("fit", "--store", refit, "--epochs", "2", "--set", "train.cold_val_items=0.2",
+                 "--set", "train.batch_size=256", "--set", "train.dim=16")
+    assert out.exit_code == 0, out.output
+    table = load_file(str(refit / "model" / "model.safetensors"))["item.ids.table.weight"]
+    assert (np.abs(table[cs.items]).max(axis=1) > 0).all()

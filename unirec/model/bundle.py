@@ -14,7 +14,8 @@ Layout (``{side}`` is ``user`` or ``item``; row i = entity index i, row 0 = padd
   id -> index by binary search, no dict to build at start-up.
 - ``seen_indptr.npy`` / ``seen_indices.npy``: CSR of every item each user interacted with
   (all splits: what to leave out of "new to you" recommendations).
-- ``popularity.npy``: training interactions per item (the ``--fallback popular`` ranking).
+- ``popularity.npy``: interactions per item the served model trained on (train, plus
+  validation after ``train.refit``): the ``--fallback popular`` ranking.
 - ``item_titles.npy`` + ``item_title_offsets.npy``: a readable item field as UTF-8 bytes and
   offsets, decoded only for the K items shown.
 - ``bundle.json``: which store this is from and which field the titles are.

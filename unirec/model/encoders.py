@@ -25,8 +25,9 @@ class Shared(nn.Module):
     """What several encoders read: frozen embedding tables and the item-id table."""
 
     def __init__(self, text: torch.Tensor | None, image: torch.Tensor | None,
-                 item_table: nn.Embedding) -> None:
+                 item_table: nn.Embedding, projection: str = "trained") -> None:
         super().__init__()
+        self.projection = projection  # how text/image projections start (content_projection)
         # frozen vectors live on the device once; they are data, not weights
         self.register_buffer("text", text if text is not None else torch.zeros(1, 1),
                              persistent=False)
@@ -100,6 +101,40 @@ class ContinuousEncoder(Encoder):
         return self.proj(x)
 
 
+def init_projection(proj: nn.Linear, table: torch.Tensor, mode: str,
+                    sample: int = 100_000) -> None:
+    """Start ``proj`` (frozen vectors -> dim) as the frozen table's principal components.
+
+    Why: trained from random, the title projection learnt to tell warm items apart (an id in
+    disguise) and kept less of what titles share than a random projection does (MovieLens:
+    genre F1 0.05-0.07 against 0.087; 10-12% of each title's 10 nearest neighbours kept
+    against 32%), which is exactly what a new item needs. PCA keeps the most variance a
+    linear map of this width can; ``pca_frozen`` also stops training from bending it.
+    The components are scaled so the token starts as large as the default init's. ``trained``
+    leaves PyTorch's init. Rows of zeros (row 0, no text) are left out of the statistics.
+    """
+    if mode == "trained":
+        return
+    with torch.no_grad():
+        x = table[table.abs().sum(1) > 0].double()
+        if len(x) > sample:  # the covariance of a seeded sample is plenty
+            x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:sample]]
+        k = min(proj.out_features, proj.in_features)
+        if len(x) >= 2:
+            mean = x.mean(0)
+            _, vecs = torch.linalg.eigh(torch.cov((x - mean).T))
+            comp = vecs[:, -k:].flip(1).T  # (k, in), largest first
+            z = (x - mean) @ comp.T
+            # the default init's output size: E|Wx|^2 = out * |x|^2 / (3 * in)
+            target = proj.out_features * (x * x).sum(1).mean() / (3 * proj.in_features)
+            comp = comp * (target / (z * z).sum(1).mean().clamp(min=1e-12)).sqrt()
+            proj.weight.zero_()
+            proj.weight[:k] = comp.to(proj.weight.dtype)
+            proj.bias.copy_(-(mean.to(proj.weight.dtype) @ proj.weight.T))
+    if mode == "pca_frozen":
+        proj.requires_grad_(False)
+
+
 @ENCODERS.register("text_embedding")
 class TextEncoder(Encoder):
     """A trained projection of the frozen sentence embedding (row 0 = no text = zeros)."""
@@ -108,6 +143,7 @@ class TextEncoder(Encoder):
         super().__init__(feature, dim, shared)
         self.shared = [shared]  # a list: not registered twice as a submodule
         self.proj = nn.Linear(shared.text.shape[1], dim)
+        init_projection(self.proj, shared.text, shared.projection)
 
     def forward(self, rows: Rows) -> torch.Tensor:
         return self.proj(self.shared[0].text[rows[self.name].long()])
@@ -121,6 +157,7 @@ class ImageEncoder(Encoder):
         super().__init__(feature, dim, shared)
         self.shared = [shared]
         self.proj = nn.Linear(shared.image.shape[1] + 1, dim)
+        init_projection(self.proj, F.pad(shared.image, (0, 1)), shared.projection)
 
     def forward(self, rows: Rows) -> torch.Tensor:
         vec = self.shared[0].image[rows[self.name].long()]

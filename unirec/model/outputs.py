@@ -70,7 +70,8 @@ def write_outputs(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
     items = embed_all(model, inp.n_items, "item", device)
     best = max(state["history"], key=lambda r: selection_score(r, cfg.eval_k))
     summary = {"epochs": state["epoch"], "best_epoch": best["epoch"], "best": best,
-               "n_users": inp.n_users - 1, "n_items": inp.n_items - 1, "dim": cfg.dim}
+               "n_users": inp.n_users - 1, "n_items": inp.n_items - 1, "dim": cfg.dim,
+               "refit_epochs": state.get("refit_epochs", 0)}
     if "warm_start" in state:
         summary["warm_start"] = state["warm_start"]
     with workdir.publish(store, inp.manifest) as out:

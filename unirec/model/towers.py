@@ -37,6 +37,7 @@ class Tower(nn.Module):
             raise ConfigError(f"the {side} tower has no inputs: enable train.{side}_id or give "
                               f"{side}s features")
         self.fusion = FUSIONS.get(cfg.fusion)(n_tokens, cfg.dim, cfg.dropout)
+        self.feature_dropout = cfg.feature_dropout if side == "item" else 0.0
 
     def gather(self, idx: torch.Tensor) -> Rows:
         """Feature rows of entity indices ``idx`` (B,)."""
@@ -54,6 +55,9 @@ class Tower(nn.Module):
                history: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, dim): one token per input, in ``token_names`` order (explain masks them)."""
         tokens = [enc(rows) for enc in self.encoders]
+        if self.training and self.feature_dropout > 0:  # each feature hidden on some rows
+            tokens = [t * (torch.rand_like(t[:, :1]) >= self.feature_dropout).to(t.dtype)
+                      for t in tokens]
         if self.ids is not None:
             tokens.append(self.ids(idx) if idx is not None else
                           torch.zeros_like(tokens[0]) if tokens else self._zeros(history))
@@ -106,7 +110,7 @@ class TwoTower(nn.Module):
         nn.init.normal_(self.item_table.weight, std=0.05)
         with torch.no_grad():
             self.item_table.weight[0].zero_()
-        shared = Shared(text, image, self.item_table)
+        shared = Shared(text, image, self.item_table, cfg.content_projection)
         feats = _kept_features(manifest["features"], cfg.drop_features)
         user_ids = item_ids = None
         if cfg.user_id:

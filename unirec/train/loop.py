@@ -40,6 +40,7 @@ from unirec.train import warm
 from unirec.train.coldval import carve, validate_cold
 from unirec.train.data import ShardStream
 from unirec.train.losses import LOSSES
+from unirec.train.refit import refit_epochs, refit_inputs
 from unirec.train.step import PositiveMask, Step, make_optimizer
 
 
@@ -157,6 +158,52 @@ def fit(store: str | Path = "unirec-store", config: Config | None = None, *,
                     warm_start)
 
 
+def _stepper(model: TwoTower, opt: torch.optim.Optimizer, inp: Inputs, cfg: TrainConfig,
+             device: torch.device, rank: int, world: int, held: torch.Tensor | None
+             ) -> tuple[Any, Step, ShardStream]:
+    """The (DDP/compiled) net, the step and the shard stream of one training run."""
+    positives = PositiveMask(inp.positive_keys.to(device), inp.n_users, inp.n_items)
+    n_neg = cfg.negatives if cfg.loss == "softmax" else cfg.negative_ratio
+    sampler = Sampler(inp.items["popularity"].to(device), cfg, cfg.batch_size, n_neg)
+    # without ids, items are content already; without content features there is no content
+    # path to train alone
+    content = cfg.content_loss > 0 and cfg.item_id and len(model.item.encoders) > 0
+    net: Any = DistributedDataParallel(model) if world > 1 else model
+    if cfg.compile is True or (cfg.compile == "auto" and device.type == "cuda"):
+        net = torch.compile(net)
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    step = Step(net, opt, sampler, LOSSES.get(cfg.loss)(), positives, cfg, device, bf16,
+                model=model, held=held, content=content)
+    stream = ShardStream(inp.train_shards, rank=rank, world_size=world, seed=cfg.seed,
+                         batch_size=cfg.batch_size, drop_last=False)
+    return net, step, stream
+
+
+def _train_epoch(net: Any, step: Step, stream: ShardStream, inp: Inputs, epoch: int,
+                 device: torch.device, world: int, progress: bool | None, desc: str
+                 ) -> tuple[float, int, float]:
+    """One pass over the stream: (summed loss, samples, seconds)."""
+    sequence, width = inp.sequence.to(device), inp.manifest["samples"]["history_length"]
+    stream.set_epoch(epoch)
+    started, seen, total = time.perf_counter(), 0, 0.0
+    bar = tqdm(desc=desc, unit=" samples", leave=False,
+               disable=None if progress is None else not progress)
+    with Join([net]) if world > 1 else contextlib.nullcontext():
+        for batch in stream:
+            # histories by reference: gathered on the device before the step (and hide)
+            batch["history"] = gather_history(sequence, batch["hend"].to(device),
+                                              batch["hlen"].to(device), width)
+            out_step = step(batch)
+            if out_step is None:  # every sample was a held-out cold item
+                continue
+            loss, n = out_step
+            total += loss.item() * n
+            seen += n
+            bar.update(n)
+    bar.close()
+    return total, seen, time.perf_counter() - started
+
+
 def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank: int,
          world: int, on_epoch: Callable[[dict[str, Any]], None] | None,
          warm_start: bool = False) -> dict[str, Any]:
@@ -172,7 +219,6 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
                      inp.user_trained, cfg).to(device)
     grown = warm.load_grown(model, plan, st, cfg) if plan is not None else {}
     positives = PositiveMask(inp.positive_keys.to(device), inp.n_users, inp.n_items)
-    sequence, width = inp.sequence.to(device), inp.manifest["samples"]["history_length"]
     n_neg = cfg.negatives if cfg.loss == "softmax" else cfg.negative_ratio
     sampler = Sampler(inp.items["popularity"].to(device), cfg, cfg.batch_size, n_neg)
     loss_fn = LOSSES.get(cfg.loss)()
@@ -204,24 +250,8 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
                                  cfg.batch_size)
     last = cfg.warm_start.epochs if plan is not None else cfg.epochs
     for epoch in range(state["epoch"] + 1, last + 1):
-        stream.set_epoch(epoch)
-        started, seen, total = time.perf_counter(), 0, 0.0
-        bar = tqdm(desc=f"epoch {epoch}", unit=" samples", leave=False,
-                   disable=None if progress is None else not progress)
-        with Join([net]) if world > 1 else contextlib.nullcontext():
-            for batch in stream:
-                # histories by reference: gathered on the device before the step (and hide)
-                batch["history"] = gather_history(sequence, batch["hend"].to(device),
-                                                  batch["hlen"].to(device), width)
-                out_step = step(batch)
-                if out_step is None:  # every sample was a held-out cold item
-                    continue
-                loss, n = out_step
-                total += loss.item() * n
-                seen += n
-                bar.update(n)
-        bar.close()
-        train_s = time.perf_counter() - started
+        total, seen, train_s = _train_epoch(net, step, stream, inp, epoch, device, world,
+                                            progress, f"epoch {epoch}")
         stop = torch.zeros(1)
         if rank == 0:
             row = {"epoch": epoch, "train_loss": total / max(seen, 1), "samples": seen,
@@ -248,6 +278,8 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
             dist.broadcast(stop, src=0)
         if stop.item():
             break
+    if plan is None:  # a warm start continues the served model: no fresh refit
+        model, inp = _refit(st, cfg, state, inp, device, rank, world, progress, model)
     summary: dict[str, Any] = {}
     if rank == 0:
         summary = write_outputs(st, model, inp, cfg, state, device)
@@ -255,3 +287,30 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
         dist.barrier()
         dist.destroy_process_group()
     return summary
+
+
+def _refit(st: Store, cfg: TrainConfig, state: dict[str, Any], inp: Inputs,
+           device: torch.device, rank: int, world: int, progress: bool | None,
+           model: TwoTower) -> tuple[TwoTower, Inputs]:
+    """``train.refit``: a fresh model from the same seed on train + validation (and any
+    cold-slice items) for the kept epoch count, saved as the best weights; else as given."""
+    epochs = torch.tensor([float(refit_epochs(state, cfg.refit, inp, cfg.eval_k)
+                                 if rank == 0 else 0)])
+    if world > 1:
+        dist.broadcast(epochs, src=0)
+    if not epochs.item():
+        return model, inp
+    _seed(cfg.seed + rank)
+    inp = refit_inputs(st, inp)
+    model = TwoTower(inp.manifest, inp.users, inp.items, inp.text, inp.image,
+                     inp.user_trained, cfg).to(device)
+    opt = make_optimizer(model.parameters(), cfg, device)
+    net, step, stream = _stepper(model, opt, inp, cfg, device, rank, world, None)
+    for epoch in range(1, int(epochs.item()) + 1):
+        _train_epoch(net, step, stream, inp, epoch, device, world, progress,
+                     f"refit {epoch}")
+    state["refit_epochs"] = int(epochs.item())
+    if rank == 0:
+        save_weights(workdir.work_dir(st) / "best.safetensors", model,
+                     {"epoch": str(state["refit_epochs"]), "refit": "train+val"})
+    return model, inp
