@@ -12,7 +12,11 @@ the embedding cache, a copy of that store for the old tree (same cache, so both 
 embedding), then ``--runs`` pairs old, new. Reported per side: median wall, interactions/s,
 max peak RSS, median seconds per stage, and shard bytes per training/validation sample.
 
-Usage: python -m bench.featurize_compare --old-tree ../old --sizes 1000000,10000000
+``--plan`` runs both sides as ``featurize --plan`` (read, validate, split, samples, then the
+plan; no features or shards), so more alternations fit in the same time when the change is in
+those stages.
+
+Usage: python -m bench.featurize_compare --old-tree ../old --sizes 1000000,10000000 [--plan]
 """
 
 from __future__ import annotations
@@ -69,11 +73,13 @@ def _side(runs: list[dict[str, Any]], n: int) -> dict[str, Any]:
 
 
 def compare(old: Path, sizes: list[int], runs: int, limits: dict[str, float],
-            memory_limit: str | None, seed_store: Path | None = None) -> list[dict[str, Any]]:
+            memory_limit: str | None, seed_store: Path | None = None,
+            plan_only: bool = False) -> list[dict[str, Any]]:
     """Alternate old and new on each size; the per-size results as written to JSON."""
     results = []
     for n in sizes:
         extra = ["--set", f"ingest.memory_limit={memory_limit}"] if memory_limit else []
+        timed = [*extra, "--plan"] if plan_only else extra
         with tempfile.TemporaryDirectory(prefix="unirec-bench-compare-") as tmp:
             work = Path(tmp)
             inputs, meta = prepare(n, work, 0, 0)
@@ -87,9 +93,9 @@ def compare(old: Path, sizes: list[int], runs: int, limits: dict[str, float],
             shutil.copytree(new_store, old_store)  # the same warm cache for the old tree
             sides: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
             for _ in range(runs):
-                sides["old"].append(_run(old, data, old_store, extra, work / "t.json", limits))
-                sides["new"].append(_run(ROOT, data, new_store, extra, work / "t.json", limits))
-            results.append({"interactions": n, **meta, "extra_args": extra,
+                sides["old"].append(_run(old, data, old_store, timed, work / "t.json", limits))
+                sides["new"].append(_run(ROOT, data, new_store, timed, work / "t.json", limits))
+            results.append({"interactions": n, **meta, "extra_args": timed,
                             "old": _side(sides["old"], n), "new": _side(sides["new"], n)})
     return results
 
@@ -110,17 +116,22 @@ def markdown(report: dict[str, Any]) -> str:
             if "failed" in s:
                 lines.append(f"| {n:,} | {side} | failed: {s['failed']} |")
                 continue
+            shard_bytes = "–" if report.get("plan_only") else s["shard_bytes_per_sample"]
             lines.append(f"| {n:,} | {side} | {s['wall_s']:.1f} | {s['interactions_per_s']:,} "
-                         f"| {s['peak_rss_mb']:,.0f} | {s['shard_bytes_per_sample']} | "
+                         f"| {s['peak_rss_mb']:,.0f} | {shard_bytes} | "
                          + " | ".join(f"{s['stages_s'][k]:.1f}" for k in STAGES) + " |")
         if "failed" not in size["old"] and "failed" not in size["new"]:
             o, w = size["old"], size["new"]
             lines.append(f"| {n:,} | old / new | {o['wall_s'] / w['wall_s']:.2f}× | | "
                          f"{o['peak_rss_mb'] / w['peak_rss_mb']:.2f}× | "
-                         f"{o['shard_bytes_per_sample'] / w['shard_bytes_per_sample']:.1f}× | "
-                         + " | ".join(f"{o['stages_s'][k] / max(w['stages_s'][k], 0.01):.1f}×"
+                         f"{_ratio(o['shard_bytes_per_sample'], w['shard_bytes_per_sample'])} | "
+                         + " | ".join(_ratio(o['stages_s'][k], w['stages_s'][k])
                                       for k in STAGES) + " |")
     return "\n".join(lines)
+
+
+def _ratio(old: float | None, new: float | None) -> str:
+    return f"{old / new:.1f}×" if old and new else "–"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-rss-gb", type=float, default=12, help="kill a run above this")
     parser.add_argument("--seed-store", type=Path, default=None,
                         help="a store whose embedding cache the first run starts from")
+    parser.add_argument("--plan", action="store_true",
+                        help="run both sides as featurize --plan (stages up to samples)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     old = args.old_tree.resolve()
@@ -143,8 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     env = environment()
     report = {"environment": env, "benchmark": "featurize_compare", "title": TITLE,
               "runs": args.runs, "old_commit": _commit(old), "new_commit": env.get("commit"),
+              "plan_only": args.plan,
               "sizes": compare(old, sizes, args.runs, limits, args.memory_limit,
-                               args.seed_store)}
+                               args.seed_store, plan_only=args.plan)}
     report["load_avg_after"] = environment()["load_avg"]
     out = save_results(report, "featurize-compare", args.out)
     print(markdown(report))

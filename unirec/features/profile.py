@@ -83,6 +83,11 @@ class Profile:
     con: duckdb.DuckDBPyConnection
     fields: list[Field] = field(default_factory=list)
     id_field: Field | None = None
+    # One-pass mode (``deferred`` is a list): ``check`` only collects its rule, and
+    # ``run_deferred`` evaluates them all in one aggregate; ``types`` reads ``type_cache``,
+    # filled for every field by one GROUP BY (``prefetch_types``). None: each rule queries.
+    deferred: list[tuple[Field | None, str, str]] | None = None
+    type_cache: dict[int, dict[str | None, tuple[int, int]]] | None = None
 
     @property
     def table(self) -> str:
@@ -90,6 +95,8 @@ class Profile:
 
     def types(self, f: Field) -> dict[str | None, tuple[int, int]]:
         """JSON type -> (count, first position) over the section."""
+        if self.type_cache is not None:
+            return dict(self.type_cache.get(f.idx, {}))
         rows = self.con.execute(
             f"SELECT {f.t}, count(*), min(pos) FROM {self.table} GROUP BY 1"
         ).fetchall()
@@ -133,11 +140,47 @@ class Profile:
 
     def check(self, f: Field | None, where: str, reason: str) -> None:
         """Raise ``reason`` at the first record matching ``where``; {value} is filled in."""
+        if self.deferred is not None:
+            self.deferred.append((f, where, reason))
+            return
         hit = self.first(where)
         if hit is not None:
             pos = hit[0]
             shown = self.value(f, pos) if f is not None else None
             raise self.fail(f, pos, reason.format(value=short_value(shown)))
+
+
+    def prefetch_types(self) -> bool:
+        """Every field's JSON types, counts and first positions in one pass (a GROUP BY over
+        the type columns: few distinct combinations); False when a record is flagged (see
+        ``build_profile``'s ``flag``), i.e. the record-level rules must run one by one."""
+        t_cols = [f.t for f in self.fields]
+        has_flag = "flag" in {c[0] for c in self.con.execute(
+            f"DESCRIBE {self.table}").fetchall()}
+        flag = "bool_or(flag)" if has_flag else "false"
+        rows = self.con.execute(
+            f"SELECT {', '.join(t_cols)}, count(*), min(pos), {flag} FROM {self.table} "
+            f"GROUP BY ALL").fetchall()
+        cache: dict[int, dict[str | None, tuple[int, int]]] = {f.idx: {} for f in self.fields}
+        flagged = False
+        for row in rows:
+            n, first, flagged_here = row[-3], row[-2], row[-1]
+            flagged = flagged or bool(flagged_here)
+            for f, t in zip(self.fields, row, strict=False):
+                old_n, old_first = cache[f.idx].get(t, (0, first))
+                cache[f.idx][t] = (old_n + n, min(old_first, first))
+        self.type_cache = cache
+        return not flagged
+
+    def run_deferred(self) -> bool:
+        """Evaluate every collected check in one scan (``min(pos) FILTER``); True when no
+        record breaks any. On False the caller re-runs the rules one by one for the message."""
+        checks, self.deferred = self.deferred or [], None
+        if not checks:
+            return True
+        firsts = ", ".join(f"min(pos) FILTER (WHERE {where})" for _, where, _ in checks)
+        row = self.con.execute(f"SELECT {firsts} FROM {self.table}").fetchone()
+        return all(hit is None for hit in row)
 
 
 def short_value(value: str | None, limit: int = 40) -> str:
@@ -149,9 +192,12 @@ def short_value(value: str | None, limit: int = 40) -> str:
 
 
 def build_profile(
-    con: duckdb.DuckDBPyConnection, section: str, fields: list[tuple[str | None, str]]
+    con: duckdb.DuckDBPyConnection, section: str, fields: list[tuple[str | None, str]],
+    flag: str | None = None,
 ) -> Profile:
-    """Scan ``src_<section>`` once, extracting every field's type and text value."""
+    """Scan ``src_<section>`` once, extracting every field's type and text value; ``flag``
+    (SQL over ``rec`` and ``ts``, the list of the fields' JSON types) is kept as a boolean
+    column so record-level rules share the scan."""
     prof = Profile(section, con)
     cols = ["pos"]
     paths = []
@@ -160,11 +206,14 @@ def build_profile(
         prof.fields.append(f)
         paths.append(literal(f.path))
         cols += [f"ts[{idx + 1}] AS {f.t}", f"vs[{idx + 1}] AS {f.v}"]
+    if flag is not None:
+        cols.append(f"({flag}) AS flag")
+    rec = ", rec" if flag is not None else ""
     # One path list per call parses each record once for all fields (~2x faster).
     path_list = "[" + ", ".join(paths) + "]"
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE {prof.table} AS SELECT {', '.join(cols)} FROM "
         f"(SELECT pos, json_type(rec, {path_list}) AS ts, "
-        f"json_extract_string(rec, {path_list}) AS vs FROM src_{section})"
+        f"json_extract_string(rec, {path_list}) AS vs{rec} FROM src_{section})"
     )
     return prof

@@ -134,43 +134,51 @@ def _interactions_table(
     cfg: Config,
     findings: Findings,
 ) -> None:
-    """Interactions keep input order; ids are matched to entities by their text form."""
+    """Interactions keep input order; ids are matched to entities by their text form.
+
+    One scan types the rows and matches both ids (left joins), one aggregate counts every
+    drop reason (and finds the first offender, for the error), one write keeps the rest."""
     select = stage_select(prof, cols)
     ts = next(f for f in prof.fields if f.name == "timestamp")
-    con.execute(f"CREATE TEMP TABLE stage AS SELECT {', '.join(select)} FROM {prof.table}")
+    con.execute(f"CREATE TEMP TABLE stage AS SELECT s.*, u.user_id, i.item_id FROM "
+                f"(SELECT {', '.join(select)} FROM {prof.table}) s "
+                "LEFT JOIN users u ON s.user_key = u.user_id::VARCHAR "
+                "LEFT JOIN items i ON s.item_key = i.item_id::VARCHAR")
+    known = "user_id IS NOT NULL AND item_id IS NOT NULL"
+    wheres = {"user": "user_id IS NULL", "item": "user_id IS NOT NULL AND item_id IS NULL",
+              "timed": f"{known} AND ts_type IS NOT NULL AND ts_type <> 'NULL'",
+              "untimed": f"{known} AND timestamp IS NULL"}
+    row = con.execute("SELECT " + ", ".join(
+        f"count(*) FILTER (WHERE {w}), min(position) FILTER (WHERE {w}), "
+        f"arg_min({'item' if k == 'item' else 'user'}_key, position) FILTER (WHERE {w})"
+        for k, w in wheres.items()) + " FROM stage").fetchone()
+    found = {k: row[3 * j: 3 * j + 3] for j, k in enumerate(wheres)}
     policy = cfg.validate_
-    for side, table, key, flag in (("user", "users", "user_id", policy.on_unknown_user),
-                                   ("item", "items", "item_id", policy.on_unknown_item)):
-        where = f"{side}_key NOT IN (SELECT {key}::VARCHAR FROM {table})"
-        bad = con.execute(f"SELECT position, {side}_key FROM stage WHERE {where} "
-                          "ORDER BY position").fetchall()
-        if bad and flag == "error":
+    for side, key, flag in (("user", "user_id", policy.on_unknown_user),
+                            ("item", "item_id", policy.on_unknown_item)):
+        n, first, value = found[side]
+        if n and flag == "error":
             section = "user_data" if side == "user" else "item_data"
             raise DataError(
-                f"{key} {bad[0][1]!r} is not in {section} (interactions naming unknown "
-                f"{side}s: {len(bad)}; use --on-unknown-{side}=drop to skip such rows)",
-                section="interactions", position=bad[0][0], field=key,
+                f"{key} {value!r} is not in {section} (interactions naming unknown "
+                f"{side}s: {n}; use --on-unknown-{side}=drop to skip such rows)",
+                section="interactions", position=first, field=key,
             )
-        con.execute(f"DELETE FROM stage WHERE {where}")
-        findings.drop("interactions", f"unknown_{side}", len(bad))
-    timed = con.execute("SELECT count(*) FROM stage WHERE ts_type NOT IN ('NULL') "
-                        "AND ts_type IS NOT NULL").fetchone()[0]
-    if timed:
-        bad = con.execute("SELECT position FROM stage WHERE timestamp IS NULL "
-                          "ORDER BY position").fetchall()
-        if bad and policy.on_bad_timestamp == "error":
+        findings.drop("interactions", f"unknown_{side}", n)
+    keep = known
+    if found["timed"][0]:
+        n, first, _ = found["untimed"]
+        if n and policy.on_bad_timestamp == "error":
             raise DataError(
-                bad_timestamp_reason(prof, ts, bad[0][0])
-                + f" (interactions with this problem: {len(bad)}; "
+                bad_timestamp_reason(prof, ts, first)
+                + f" (interactions with this problem: {n}; "
                 "use --on-bad-timestamp=drop to skip them)",
-                section="interactions", position=bad[0][0], field="timestamp",
+                section="interactions", position=first, field="timestamp",
             )
-        con.execute("DELETE FROM stage WHERE timestamp IS NULL")
-        findings.drop("interactions", "bad_timestamp", len(bad))
+        findings.drop("interactions", "bad_timestamp", n)
+        keep += " AND timestamp IS NOT NULL"
     con.execute(
-        "CREATE TABLE interactions AS SELECT s.position, u.user_id, i.item_id, "
-        "s.interaction_type, s.timestamp, s.weight, s.rating FROM stage s "
-        "JOIN users u ON s.user_key = u.user_id::VARCHAR "
-        "JOIN items i ON s.item_key = i.item_id::VARCHAR ORDER BY s.position"
+        "CREATE TABLE interactions AS SELECT position, user_id, item_id, interaction_type, "
+        f"timestamp, weight, rating FROM stage WHERE {keep} ORDER BY position"
     )
     con.execute("DROP TABLE stage")
