@@ -63,10 +63,19 @@ def load_model(store: str | Path, device: str | torch.device = "cpu") -> TwoTowe
     st = Store(store)
     manifest = check_store(st)
     users, items, text, image = load_tensors(st)
+    # a refit model (train.refit) trained on train + validation: its trained users and its
+    # item popularity (which item ids are trained) count the validation samples too
+    summary = json.loads((st.path / "model" / "config.json").read_text()).get("summary", {})
+    splits = "('train', 'val')" if summary.get("refit_epochs", 0) else "('train')"
     with st.connect() as con:
-        rows = con.execute("SELECT DISTINCT user_index FROM samples WHERE split = 'train'"
-                           ).fetchnumpy()["user_index"]
-    trained = trained_mask(rows, users["_index"].shape[0])
+        pairs = con.execute("SELECT user_index, item_index, weight FROM samples "
+                            f"WHERE split IN {splits}").fetchnumpy()
+    trained = trained_mask(np.unique(pairs["user_index"]), users["_index"].shape[0])
+    if summary.get("refit_epochs", 0):
+        pop = np.bincount(pairs["item_index"].astype(np.int64),
+                          weights=pairs["weight"].astype(np.float64),
+                          minlength=items["popularity"].shape[0])
+        items = {**items, "popularity": torch.from_numpy(pop.astype(np.float32))}
     model = TwoTower(manifest, users, items, text, image, trained, cfg)
     model.to(device)
     if predates_append(st):  # old rows as trained, new rows zero: new entities by content
