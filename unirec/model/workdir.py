@@ -32,7 +32,9 @@ CARRIED = ("best.safetensors", "metrics.jsonl", f"{CHECKPOINT}/checkpoint.safete
            f"{CHECKPOINT}/{MANIFEST}")
 
 
-_MAY_CHANGE = ("epochs", "patience", "device", "compile", "precision")
+# settings a resumed fit may change: how long and where it trains, and what runs after the
+# retrieval checkpoint (the refit pass, the ranking stage), which the checkpoint does not hold
+_MAY_CHANGE = ("epochs", "patience", "device", "compile", "precision", "refit", "rank")
 
 
 def work_dir(store: Store) -> Path:
