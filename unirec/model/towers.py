@@ -130,9 +130,17 @@ class TwoTower(nn.Module):
         self.shared = shared
 
     def forward(self, user: torch.Tensor, history: torch.Tensor, item: torch.Tensor,
-                negatives: torch.Tensor, content: bool = False) -> tuple[torch.Tensor, ...]:
+                negatives: torch.Tensor | None, content: bool = False, distinct: bool = False
+                ) -> tuple[torch.Tensor, ...]:
         """Unit vectors of the users, their positive items and the sampled negatives; with
-        ``content``, also the items' content-only vectors (ids hidden, as for a new item)."""
+        ``content``, also the items' content-only vectors (ids hidden, as for a new item).
+
+        ``distinct``: ``item`` are the step's distinct candidates (``negatives`` unused):
+        (users, their vectors[, content-only vectors]), for the compact softmax."""
+        if distinct:
+            rows = self.item.gather(item)
+            out = (self.user(user, history), self.item.encode(rows, item))
+            return (*out, self.item.encode(rows, None)) if content else out
         # one item-tower pass over the step's distinct candidates (positives and negatives
         # repeat: popular items many times a batch), then index back. index_select, not
         # x[slot]: the latter's backward (index_put_ accumulate) adds with unordered parallel

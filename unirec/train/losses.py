@@ -33,10 +33,51 @@ class LossInput:
     logq: bool
     mask: torch.Tensor | None = None  # (B, B+S) mask_batch | mask_neg in one with its (B, B)
     # diagonal (each row's own positive) already False: saves the softmax loss a copy
+    # the compact form (losses with ``compact = True``; unirec.train.step builds it): the
+    # step's distinct candidates once each, instead of B + S columns with repeats
+    candidates: torch.Tensor | None = None  # (D, d) distinct candidates' unit vectors
+    bias: torch.Tensor | None = None  # (D,) log(count among the B + S) - logQ (if logq)
+    target: torch.Tensor | None = None  # (B,) each row's positive: its column of candidates
+    target_bias: torch.Tensor | None = None  # (B,) -logQ of the row's positive (0 without)
+    compact_mask: torch.Tensor | None = None  # (B, D) True where a column is a positive of
+    # the row's user (its own target included: the loss puts the target back, counted once)
 
 
 def _weighted_mean(loss: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return (loss * weight).sum() / weight.sum().clamp(min=1e-12)
+
+
+class _CompactLogSumExp(torch.autograd.Function):
+    """Per-row log-sum-exp of the masked (B, D) logits ``users @ candidates.T + bias``, with
+    each row's target column set to its positive logit ``positive`` (counted once), and a
+    hand-written backward.
+
+    Why by hand: autograd through addmm, masked_fill and logsumexp makes ~10 passes over the
+    step's largest tensor (and allocates 4 copies of it); here it is one buffer, turned into
+    the softmax in place in the forward, and scaled in place in the backward: the gradient of
+    a log-sum-exp is its softmax. A masked entry is -inf, so its softmax is exactly 0.
+    """
+
+    @staticmethod
+    def forward(ctx, users: torch.Tensor, candidates: torch.Tensor, bias: torch.Tensor,
+                mask: torch.Tensor, target: torch.Tensor, positive: torch.Tensor
+                ) -> torch.Tensor:
+        logits = torch.addmm(bias.unsqueeze(0), users, candidates.T)
+        logits.masked_fill_(mask, float("-inf"))
+        rows = torch.arange(len(users), device=users.device)
+        logits.index_put_((rows, target), positive)
+        top = logits.amax(dim=1, keepdim=True)
+        probs = logits.sub_(top).exp_()  # in place: the buffer becomes the softmax
+        total = probs.sum(dim=1, keepdim=True)
+        probs.div_(total)
+        ctx.save_for_backward(users, candidates, probs)
+        return (top + total.log()).squeeze(1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        users, candidates, probs = ctx.saved_tensors
+        d = probs.mul_(grad.unsqueeze(1))  # in place: the graph is not kept (no retain_graph)
+        return d @ candidates, d.T @ users, None, None, None, None
 
 
 @LOSSES.register("softmax")
@@ -45,9 +86,19 @@ class SoftmaxLoss:
 
     In-batch negatives are drawn in proportion to popularity, so without correction
     popular items are over-penalised; subtracting log q (Yi et al., 2019) fixes the bias.
+
+    ``compact``: the step gives the distinct candidates once each, with log(count) in their
+    bias: sum_c exp(l_c) over B + S columns with repeats is sum_j n_j exp(l_j) over the D
+    distinct ones (ML-100K, batch 1,024: ~800 of 1,280 columns; batch 4,096: ≤ 1,682 of
+    4,352). A row's own positive counts once, its user's other positives never: the same
+    loss as the full form, in fewer FLOPs.
     """
 
+    compact = True
+
     def __call__(self, x: LossInput) -> torch.Tensor:
+        if x.candidates is not None:
+            return self._compact(x)
         # Few passes over the (B, B+S) logits, the step's largest tensor: the temperature
         # scales the (B, d) users, logQ enters as addmm's bias, the mask is applied in place
         # (the diagonal, each row's own positive, cleared first), and the positive's logit
@@ -68,6 +119,14 @@ class SoftmaxLoss:
             mask[:, :b].diagonal().fill_(False)
         logits.masked_fill_(mask, float("-inf"))
         return _weighted_mean(torch.logsumexp(logits, dim=1) - positive, x.weight)
+
+    @staticmethod
+    def _compact(x: LossInput) -> torch.Tensor:
+        users = x.user_vec / x.temperature
+        positive = (users * x.candidates.index_select(0, x.target)).sum(-1) + x.target_bias
+        lse = _CompactLogSumExp.apply(users, x.candidates, x.bias.to(users.dtype),
+                                      x.compact_mask, x.target, positive.detach())
+        return _weighted_mean(lse - positive, x.weight)
 
 
 def _neg_scores(x: LossInput) -> tuple[torch.Tensor, torch.Tensor]:

@@ -37,20 +37,29 @@ class PositiveMask:
     def __call__(self, users: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         uu, urow = torch.unique(users, return_inverse=True)
         cc, ccol = torch.unique(candidates, return_inverse=True)
+        return self._grid(uu, cc)[urow.unsqueeze(1), ccol.unsqueeze(0)]
+
+    def distinct(self, users: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """(B, D) for ``candidates`` already distinct (the compact softmax's columns)."""
+        uu, urow = torch.unique(users, return_inverse=True)
+        return self._grid(uu, candidates).index_select(0, urow)
+
+    def _grid(self, uu: torch.Tensor, cc: torch.Tensor) -> torch.Tensor:
+        """(distinct users, distinct candidates): True where the item is the user's positive."""
         start, count = self.indptr[uu], self.indptr[uu + 1] - self.indptr[uu]
         total = int(count.sum())
-        row = torch.repeat_interleave(torch.arange(len(uu), device=users.device), count,
+        row = torch.repeat_interleave(torch.arange(len(uu), device=uu.device), count,
                                       output_size=total)
         first = torch.repeat_interleave(start - (count.cumsum(0) - count), count,
                                         output_size=total)
-        pos_items = self.items[first + torch.arange(total, device=users.device)]
-        self.column[cc] = torch.arange(len(cc), device=users.device)  # item -> grid column
+        pos_items = self.items[first + torch.arange(total, device=uu.device)]
+        self.column[cc] = torch.arange(len(cc), device=uu.device)  # item -> grid column
         col = self.column[pos_items]
         self.column[cc] = -1  # leave the scratch clean for the next call
         hit = col >= 0
-        grid = torch.zeros(len(uu), len(cc), dtype=torch.bool, device=users.device)
+        grid = torch.zeros(len(uu), len(cc), dtype=torch.bool, device=uu.device)
         grid[row[hit], col[hit]] = True
-        return grid[urow.unsqueeze(1), ccol.unsqueeze(0)]
+        return grid
 
 
 class Step:
@@ -69,6 +78,8 @@ class Step:
 
     def loss(self, batch: dict[str, torch.Tensor], negs: torch.Tensor) -> torch.Tensor:
         """The forward half, on given negatives (tests compare it with a plain step)."""
+        if getattr(self.loss_fn, "compact", False):
+            return self._compact_loss(batch, negs)
         user, item = batch["user"].long(), batch["item"].long()
         mask = self.positives(user, torch.cat([item, negs]))
         mask[:, :len(user)].diagonal().fill_(False)  # a row's own positive is its target
@@ -83,6 +94,34 @@ class Step:
             loss = self.loss_fn(x)
             if self.content:  # the same task for the content path alone
                 x.item_vec, x.neg_vec = plain[0].float(), plain[1].float()
+                loss = loss + cfg.content_loss * self.loss_fn(x)
+            return loss
+
+    def _compact_loss(self, batch: dict[str, torch.Tensor], negs: torch.Tensor
+                      ) -> torch.Tensor:
+        """The loss over the step's distinct candidates (``LossInput.candidates``): the item
+        tower, the positive mask and the logits all have D columns, not B + S."""
+        user, item = batch["user"].long(), batch["item"].long()
+        distinct, slot, count = torch.unique(torch.cat([item, negs]), return_inverse=True,
+                                             return_counts=True)
+        target = slot[:len(user)]
+        mask = self.positives.distinct(user, distinct)
+        cfg, logq = self.cfg, self.sampler.logq
+        bias = count.float().log()
+        target_bias = torch.zeros(len(user), device=bias.device)
+        if cfg.logq:
+            bias, target_bias = bias - logq[distinct], -logq[item]
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            u, v, *plain = self.net(user, batch["history"], distinct, None, self.content,
+                                    distinct=True)
+            x = LossInput(
+                user_vec=u.float(), item_vec=v, neg_vec=v, logq_items=target_bias,
+                logq_neg=bias, mask_batch=mask, mask_neg=mask, weight=batch["weight"].float(),
+                temperature=cfg.temperature, logq=cfg.logq, candidates=v.float(), bias=bias,
+                target=target, target_bias=target_bias, compact_mask=mask)
+            loss = self.loss_fn(x)
+            if self.content:  # the same task for the content path alone
+                x.candidates = plain[0].float()
                 loss = loss + cfg.content_loss * self.loss_fn(x)
             return loss
 
