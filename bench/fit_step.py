@@ -13,13 +13,18 @@ the real code, not a re-creation. Also measured in the same run: FLOPs per sampl
 Variants: the default model, attention fusion, transformer history; batch 1,024 and 4,096;
 eager, and (``--compiled``) the model under ``torch.compile`` as ``train.compile=true`` does.
 
+``--old-tree DIR`` compares against a checkout instead (e.g. main before a branch): each
+tree's step runs in its own process (``bench/step_worker.py``), the two alternating ``steps``
+at a time on the same batches; peak RSS and the load average come with each row.
+
 Usage: python -m bench.fit_step [--store STORE | --interactions 100000] [--rounds 5]
-       [--steps 3] [--compiled] [--quick] [--out PATH]
+       [--steps 3] [--compiled] [--quick] [--old-tree DIR] [--out PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -195,7 +200,78 @@ def measure(store: Path, overrides: dict[str, Any], batch: int, rounds: int, ste
     return out
 
 
+class _Worker:
+    """``bench/step_worker.py`` on one tree: its step, driven line by line."""
+
+    def __init__(self, tree: Path, store: Path, batch: int, compiled: bool,
+                 overrides: dict[str, Any]) -> None:
+        env = dict(os.environ, PYTHONPATH=str(tree), OMP_WAIT_POLICY="PASSIVE")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("step_worker.py")), str(store),
+             str(batch), "1" if compiled else "0", json.dumps(overrides)],
+            cwd=tree, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.started = time.perf_counter()
+
+    def ask(self, line: str | None = None) -> Any:
+        if line is not None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+        assert self.proc.stdout is not None
+        reply = self.proc.stdout.readline()
+        if not reply:
+            raise RuntimeError(f"step worker exited with {self.proc.wait()}")
+        return json.loads(reply)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            if self.proc.poll() is None and self.proc.stdin is not None:
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.close()
+        self.proc.wait()
+
+
+def measure_trees(store: Path, old_tree: Path, overrides: dict[str, Any], batch: int,
+                  rounds: int, steps: int, compiled: bool) -> dict[str, Any]:
+    """The old tree's step and this one's, each in its own process on the same batches,
+    ``steps`` at a time in alternation (order swapped every round)."""
+    trees = {"previous": old_tree, "this": ROOT}
+    workers = {name: _Worker(tree, store, batch, compiled, overrides)
+               for name, tree in trees.items()}
+    out: dict[str, Any] = {"load_before": round(os.getloadavg()[0], 1)}
+    try:
+        for name, w in workers.items():
+            first = w.ask()
+            if "error" in first:
+                return first
+            out[name] = {**first, "step_s": [], "flops_per_sample":
+                         None if compiled else round(w.ask("flops"))}
+        order = list(workers)
+        for r in range(rounds):
+            for name in order if r % 2 == 0 else order[::-1]:
+                out[name]["step_s"] += workers[name].ask(f"run {steps}")
+        for name, w in workers.items():
+            out[name].update(w.ask("mem"))
+    finally:
+        for w in workers.values():
+            w.close()
+    for name in trees:
+        v = out[name]
+        v["samples_per_s"] = round(batch / statistics.median(v["step_s"]))
+        v["step_s"] = [round(s, 4) for s in v["step_s"]]
+    out["ratio"] = round(out["this"]["samples_per_s"] / out["previous"]["samples_per_s"], 2)
+    out["load_after"] = round(os.getloadavg()[0], 1)
+    return out
+
+
+def _tree_commit(tree: Path) -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree,
+                          capture_output=True, text=True).stdout.strip() or str(tree)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if getattr(args, "old_tree", None):
+        return run_trees(args)
     previous_train()
     with tempfile.TemporaryDirectory(prefix="unirec-bench-step-") as tmp:
         store = _store(args, Path(tmp))
@@ -220,6 +296,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
+def run_trees(args: argparse.Namespace) -> dict[str, Any]:
+    """Every variant x batch (x mode) of ``--old-tree`` against this tree."""
+    old = Path(args.old_tree).resolve()
+    with tempfile.TemporaryDirectory(prefix="unirec-bench-step-") as tmp:
+        store = _store(args, Path(tmp))
+        res: dict[str, Any] = {"environment": environment(),
+                               "previous": f"{_tree_commit(old)} ({old})",
+                               "threads": torch.get_num_threads(), "store": str(store),
+                               "rows": [], "matmul_gflops": []}
+        variants = {"default": {}} if args.quick else VARIANTS
+        batches = [1024] if args.quick else [1024, 4096]
+        for compiled in [False, True] if args.compiled else [False]:
+            for name, overrides in variants.items():
+                for batch in batches:
+                    res["matmul_gflops"].append(round(matmul_flops() / 1e9, 1))
+                    row = measure_trees(store, old, overrides, batch, args.rounds, args.steps,
+                                        compiled)
+                    res["rows"].append({"variant": name, "batch": batch,
+                                        "mode": "compiled" if compiled else "eager", **row})
+                    print(json.dumps(res["rows"][-1], default=str)[:600], flush=True)
+        res["matmul_gflops"].append(round(matmul_flops() / 1e9, 1))
+    return res
+
+
 def for_run(quick: bool) -> dict[str, Any]:
     """``bench/run.py``'s entry: a synthetic store, eager (compiled too when not quick)."""
     return run(argparse.Namespace(store=None, interactions=50_000 if quick else 100_000,
@@ -234,8 +334,9 @@ def markdown(res: dict[str, Any]) -> str:
              f"interleaved in one process on the same batches and weights; {res['threads']} "
              f"threads; a 2048² fp32 matmul ran at {mm:.0f} GFLOP/s in the same run.", "",
              "| variant | batch | mode | previous samples/s | this samples/s | ratio | "
-             "FLOP/sample prev → this | share of matmul FLOP/s (this) |",
-             "|---|---:|---|---:|---:|---:|---|---:|"]
+             "FLOP/sample prev → this | share of matmul FLOP/s (this) | peak RSS MiB prev → "
+             "this | load |",
+             "|---|---:|---|---:|---:|---:|---|---:|---|---|"]
     for r in res["rows"]:
         if "error" in r:
             lines.append(f"| {r['variant']} | {r['batch']} | {r['mode']} | {r['error']} |")
@@ -247,8 +348,13 @@ def markdown(res: dict[str, Any]) -> str:
                  if t["flops_per_sample"] else "n/a")
         lines.append(f"| {r['variant']} | {r['batch']:,} | {r['mode']} | "
                      f"{p['samples_per_s']:,} | {t['samples_per_s']:,} | **{r['ratio']}x** | "
-                     f"{fl} | {share} |")
+                     f"{fl} | {share} | {_mem(p)} → {_mem(t)} | "
+                     f"{r.get('load_before', '?')}–{r.get('load_after', '?')} |")
     return "\n".join(lines) + "\n"
+
+
+def _mem(v: dict[str, Any]) -> str:
+    return f"{v['peak_rss_mib']:,}" if "peak_rss_mib" in v else "n/a"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -260,6 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compiled", action="store_true")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--old-tree", help="a checkout of the version to compare against (e.g. "
+                    "`git worktree add --detach /tmp/old main`): each tree's step runs in its "
+                    "own process (bench/step_worker.py), alternating")
     args = ap.parse_args(argv)
     res = run(args)
     print(markdown(res))

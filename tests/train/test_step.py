@@ -62,8 +62,8 @@ def _plain_history(h: HistoryEncoder, history: torch.Tensor) -> torch.Tensor:
     return h.layer(x, src_key_padding_mask=pad)[:, -1]
 
 
-def _plain_tower(tower: Tower, idx: torch.Tensor, history: torch.Tensor | None = None
-                 ) -> torch.Tensor:
+def _plain_tower(tower: Tower, idx: torch.Tensor, history: torch.Tensor | None = None,
+                 ids: bool = True) -> torch.Tensor:
     rows = tower.gather(idx)
     tokens = []
     for enc in tower.encoders:
@@ -74,17 +74,29 @@ def _plain_tower(tower: Tower, idx: torch.Tensor, history: torch.Tensor | None =
             tokens.append(enc.proj(masked_mean(enc.shared[0].item_table(col), col > 0)))
         else:
             tokens.append(enc(rows))
-    if tower.ids is not None:
-        tokens.append(tower.ids(idx))
+    if tower.ids is not None:  # ids hidden: the content-only vector of a new item
+        tokens.append(tower.ids(idx) if ids else torch.zeros_like(tokens[0]))
     if tower.history is not None:
         tokens.append(_plain_history(tower.history, history))
     return F.normalize(tower.fusion(torch.stack(tokens, dim=1)), dim=-1)
 
 
-def _plain_loss(model: TwoTower, inp, sampler: Sampler, cfg: TrainConfig, batch, negs):
+def _plain_loss(model: TwoTower, inp, sampler: Sampler, cfg: TrainConfig, batch, negs,
+                content: bool = False):
+    """Cross-entropy over all B + S columns, repeats included; with ``content``, plus
+    ``content_loss`` x the same loss on the items' content-only vectors."""
+    u = _plain_tower(model.user, batch["user"].long(), batch["history"])
+    loss = _plain_softmax(model, inp, sampler, cfg, batch, negs, u, True)
+    if content:
+        loss = loss + cfg.content_loss * _plain_softmax(model, inp, sampler, cfg, batch, negs,
+                                                        u, False)
+    return loss
+
+
+def _plain_softmax(model: TwoTower, inp, sampler: Sampler, cfg: TrainConfig, batch, negs,
+                   u: torch.Tensor, ids: bool) -> torch.Tensor:
     user, item = batch["user"].long(), batch["item"].long()
-    u = _plain_tower(model.user, user, batch["history"])
-    v, nv = _plain_tower(model.item, item), _plain_tower(model.item, negs)
+    v, nv = _plain_tower(model.item, item, ids=ids), _plain_tower(model.item, negs, ids=ids)
     logits = torch.cat([u @ v.T, u @ nv.T], dim=1) / cfg.temperature
     logits = logits - torch.cat([sampler.logq[item], sampler.logq[negs]])
     keys = inp.positive_keys
@@ -102,15 +114,18 @@ def inputs(synthetic_store):
     return load_inputs(Store(synthetic_store))
 
 
-@pytest.mark.parametrize("history,fusion,size,gemm", [
-    ("attention", "simple", 256, 64), ("attention", "simple", 2, 64),
-    ("attention", "attention", 256, 0), ("mean", "simple", 2, 64),
-    ("transformer", "simple", 256, 64)])
+@pytest.mark.parametrize("history,fusion,size,gemm,content", [
+    ("attention", "simple", 256, 64, True), ("attention", "simple", 2, 64, False),
+    ("attention", "attention", 256, 0, True), ("mean", "simple", 2, 64, False),
+    ("transformer", "simple", 256, 64, False), ("attention", "simple", 256, 0, False)])
 def test_fast_step_equals_the_plain_step(inputs, monkeypatch, history, fusion, size,
-                                         gemm) -> None:
+                                         gemm, content) -> None:
     """Loss and every gradient, on a fixed batch; ``size`` 2 takes the distinct-items path
     of the history projection (fewer slots than catalogue rows), 256 the whole catalogue;
-    ``gemm`` 0 the attention's row-dot-product path."""
+    ``gemm`` 0 the attention's row-dot-product path; ``content`` adds the content-only loss
+    (the item features encoded once for both). The fast step's softmax runs over the
+    distinct candidates with a hand-written backward; the plain one over all B + S columns
+    through autograd."""
     monkeypatch.setattr(HistoryEncoder, "gemm_rows_per_slot", gemm)
     cfg = TrainConfig(history=history, fusion=fusion, batch_size=size, negatives=32)
     torch.manual_seed(0)
@@ -126,12 +141,12 @@ def test_fast_step_equals_the_plain_step(inputs, monkeypatch, history, fusion, s
     step = Step(model, make_optimizer(model.parameters(), cfg, torch.device("cpu")), sampler,
                 LOSSES.get("softmax")(),
                 PositiveMask(inputs.positive_keys, inputs.n_users, inputs.n_items), cfg,
-                torch.device("cpu"), False)
+                torch.device("cpu"), False, content=content)
     fast = step.loss(batch, negs)
     fast.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad(set_to_none=True)
-    plain = _plain_loss(model, inputs, sampler, cfg, batch, negs)
+    plain = _plain_loss(model, inputs, sampler, cfg, batch, negs, content)
     plain.backward()
     assert math.isfinite(fast.item())
     assert torch.allclose(fast, plain, rtol=1e-5, atol=1e-6), (fast.item(), plain.item())

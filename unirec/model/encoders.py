@@ -210,6 +210,40 @@ class IdEncoder(nn.Module):
         return self.table(idx) * keep.unsqueeze(-1)
 
 
+class _SlotScores(torch.autograd.Function):
+    """``scores[b, l] = table[slots[b, l]] · q[b]`` (B, L), with a backward in O(B·L·d).
+
+    The forward may score the whole table with one GEMM and gather the slots (``gemm``: fast
+    while the table has few rows per slot), but autograd would then pay that GEMM twice more
+    and a dense (B, table rows) zero-fill in the backward. Only B·L entries have a gradient:
+    ``dq[b] = sum_l g[b, l] table[slots[b, l]]`` is one weighted bag, and the table's
+    gradient another, over the slots sorted by row (deterministic, unlike ``x[i]``'s
+    backward; ``index_add_`` measured 1-8 ms against ~1.5 for the sorted bag).
+    """
+
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, table: torch.Tensor, slots: torch.Tensor, gemm: bool
+                ) -> torch.Tensor:
+        ctx.save_for_backward(q, table, slots)
+        if gemm:
+            return (q @ table.T).gather(1, slots)
+        return torch.bmm(F.embedding(slots, table), q.unsqueeze(2)).squeeze(2)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        q, table, slots = ctx.saved_tensors
+        grad = grad.to(table.dtype)
+        dq = F.embedding_bag(slots, table, mode="sum", per_sample_weights=grad)
+        # the table's rows as bags of the q rows that scored them: slots sorted by row
+        flat = slots.flatten()
+        order = torch.argsort(flat, stable=True)
+        count = torch.bincount(flat, minlength=len(table))
+        dtable = F.embedding_bag(order // slots.shape[1], q.to(table.dtype),
+                                 count.cumsum(0) - count, mode="sum",
+                                 per_sample_weights=grad.flatten()[order])
+        return dq.to(q.dtype), dtable, None, None
+
+
 class HistoryEncoder(nn.Module):
     """The user's recent items (left-padded, most recent last) over the item-id table.
 
@@ -271,10 +305,8 @@ class HistoryEncoder(nn.Module):
         else row dot products) plus pos·q."""
         # the latest item asks; index_select, as its backward is deterministic (x[i] is not)
         q = self.query(table.index_select(0, slots[:, -1]) + pos[-1]) / table.shape[1] ** 0.5
-        if table.shape[0] <= self.gemm_rows_per_slot * slots.shape[1]:
-            scores = (q @ table.T).gather(1, slots)
-        else:
-            scores = (F.embedding(slots, table) * q.unsqueeze(1)).sum(-1)
+        gemm = table.shape[0] <= self.gemm_rows_per_slot * slots.shape[1]
+        scores = _SlotScores.apply(q, table, slots, gemm)
         scores = (scores + q @ pos.T).masked_fill(~mask, float("-inf"))
         return torch.softmax(scores, dim=1).nan_to_num(0.0)  # empty history -> zeros
 

@@ -54,7 +54,15 @@ class Tower(nn.Module):
     def tokens(self, rows: Rows, idx: torch.Tensor | None = None,
                history: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, dim): one token per input, in ``token_names`` order (explain masks them)."""
-        tokens = [enc(rows) for enc in self.encoders]
+        return self.assemble([enc(rows) for enc in self.encoders], idx, history)
+
+    def assemble(self, tokens: list[torch.Tensor], idx: torch.Tensor | None = None,
+                 history: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, dim) from the features' encodings ``tokens`` (``enc(rows)`` each, not
+        modified): their dropout, then the id and history tokens. Apart so that two passes
+        over the same rows (the content-only loss) encode the features once; each pass still
+        draws its own dropout, in the order separate passes drew it."""
+        tokens = list(tokens)
         if self.training and self.feature_dropout > 0:  # each feature hidden on some rows
             tokens = [t * (torch.rand_like(t[:, :1]) >= self.feature_dropout).to(t.dtype)
                       for t in tokens]
@@ -138,9 +146,12 @@ class TwoTower(nn.Module):
         ``distinct``: ``item`` are the step's distinct candidates (``negatives`` unused):
         (users, their vectors[, content-only vectors]), for the compact softmax."""
         if distinct:
-            rows = self.item.gather(item)
-            out = (self.user(user, history), self.item.encode(rows, item))
-            return (*out, self.item.encode(rows, None)) if content else out
+            # the items first, then the users, then content: the random draws' order of the
+            # expanded form below, so both train alike
+            feats = [enc(self.item.gather(item)) for enc in self.item.encoders]
+            vecs = self.item.fuse(self.item.assemble(feats, item))
+            out = (self.user(user, history), vecs)
+            return (*out, self.item.fuse(self.item.assemble(feats, None))) if content else out
         # one item-tower pass over the step's distinct candidates (positives and negatives
         # repeat: popular items many times a batch), then index back. index_select, not
         # x[slot]: the latter's backward (index_put_ accumulate) adds with unordered parallel
