@@ -244,12 +244,14 @@ def measure_trees(store: Path, old_tree: Path, overrides: dict[str, Any], batch:
             first = w.ask()
             if "error" in first:
                 return first
-            out[name] = {**first, "step_s": [], "flops_per_sample":
+            out[name] = {**first, "step_s": [], "cpu_s": 0.0, "flops_per_sample":
                          None if compiled else round(w.ask("flops"))}
         order = list(workers)
         for r in range(rounds):
             for name in order if r % 2 == 0 else order[::-1]:
-                out[name]["step_s"] += workers[name].ask(f"run {steps}")
+                ran = workers[name].ask(f"run {steps}")
+                out[name]["step_s"] += ran["wall"]
+                out[name]["cpu_s"] += ran["cpu"]
         for name, w in workers.items():
             out[name].update(w.ask("mem"))
     finally:
@@ -258,8 +260,11 @@ def measure_trees(store: Path, old_tree: Path, overrides: dict[str, Any], batch:
     for name in trees:
         v = out[name]
         v["samples_per_s"] = round(batch / statistics.median(v["step_s"]))
+        v["samples_per_cpu_s"] = round(batch * len(v["step_s"]) / v.pop("cpu_s"))
         v["step_s"] = [round(s, 4) for s in v["step_s"]]
     out["ratio"] = round(out["this"]["samples_per_s"] / out["previous"]["samples_per_s"], 2)
+    out["cpu_ratio"] = round(out["this"]["samples_per_cpu_s"] /
+                             out["previous"]["samples_per_cpu_s"], 2)
     out["load_after"] = round(os.getloadavg()[0], 1)
     return out
 

@@ -7,9 +7,10 @@ commands in alternation, so both steps see the same load. It imports nothing but
 public ``unirec`` modules both trees have, and reads the same batches (same store, same
 shard seed), so both trees train on identical data from identically seeded weights.
 
-Commands (one per line): ``run K`` -> K step times in seconds; ``flops`` -> FLOPs/sample of
-one step (``torch.utils.flop_counter``); ``mem`` -> peak RSS (MiB) and its growth since the
-set-up; ``quit``. Replies are one JSON line each.
+Commands (one per line): ``run K`` -> K step times in seconds (wall) and the CPU seconds
+of all K (all threads: what the step costs whatever else shares the cores); ``flops`` ->
+FLOPs/sample of one step (``torch.utils.flop_counter``); ``mem`` -> peak RSS (MiB) and its
+growth since the set-up; ``quit``. Replies are one JSON line each.
 
 Usage: python bench/step_worker.py STORE BATCH COMPILED '{"fusion": "attention"}'
 """
@@ -78,13 +79,13 @@ def main() -> None:
     for line in sys.stdin:
         cmd = line.split()
         if cmd[0] == "run":
-            times = []
+            times, cpu = [], time.process_time()
             for _ in range(int(cmd[1])):
                 t = time.perf_counter()
                 fn(batches[done % len(batches)])
                 times.append(time.perf_counter() - t)
                 done += 1
-            print(json.dumps(times), flush=True)
+            print(json.dumps({"wall": times, "cpu": time.process_time() - cpu}), flush=True)
         elif cmd[0] == "flops":
             from torch.utils.flop_counter import FlopCounterMode
             with FlopCounterMode(display=False) as counter:
