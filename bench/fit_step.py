@@ -306,7 +306,7 @@ def run_trees(args: argparse.Namespace) -> dict[str, Any]:
     old = Path(args.old_tree).resolve()
     with tempfile.TemporaryDirectory(prefix="unirec-bench-step-") as tmp:
         store = _store(args, Path(tmp))
-        res: dict[str, Any] = {"environment": environment(),
+        res: dict[str, Any] = {"environment": environment(), "trees": True,
                                "previous": f"{_tree_commit(old)} ({old})",
                                "threads": torch.get_num_threads(), "store": str(store),
                                "rows": [], "matmul_gflops": []}
@@ -335,13 +335,17 @@ def for_run(quick: bool) -> dict[str, Any]:
 def markdown(res: dict[str, Any]) -> str:
     """The docs/benchmarks.md table."""
     mm = statistics.median(res["matmul_gflops"])
-    lines = [f"Step speed, this version against `{res['previous']}` (the previous release), "
-             f"interleaved in one process on the same batches and weights; {res['threads']} "
-             f"threads; a 2048² fp32 matmul ran at {mm:.0f} GFLOP/s in the same run.", "",
+    how = ("each tree in its own process, alternating on the same batches and weights"
+           if res.get("trees") else "interleaved in one process on the same batches and "
+           "weights")
+    lines = [f"Step speed, this version against `{res['previous']}`, {how}; "
+             f"{res['threads']} threads; a 2048² fp32 matmul ran at {mm:.0f} GFLOP/s in the "
+             "same run. Ratio: median step wall time; CPU ratio: CPU seconds per step (all "
+             "threads), which other processes on the cores disturb less.", "",
              "| variant | batch | mode | previous samples/s | this samples/s | ratio | "
-             "FLOP/sample prev → this | share of matmul FLOP/s (this) | peak RSS MiB prev → "
-             "this | load |",
-             "|---|---:|---|---:|---:|---:|---|---:|---|---|"]
+             "CPU ratio | FLOP/sample prev → this | share of matmul FLOP/s (this) | "
+             "peak RSS MiB prev → this | load |",
+             "|---|---:|---|---:|---:|---:|---:|---|---:|---|---|"]
     for r in res["rows"]:
         if "error" in r:
             lines.append(f"| {r['variant']} | {r['batch']} | {r['mode']} | {r['error']} |")
@@ -353,8 +357,8 @@ def markdown(res: dict[str, Any]) -> str:
                  if t["flops_per_sample"] else "n/a")
         lines.append(f"| {r['variant']} | {r['batch']:,} | {r['mode']} | "
                      f"{p['samples_per_s']:,} | {t['samples_per_s']:,} | **{r['ratio']}x** | "
-                     f"{fl} | {share} | {_mem(p)} → {_mem(t)} | "
-                     f"{r.get('load_before', '?')}–{r.get('load_after', '?')} |")
+                     f"{r.get('cpu_ratio', 'n/a')}x | {fl} | {share} | {_mem(p)} → {_mem(t)} "
+                     f"| {r.get('load_before', '?')}–{r.get('load_after', '?')} |")
     return "\n".join(lines) + "\n"
 
 
