@@ -62,22 +62,25 @@ class _CompactLogSumExp(torch.autograd.Function):
     def forward(ctx, users: torch.Tensor, candidates: torch.Tensor, bias: torch.Tensor,
                 mask: torch.Tensor, target: torch.Tensor, positive: torch.Tensor
                 ) -> torch.Tensor:
-        logits = torch.addmm(bias.unsqueeze(0), users, candidates.T)
-        logits.masked_fill_(mask, float("-inf"))
-        rows = torch.arange(len(users), device=users.device)
-        logits.index_put_((rows, target), positive)
-        top = logits.amax(dim=1, keepdim=True)
-        probs = logits.sub_(top).exp_()  # in place: the buffer becomes the softmax
-        total = probs.sum(dim=1, keepdim=True)
-        probs.div_(total)
+        # fp32 throughout, under CUDA's bf16 autocast too (the step hands fp32 vectors)
+        with torch.autocast(users.device.type, enabled=False):
+            logits = torch.addmm(bias.unsqueeze(0), users, candidates.T)
+            logits.masked_fill_(mask, float("-inf"))
+            rows = torch.arange(len(users), device=users.device)
+            logits.index_put_((rows, target), positive.to(logits.dtype))
+            top = logits.amax(dim=1, keepdim=True)
+            probs = logits.sub_(top).exp_()  # in place: the buffer becomes the softmax
+            total = probs.sum(dim=1, keepdim=True)
+            probs.div_(total)
         ctx.save_for_backward(users, candidates, probs)
         return (top + total.log()).squeeze(1)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         users, candidates, probs = ctx.saved_tensors
-        d = probs.mul_(grad.unsqueeze(1))  # in place: the graph is not kept (no retain_graph)
-        return d @ candidates, d.T @ users, None, None, None, None
+        with torch.autocast(users.device.type, enabled=False):
+            d = probs.mul_(grad.unsqueeze(1).to(probs.dtype))  # in place: no retain_graph
+            return d @ candidates, d.T @ users, None, None, None, None
 
 
 @LOSSES.register("softmax")
