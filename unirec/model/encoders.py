@@ -214,9 +214,9 @@ def _by_row(slots: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]
     """The (B, L) ``slots`` grouped by table row: ``(order, offsets)``, ``order`` the flat
     slot positions sorted by row (stable, so sums are deterministic), ``offsets`` where each
     row's run starts. A table row's gradient is then one bag over its run."""
-    flat = slots.flatten()
-    count = torch.bincount(flat, minlength=rows)
-    return torch.argsort(flat, stable=True), count.cumsum(0) - count
+    # searchsorted, not bincount: static shapes, so torch.compile keeps one graph
+    value, order = torch.sort(slots.flatten(), stable=True)
+    return order, torch.searchsorted(value, torch.arange(rows, device=slots.device))
 
 
 def _row_bags(by_row: tuple[torch.Tensor, torch.Tensor], width: int, source: torch.Tensor,
