@@ -357,9 +357,10 @@ def markdown(res: dict[str, Any]) -> str:
               if t["flops_per_sample"] else "n/a")
         share = (f"{t['flops_per_sample'] * t['samples_per_s'] / (mm * 1e9):.1%}"
                  if t["flops_per_sample"] else "n/a")
+        cpu = f"{r['cpu_ratio']}x" if "cpu_ratio" in r else "n/a"
         lines.append(f"| {r['variant']} | {r['batch']:,} | {r['mode']} | "
                      f"{p['samples_per_s']:,} | {t['samples_per_s']:,} | **{r['ratio']}x** | "
-                     f"{r.get('cpu_ratio', 'n/a')}x | {fl} | {share} | {_mem(p)} → {_mem(t)} "
+                     f"{cpu} | {fl} | {share} | {_mem(p)} → {_mem(t)} "
                      f"| {r.get('load_before', '?')}–{r.get('load_after', '?')} |")
     return "\n".join(lines) + "\n"
 
