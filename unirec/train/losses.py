@@ -34,7 +34,9 @@ class LossInput:
     mask: torch.Tensor | None = None  # (B, B+S) mask_batch | mask_neg in one with its (B, B)
     # diagonal (each row's own positive) already False: saves the softmax loss a copy
     # the compact form (losses with ``compact = True``; unirec.train.step builds it): the
-    # step's distinct candidates once each, instead of B + S columns with repeats
+    # step's distinct candidates once each, instead of B + S columns with repeats. There the
+    # vector and logQ fields above are filled as usual, but mask_batch and mask_neg both hold
+    # compact_mask (the (B, B + S) masks are what the compact form does not build)
     candidates: torch.Tensor | None = None  # (D, d) distinct candidates' unit vectors
     bias: torch.Tensor | None = None  # (D,) log(count among the B + S) - logQ (if logq)
     target: torch.Tensor | None = None  # (B,) each row's positive: its column of candidates

@@ -114,14 +114,21 @@ class Step:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             u, v, *plain = self.net(user, batch["history"], distinct, None, self.content,
                                     distinct=True)
+            # the full form's vectors are cheap rows of the compact ones; its (B, B + S)
+            # masks are what the compact form saves: both mask fields hold the (B, D) one
             x = LossInput(
-                user_vec=u.float(), item_vec=v, neg_vec=v, logq_items=target_bias,
-                logq_neg=bias, mask_batch=mask, mask_neg=mask, weight=batch["weight"].float(),
-                temperature=cfg.temperature, logq=cfg.logq, candidates=v.float(), bias=bias,
-                target=target, target_bias=target_bias, compact_mask=mask)
+                user_vec=u.float(), item_vec=v.index_select(0, target).float(),
+                neg_vec=v.index_select(0, slot[len(user):]).float(), logq_items=target_bias,
+                logq_neg=logq[negs] if cfg.logq else torch.zeros(len(negs), device=bias.device),
+                mask_batch=mask, mask_neg=mask,
+                weight=batch["weight"].float(), temperature=cfg.temperature, logq=cfg.logq,
+                candidates=v.float(), bias=bias, target=target, target_bias=target_bias,
+                compact_mask=mask)
             loss = self.loss_fn(x)
             if self.content:  # the same task for the content path alone
-                x.candidates = plain[0].float()
+                c = plain[0].float()
+                x.candidates, x.item_vec = c, c.index_select(0, target)
+                x.neg_vec = c.index_select(0, slot[len(user):])
                 loss = loss + cfg.content_loss * self.loss_fn(x)
             return loss
 
