@@ -345,8 +345,13 @@ class HistoryEncoder(nn.Module):
         # the latest item asks; index_select, as its backward is deterministic (x[i] is not)
         q = self.query(table.index_select(0, slots[:, -1]) + pos[-1]) / table.shape[1] ** 0.5
         gemm = table.shape[0] <= self.gemm_rows_per_slot * slots.shape[1]
-        by_row = by_row or _by_row(slots, len(table))
-        scores = _SlotScores.apply(q, table, slots, gemm, *by_row)
+        if torch.is_grad_enabled():  # training: the hand-written backward
+            by_row = by_row or _by_row(slots, len(table))
+            scores = _SlotScores.apply(q, table, slots, gemm, *by_row)
+        elif gemm:  # inference (validation, serving): the same numbers, no sort
+            scores = (q @ table.T).gather(1, slots)
+        else:
+            scores = torch.bmm(F.embedding(slots, table), q.unsqueeze(2)).squeeze(2)
         scores = (scores + q @ pos.T).masked_fill(~mask, float("-inf"))
         return torch.softmax(scores, dim=1).nan_to_num(0.0)  # empty history -> zeros
 
@@ -354,9 +359,13 @@ class HistoryEncoder(nn.Module):
                 pos: torch.Tensor) -> torch.Tensor:
         """Attention pooling with no (B, L, dim) tensor: sum_l w_l x_l is one weighted bag of
         table rows plus w·pos."""
+        # the bag wants the table's dtype (bf16 under CUDA autocast; softmax gave fp32)
+        if not torch.is_grad_enabled():
+            weights = self._weights(table, slots, mask, pos)
+            return F.embedding_bag(slots, table, mode="sum",
+                                   per_sample_weights=weights.to(table.dtype)) + weights @ pos
         by_row = _by_row(slots, len(table))  # one sort for both backwards
         weights = self._weights(table, slots, mask, pos, by_row)
-        # the bag wants the table's dtype (bf16 under CUDA autocast; softmax gave fp32)
         return _WeightedBag.apply(weights.to(table.dtype), table, slots, *by_row) + \
             weights @ pos
 
