@@ -100,7 +100,8 @@ def run(split: Path, base: Path, tag: str, sets: list[str]) -> dict:
                        for h in history]}
     with open(RESULTS, "a") as f:
         f.write(json.dumps(out) + "\n")
-    shutil.rmtree(store, ignore_errors=True)
+    if not os.environ.get("UNIREC_EXP_KEEP"):  # kept: post-hoc variants of one fit
+        shutil.rmtree(store, ignore_errors=True)
     return out
 
 
