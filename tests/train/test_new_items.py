@@ -126,6 +126,7 @@ def test_new_items_are_served_the_mapped_vector(world) -> None:
     restored towers and as new item records; off, they keep the content-only unit vector."""
     import torch
 
+    from unirec import explain
     from unirec.model.restore import load_model
     from unirec.serve.cold import embed_records
     from unirec.serve.recommender import Recommender
@@ -153,6 +154,9 @@ def test_new_items_are_served_the_mapped_vector(world) -> None:
                    for i in world["new"][:5].tolist()]
         np.testing.assert_allclose(embed_records(store, "item", records), rec.items[new[:5]],
                                    atol=1e-4)
+        user = int(world["test"]["user_id"][0])  # explanations add up to the served score
+        why = explain(user, [int(world["new"][0])], store=store)[0]
+        assert abs(why["recomputed"] - why["score"]) < 1e-4, why
     # the map moves new items: not the content-only direction
     a = Recommender.load(world["root"] / "defaults").items[new]
     b = Recommender.load(world["root"] / "no_map").items[new]
