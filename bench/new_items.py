@@ -13,8 +13,11 @@ the data is written inside the repository):
   python -m bench.new_items run SPLITS/mixed STORES/mixed TAG [--set train.x=y ...]
   python -m bench.new_items carve SPLITS OUT        # OUT/mixed: a carve of mixed's train only
   python -m bench.new_items title STORE [STORE ...]  # title information before/after projection
+  python -m bench.new_items scale STORE SPLIT 0.92,0.95  # new-item map scales on a kept fit
 
-``run`` appends one JSON line to ``$UNIREC_EXP_RESULTS`` (default ``/tmp/new_items.jsonl``).
+``run`` appends one JSON line to ``$UNIREC_EXP_RESULTS`` (default ``/tmp/new_items.jsonl``);
+with ``UNIREC_EXP_KEEP=1`` it keeps the fitted store (``/tmp/unirec-new-items/TAG``) for
+``scale``, which refits only the new-item map (training is unchanged by it) and scores again.
 """
 
 from __future__ import annotations
@@ -100,7 +103,8 @@ def run(split: Path, base: Path, tag: str, sets: list[str]) -> dict:
                        for h in history]}
     with open(RESULTS, "a") as f:
         f.write(json.dumps(out) + "\n")
-    shutil.rmtree(store, ignore_errors=True)
+    if not os.environ.get("UNIREC_EXP_KEEP"):  # kept: post-hoc variants of one fit
+        shutil.rmtree(store, ignore_errors=True)
     return out
 
 
@@ -210,12 +214,48 @@ def title_info(store: Path) -> dict[str, float]:
             "nn10_kept_pca_projection": overlap(near, nn(pca))}
 
 
+def scales(store: Path, split: Path, values: list[float]) -> None:
+    """Mixed-protocol metrics of one kept fit with the new-item map at each scale (and off):
+    ``fit_new_item_map`` on the restored model, item vectors rewritten, scored as ``run``."""
+    import torch
+
+    from unirec.model.newitems import fit_new_item_map
+    from unirec.model.outputs import embed_all
+    from unirec.model.restore import load_model
+
+    model = load_model(store)
+    path = store / "model" / "item_embeddings.npy"
+    saved = np.load(path)
+    try:
+        for scale in [None, *values]:
+            if scale is None:
+                model.item.set_new_item_map(None, 1.0)
+            else:
+                fit_new_item_map(model, scale)
+            np.save(path, embed_all(model, len(saved), "item", torch.device("cpu")))
+            recs = store / "recs.csv"
+            recommend(store, split, recs)
+            m = json.loads(subprocess.run(
+                [sys.executable, str(PROTOCOL_DIR / "evaluate.py"), "--test",
+                 str(split / "test.csv"), "--train", str(split / "train.csv"), "--recs",
+                 str(recs), "--k", "10", "--new-items", str(split / "new_items.csv")],
+                capture_output=True, text=True, check=True).stdout)
+            m.update(cold_only(store, split))
+            print(json.dumps({"scale": scale, **{k: round(m[k], 4) for k in (
+                "ndcg@10", "recall@10", "new_parity", "new_share_of_recs",
+                "cold_recall@10")}}), flush=True)
+    finally:
+        np.save(path, saved)
+
+
 def main(argv: list[str]) -> None:
     if argv[:1] == ["run"]:
         res = run(Path(argv[1]), Path(argv[2]), argv[3], argv[4:])
         print(json.dumps({k: v for k, v in res.items() if k != "history"}))
     elif argv[:1] == ["carve"]:
         carve(Path(argv[1]), Path(argv[2]))
+    elif argv[:1] == ["scale"]:
+        scales(Path(argv[1]), Path(argv[2]), [float(x) for x in argv[3].split(",")])
     elif argv[:1] == ["title"]:
         for store in argv[1:]:
             print(store, json.dumps(title_info(Path(store))))

@@ -57,16 +57,19 @@ def world(tmp_path_factory) -> dict:
 
 
 def _fit_and_recommend(world: dict, name: str, drop: tuple[str, ...] = (),
-                       candidates: bool = False) -> pl.DataFrame:
-    """A fit on a copy of the store (``drop`` left out of the towers), then top-10 lists."""
+                       candidates: bool = False, **train) -> pl.DataFrame:
+    """A fit on a copy of the store (``drop`` left out of the towers, ``train`` settings),
+    then top-10 lists."""
     import shutil
 
     store = world["root"] / name
-    shutil.copytree(world["store"], store)
-    cfg = world["root"] / f"{name}.json"
-    cfg.write_text(json.dumps({"train": {"drop_features": list(drop), "batch_size": 256}}))
-    fit = invoke("fit", "--store", store, "--config", cfg, "--epochs", "5")
-    assert fit.exit_code == 0, fit.output
+    if not (store / "model").is_dir():  # one fit per name in the module
+        shutil.copytree(world["store"], store, dirs_exist_ok=True)
+        cfg = world["root"] / f"{name}.json"
+        cfg.write_text(json.dumps({"train": {"drop_features": list(drop), "batch_size": 256,
+                                             **train}}))
+        fit = invoke("fit", "--store", store, "--config", cfg, "--epochs", "5")
+        assert fit.exit_code == 0, fit.output
     args = ["--candidates", world["cands"]] if candidates else []
     rec = invoke("recommend", "--store", store, "--all-users", "-k", "10", "--format", "csv",
                  *args)
@@ -115,6 +118,49 @@ def test_text_alone_and_images_alone_find_new_items(world, kind: str) -> None:
         test) for _ in range(5)])
     print(f"{kind} alone: new-item recall@10={got:.3f} random={rand:.3f}")
     assert got >= 2 * rand, (kind, got, rand)
+
+
+def test_new_items_are_served_the_mapped_vector(world) -> None:
+    """train.new_item_map (default): items never trained get the warm vector predicted from
+    their content, at length train.new_item_scale (warm items: 1), the same through the
+    restored towers and as new item records; off, they keep the content-only unit vector."""
+    import torch
+
+    from unirec import explain
+    from unirec.model.restore import load_model
+    from unirec.serve.cold import embed_records
+    from unirec.serve.recommender import Recommender
+
+    _fit_and_recommend(world, "defaults")
+    _fit_and_recommend(world, "no_map", new_item_map=False)
+    scale = 0.95  # the default of train.new_item_scale
+    for name, new_len in (("defaults", scale), ("no_map", 1.0)):
+        store = world["root"] / name
+        rec = Recommender.load(store)
+        new = rec.item_index(world["new"].tolist())
+        model = load_model(store)
+        trained = model.item.ids.trained.numpy() > 0  # by item index; row 0 is padding
+        assert not trained[new].any() and trained.sum() > len(trained) / 2
+        norms = np.linalg.norm(rec.items, axis=1)
+        np.testing.assert_allclose(norms[1:][~trained[1:]], new_len, atol=1e-5)
+        np.testing.assert_allclose(norms[trained], 1.0, atol=1e-5)
+        assert (store / "model" / "new_items.safetensors").is_file() == (name == "defaults")
+        with torch.no_grad():  # the restored towers reproduce the served vectors
+            got = model.item(torch.from_numpy(new)).numpy()
+        np.testing.assert_allclose(got, rec.items[new], atol=1e-5)
+        doc = json.loads((world["root"] / "data.json").read_text())
+        by_id = {r["item_id"]: r for r in doc["item_data"]}
+        records = [{k: v for k, v in by_id[i].items() if k != "item_id"}
+                   for i in world["new"][:5].tolist()]
+        np.testing.assert_allclose(embed_records(store, "item", records), rec.items[new[:5]],
+                                   atol=1e-4)
+        user = int(world["test"]["user_id"][0])  # explanations add up to the served score
+        why = explain(user, [int(world["new"][0])], store=store)[0]
+        assert abs(why["recomputed"] - why["score"]) < 1e-4, why
+    # the map moves new items: not the content-only direction
+    a = Recommender.load(world["root"] / "defaults").items[new]
+    b = Recommender.load(world["root"] / "no_map").items[new]
+    assert np.mean(np.sum(a * b, 1) / scale) < 0.999
 
 
 def test_drop_features_names_unknown_feature(world, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from unirec.model import workdir
 from unirec.model.bundle import write_bundle
 from unirec.model.checkpoint import load_weights, save_weights
 from unirec.model.inputs import Inputs
+from unirec.model.newitems import fit_new_item_map, save_new_item_map
 from unirec.model.plot import plot_metrics
 from unirec.model.ranker import RANK_DIR, RankResult
 from unirec.model.towers import TwoTower
@@ -68,6 +69,8 @@ def write_outputs(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
         raise StoreError("training produced no usable epoch (the loss was never finite): "
                          "check the data (too few interactions?) and train.lr")
     load_weights(work / "best.safetensors", model)
+    if cfg.new_item_map:
+        fit_new_item_map(model, cfg.new_item_scale)
     length = inp.manifest["samples"]["history_length"]
     users = embed_all(model, inp.n_users, "user", device, serving_histories(store, length))
     items = embed_all(model, inp.n_items, "item", device)
@@ -82,6 +85,7 @@ def write_outputs(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
         summary["warm_start"] = state["warm_start"]
     with workdir.publish(store, inp.manifest) as out:
         save_weights(out / "model.safetensors", model, {"format": "unirec-two-tower"})
+        save_new_item_map(model, out)
         np.save(out / "user_embeddings.npy", users)
         np.save(out / "item_embeddings.npy", items)
         write_bundle(store, out, inp.items["popularity"].numpy())

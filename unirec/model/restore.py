@@ -21,6 +21,7 @@ from unirec.errors import NotFittedError
 from unirec.model.checkpoint import load_grown_weights, load_weights
 from unirec.model.folder import BUNDLE_META, appends_since, check_fresh, read_meta
 from unirec.model.inputs import check_store, load_tensors, trained_mask
+from unirec.model.newitems import load_new_item_map
 from unirec.model.towers import TwoTower
 from unirec.store import Store, serving_histories
 
@@ -87,6 +88,7 @@ def load_model(store: str | Path, device: str | torch.device = "cpu") -> TwoTowe
                                  f"{store}`") from None
     else:
         load_weights(st.path / "model" / "model.safetensors", model)
+    load_new_item_map(model, st.path / "model")
     return model.eval()
 
 

@@ -38,6 +38,16 @@ class Tower(nn.Module):
                               f"{side}s features")
         self.fusion = FUSIONS.get(cfg.fusion)(n_tokens, cfg.dim, cfg.dropout)
         self.feature_dropout = cfg.feature_dropout if side == "item" else 0.0
+        # items without a trained id: content-only vector -> the warm items' scale
+        # (unirec.model.newitems); empty while training, not part of the weights
+        self.register_buffer("new_map", torch.zeros(0), persistent=False)
+        self.new_scale = 1.0
+
+    def set_new_item_map(self, m: torch.Tensor | None, scale: float) -> None:
+        """Install (or with None, remove) the new-item map ``unirec.model.newitems`` fitted."""
+        self.new_map = torch.zeros(0, device=self.new_map.device) if m is None else \
+            m.to(self.new_map.device)
+        self.new_scale = scale
 
     def gather(self, idx: torch.Tensor) -> Rows:
         """Feature rows of entity indices ``idx`` (B,)."""
@@ -47,9 +57,17 @@ class Tower(nn.Module):
                history: torch.Tensor | None = None) -> torch.Tensor:
         """(B, dim) unit vectors from feature rows (and ids/history where the tower has them).
 
-        ``idx`` None (a new entity, e.g. a cold-start record) skips the id embedding.
+        ``idx`` None (a new entity, e.g. a cold-start record) skips the id embedding. With a
+        new-item map installed (after training), entities without a trained id get it.
         """
-        return self.fuse(self.tokens(rows, idx, history))
+        out = self.fuse(self.tokens(rows, idx, history))
+        if not self.new_map.numel():
+            return out
+        mapped = apply_map(out, self.new_map, self.new_scale)
+        if idx is None:
+            return mapped
+        new = (self.ids.trained[idx] == 0).unsqueeze(1)
+        return torch.where(new, mapped, out)
 
     def tokens(self, rows: Rows, idx: torch.Tensor | None = None,
                history: torch.Tensor | None = None) -> torch.Tensor:
@@ -91,6 +109,18 @@ class Tower(nn.Module):
 
     def forward(self, idx: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:
         return self.encode(self.gather(idx), idx, history)
+
+
+def affine(c: torch.Tensor) -> torch.Tensor:
+    """``[c, 1]``: the new-item map's input (its last row is the intercept)."""
+    return torch.cat([c, torch.ones_like(c[:, :1])], dim=1)
+
+
+def apply_map(c: torch.Tensor, m: torch.Tensor, scale: float) -> torch.Tensor:
+    """(B, dim) content-only unit vectors -> new items' served vectors: the warm items'
+    vector predicted from content (``unirec.model.newitems``), of length ``scale``."""
+    p = affine(c) @ m
+    return scale * p / p.norm(dim=1, keepdim=True).clamp(min=1e-12)
 
 
 def _kept_features(features: list[dict[str, Any]], drop: list[str]) -> list[dict[str, Any]]:

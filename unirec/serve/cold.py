@@ -67,7 +67,8 @@ class ColdEncoder:
 
     # ---- public --------------------------------------------------------------------
     def embed(self, side: str, records: list[dict[str, Any]]) -> np.ndarray:
-        """(n, dim) float32 unit vectors of new ``side`` records (ids, if any, unused)."""
+        """(n, dim) float32 vectors of new ``side`` records (ids, if any, unused): unit
+        length, items ``train.new_item_scale`` (``unirec.model.newitems``)."""
         if side not in SIDES:
             raise QueryError(f"records are of users or items, not {side!r}")
         self.compiler.check(side, records)
@@ -186,7 +187,8 @@ def cold_encoder(store: str | Path) -> ColdEncoder:
 
 
 def embed_records(store: str | Path, side: str, records: list[dict[str, Any]]) -> np.ndarray:
-    """(n, dim) float32 unit vectors for new ``side`` ("user"/"item") records.
+    """(n, dim) float32 vectors for new ``side`` ("user"/"item") records: users unit length,
+    items the length of a new item in the store (``train.new_item_scale``).
 
     Records use the input document's format (``categorical``, ``continuous``, ``text``,
     ``image``, ``temporal``; users also ``history``: known item ids, most recent last).
