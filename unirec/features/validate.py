@@ -30,6 +30,7 @@ from unirec.features.profile import (
     short_value,
     type_class,
     type_word,
+    typed_profile,
 )
 from unirec.registry import did_you_mean
 from unirec.store.layout import SIDE_OF_SECTION
@@ -326,6 +327,24 @@ def interaction_columns(con: duckdb.DuckDBPyConnection) -> tuple[Profile, dict[s
         prof.type_cache = None
         cols = interaction_typing(prof)
     return prof, cols
+
+
+def typed_interaction_columns(con: duckdb.DuckDBPyConnection, columns: dict[str, str]
+                              ) -> tuple[Profile, dict[str, Column]] | None:
+    """``interaction_columns`` for interactions read from typed columns (Parquet, see
+    ``typed_profile``): the same profile without JSON, the same rules in one pass. None
+    when the profile cannot be built exactly, the file cannot be decoded, or any rule
+    fails: the caller then runs ``interaction_columns`` on the rows as JSON, which finds
+    and words the first problem exactly as for any other input."""
+    try:
+        prof = typed_profile(con, "interactions", [(None, k) for k in INTERACTION_FIELDS],
+                             columns)
+        if prof is None or not prof.prefetch_types():
+            return None
+    except duckdb.Error:
+        return None
+    cols = in_one_pass(prof, lambda _: interaction_typing(prof), Findings())
+    return None if cols is None else (prof, cols)
 
 
 def _profile(con: duckdb.DuckDBPyConnection, section: str, names: list[tuple[str | None, str]],

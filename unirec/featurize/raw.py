@@ -22,8 +22,9 @@ from unirec.features.validate import (
     bad_timestamp_reason,
     entity_columns,
     interaction_columns,
+    typed_interaction_columns,
 )
-from unirec.featurize.ingest import load_sources
+from unirec.featurize.ingest import drop_sources, load_sources, materialize, typed_columns
 from unirec.store.layout import SECTION_TABLES, SECTIONS
 from unirec.store.sql import ident
 from unirec.version import __version__
@@ -52,11 +53,15 @@ def build_raw_tables(con: duckdb.DuckDBPyConnection, data: Path, cfg: Config,
             for s in ("user_data", "item_data")}
     if extend is not None:
         extend(con)
-    prof, cols = interaction_columns(con)
-    _interactions_table(con, prof, cols, cfg, findings)
+    typed = typed_columns(con, "interactions")
+    found = typed_interaction_columns(con, typed) if typed else None
+    if found is None:  # as JSON: every rule, each problem located and worded
+        materialize(con, "interactions", source.files.get("interactions", data))
+        found = interaction_columns(con)
+    _interactions_table(con, *found, cfg, findings)
     for s in SECTIONS:
         con.execute(f"DROP TABLE IF EXISTS prof_{s}")
-        con.execute(f"DROP TABLE IF EXISTS src_{s}")
+    drop_sources(con)
     kept["interactions"] = con.execute("SELECT count(*) FROM interactions").fetchone()[0]
     if kept["interactions"] == 0 and extend is None:
         raise DataError("no interactions left to learn from", section="interactions")
