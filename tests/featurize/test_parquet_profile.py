@@ -75,6 +75,7 @@ def test_the_typed_profile_is_the_json_profile(tmp_path_factory, table) -> None:
     prof = typed_profile(con, "interactions", FIELDS, typed_columns(con, "interactions"))
     assert prof is not None
     typed = con.execute("SELECT * FROM prof_interactions ORDER BY pos").fetchall()
+    con.execute("DROP VIEW prof_interactions")
     build_profile(con, "interactions", FIELDS)  # over src_interactions: the rows as JSON
     assert typed == con.execute("SELECT * FROM prof_interactions ORDER BY pos").fetchall()
 

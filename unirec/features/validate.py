@@ -339,12 +339,15 @@ def typed_interaction_columns(con: duckdb.DuckDBPyConnection, columns: dict[str,
     try:
         prof = typed_profile(con, "interactions", [(None, k) for k in INTERACTION_FIELDS],
                              columns)
-        if prof is None or not prof.prefetch_types():
-            return None
+        cols = None
+        if prof is not None and prof.prefetch_types():
+            cols = in_one_pass(prof, lambda _: interaction_typing(prof), Findings())
     except duckdb.Error:
+        cols = None
+    if cols is None:
+        con.execute("DROP VIEW IF EXISTS prof_interactions")
         return None
-    cols = in_one_pass(prof, lambda _: interaction_typing(prof), Findings())
-    return None if cols is None else (prof, cols)
+    return prof, cols
 
 
 def _profile(con: duckdb.DuckDBPyConnection, section: str, names: list[tuple[str | None, str]],

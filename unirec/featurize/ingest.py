@@ -236,8 +236,9 @@ def typed_columns(con: duckdb.DuckDBPyConnection, section: str) -> dict[str, str
 
 
 def drop_sources(con: duckdb.DuckDBPyConnection) -> None:
-    """Drop every ``src_``/``typed_`` table or view ``load_sources`` made."""
-    names = [f"{kind}_{s}" for s in SECTIONS for kind in ("src", "typed")]
+    """Drop every ``src_``/``typed_`` table or view ``load_sources`` made, and the profiles
+    (``prof_``) validation made of them."""
+    names = [f"{kind}_{s}" for s in SECTIONS for kind in ("src", "typed", "prof")]
     for name, kind in con.execute(
             "SELECT view_name, 'VIEW' FROM duckdb_views() WHERE list_contains($1, view_name) "
             "UNION ALL SELECT table_name, 'TABLE' FROM duckdb_tables() "

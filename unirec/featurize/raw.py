@@ -59,8 +59,6 @@ def build_raw_tables(con: duckdb.DuckDBPyConnection, data: Path, cfg: Config,
         materialize(con, "interactions", source.files.get("interactions", data))
         found = interaction_columns(con)
     _interactions_table(con, *found, cfg, findings)
-    for s in SECTIONS:
-        con.execute(f"DROP TABLE IF EXISTS prof_{s}")
     drop_sources(con)
     kept["interactions"] = con.execute("SELECT count(*) FROM interactions").fetchone()[0]
     if kept["interactions"] == 0 and extend is None:
@@ -88,16 +86,28 @@ def entity_select(cols: list[Column]) -> list[str]:
     return select
 
 
-def stage_select(prof: Profile, cols: dict[str, Column]) -> list[str]:
+def stage_select(prof: Profile, cols: dict[str, Column],
+                 key_types: dict[str, str] | None = None) -> list[str]:
     """The typed interaction columns over a profile, ids as text (``user_key``/``item_key``)
-    for matching against either id type, and the timestamp's JSON type (``ts_type``)."""
-    select = ["pos AS position", f"{cols['user_id'].expr}::VARCHAR AS user_key",
-              f"{cols['item_id'].expr}::VARCHAR AS item_key"]
+    for matching against either id type, and the timestamp's JSON type (``ts_type``).
+
+    ``key_types`` (id column -> the entities' id type): where both sides are BIGINT the key
+    stays BIGINT, so the match is an integer join; equal integers are equal decimal texts."""
+    select = ["pos AS position"]
+    for name, key in (("user_id", "user_key"), ("item_id", "item_key")):
+        as_int = cols[name].sql_type == "BIGINT" and (key_types or {}).get(name) == "BIGINT"
+        select.append(f"{cols[name].expr}{'' if as_int else '::VARCHAR'} AS {key}")
     select += [f"{c.expr} AS {name}" for name, c in cols.items() if name not in ("user_id",
                                                                                 "item_id")]
     ts = next(f for f in prof.fields if f.name == "timestamp")
     select.append(f"{ts.t} AS ts_type")
     return select
+
+
+def _column_type(con: duckdb.DuckDBPyConnection, table: str, column: str) -> str:
+    """The SQL type of ``table.column``, resolved as a query would resolve the names."""
+    rows = con.execute(f"DESCRIBE {table}").fetchall()
+    return next(str(row[1]) for row in rows if row[0] == column)
 
 
 def _entity_table(
@@ -143,19 +153,28 @@ def _interactions_table(
 
     One scan types the rows and matches both ids (left joins), one aggregate counts every
     drop reason (and finds the first offender, for the error), one write keeps the rest."""
-    select = stage_select(prof, cols)
+    key_types = {f"{side}_id": _column_type(con, f"{side}s", f"{side}_id")
+                 for side in ("user", "item")}
+    select = stage_select(prof, cols, key_types)
     ts = next(f for f in prof.fields if f.name == "timestamp")
+
+    def match(key: str, table: str, alias: str, id_name: str) -> str:
+        same = key_types.get(id_name) == "BIGINT" and cols[id_name].sql_type == "BIGINT"
+        return (f"LEFT JOIN {table} {alias} ON s.{key} = {alias}.{id_name}"
+                + ("" if same else "::VARCHAR"))
+
     con.execute(f"CREATE TEMP TABLE stage AS SELECT s.*, u.user_id, i.item_id FROM "
                 f"(SELECT {', '.join(select)} FROM {prof.table}) s "
-                "LEFT JOIN users u ON s.user_key = u.user_id::VARCHAR "
-                "LEFT JOIN items i ON s.item_key = i.item_id::VARCHAR")
+                + match("user_key", "users", "u", "user_id") + " "
+                + match("item_key", "items", "i", "item_id"))
     known = "user_id IS NOT NULL AND item_id IS NOT NULL"
     wheres = {"user": "user_id IS NULL", "item": "user_id IS NOT NULL AND item_id IS NULL",
               "timed": f"{known} AND ts_type IS NOT NULL AND ts_type <> 'NULL'",
               "untimed": f"{known} AND timestamp IS NULL"}
     row = con.execute("SELECT " + ", ".join(
         f"count(*) FILTER (WHERE {w}), min(position) FILTER (WHERE {w}), "
-        f"arg_min({'item' if k == 'item' else 'user'}_key, position) FILTER (WHERE {w})"
+        f"arg_min({'item' if k == 'item' else 'user'}_key::VARCHAR, position) "
+        f"FILTER (WHERE {w})"
         for k, w in wheres.items()) + " FROM stage").fetchone()
     found = {k: row[3 * j: 3 * j + 3] for j, k in enumerate(wheres)}
     policy = cfg.validate_
