@@ -87,16 +87,13 @@ def entity_select(cols: list[Column]) -> list[str]:
 
 
 def stage_select(prof: Profile, cols: dict[str, Column],
-                 key_types: dict[str, str] | None = None) -> list[str]:
+                 int_ids: frozenset[str] = frozenset()) -> list[str]:
     """The typed interaction columns over a profile, ids as text (``user_key``/``item_key``)
-    for matching against either id type, and the timestamp's JSON type (``ts_type``).
-
-    ``key_types`` (id column -> the entities' id type): where both sides are BIGINT the key
-    stays BIGINT, so the match is an integer join; equal integers are equal decimal texts."""
+    for matching against either id type, and the timestamp's JSON type (``ts_type``); the
+    id columns in ``int_ids`` (see ``_integer_ids``) stay BIGINT."""
     select = ["pos AS position"]
     for name, key in (("user_id", "user_key"), ("item_id", "item_key")):
-        as_int = cols[name].sql_type == "BIGINT" and (key_types or {}).get(name) == "BIGINT"
-        select.append(f"{cols[name].expr}{'' if as_int else '::VARCHAR'} AS {key}")
+        select.append(f"{cols[name].expr}{'' if name in int_ids else '::VARCHAR'} AS {key}")
     select += [f"{c.expr} AS {name}" for name, c in cols.items() if name not in ("user_id",
                                                                                 "item_id")]
     ts = next(f for f in prof.fields if f.name == "timestamp")
@@ -104,10 +101,17 @@ def stage_select(prof: Profile, cols: dict[str, Column],
     return select
 
 
-def _column_type(con: duckdb.DuckDBPyConnection, table: str, column: str) -> str:
-    """The SQL type of ``table.column``, resolved as a query would resolve the names."""
-    rows = con.execute(f"DESCRIBE {table}").fetchall()
-    return next(str(row[1]) for row in rows if row[0] == column)
+def _integer_ids(con: duckdb.DuckDBPyConnection, cols: dict[str, Column]) -> frozenset[str]:
+    """The id columns that are BIGINT both in the interactions and in their entity table:
+    those are matched by an integer join, which matches exactly what the text join matches
+    (equal integers, equal decimal texts) for less."""
+    out = set()
+    for side in ("user", "item"):
+        rows = con.execute(f"DESCRIBE {side}s").fetchall()  # resolved as the join resolves it
+        entity = next(str(row[1]) for row in rows if row[0] == f"{side}_id")
+        if entity == "BIGINT" and cols[f"{side}_id"].sql_type == "BIGINT":
+            out.add(f"{side}_id")
+    return frozenset(out)
 
 
 def _entity_table(
@@ -153,20 +157,14 @@ def _interactions_table(
 
     One scan types the rows and matches both ids (left joins), one aggregate counts every
     drop reason (and finds the first offender, for the error), one write keeps the rest."""
-    key_types = {f"{side}_id": _column_type(con, f"{side}s", f"{side}_id")
-                 for side in ("user", "item")}
-    select = stage_select(prof, cols, key_types)
+    ints = _integer_ids(con, cols)
+    select = stage_select(prof, cols, ints)
     ts = next(f for f in prof.fields if f.name == "timestamp")
-
-    def match(key: str, table: str, alias: str, id_name: str) -> str:
-        same = key_types.get(id_name) == "BIGINT" and cols[id_name].sql_type == "BIGINT"
-        return (f"LEFT JOIN {table} {alias} ON s.{key} = {alias}.{id_name}"
-                + ("" if same else "::VARCHAR"))
-
+    as_key = {k: "" if k in ints else "::VARCHAR" for k in ("user_id", "item_id")}
     con.execute(f"CREATE TEMP TABLE stage AS SELECT s.*, u.user_id, i.item_id FROM "
                 f"(SELECT {', '.join(select)} FROM {prof.table}) s "
-                + match("user_key", "users", "u", "user_id") + " "
-                + match("item_key", "items", "i", "item_id"))
+                f"LEFT JOIN users u ON s.user_key = u.user_id{as_key['user_id']} "
+                f"LEFT JOIN items i ON s.item_key = i.item_id{as_key['item_id']}")
     known = "user_id IS NOT NULL AND item_id IS NOT NULL"
     wheres = {"user": "user_id IS NULL", "item": "user_id IS NOT NULL AND item_id IS NULL",
               "timed": f"{known} AND ts_type IS NOT NULL AND ts_type <> 'NULL'",
