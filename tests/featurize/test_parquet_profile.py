@@ -157,3 +157,12 @@ def test_parquet_and_jsonl_compile_to_the_same_store(tmp_path, monkeypatch) -> N
         assert a.sql(query).equals(b.sql(query)), table
     assert a.report["sections"] == b.report["sections"]
     assert a.report["warnings"] == b.report["warnings"]
+
+
+@pytest.mark.parametrize("stem", ["users", "interactions"])
+def test_an_unreadable_parquet_file_is_one_line(tmp_path, stem) -> None:
+    _write(_interactions({}), tmp_path / "in", "parquet")
+    path = tmp_path / "in" / f"{stem}.parquet"
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])  # cut in the middle
+    result = invoke("featurize", tmp_path / "in", "--store", tmp_path / "s")
+    one_error_line(result, f"{stem}.parquet could not be read")

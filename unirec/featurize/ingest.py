@@ -10,7 +10,10 @@ section, where ``pos`` is the record's 0-based position in its section:
   (``.jsonl``/``.ndjson``) or Parquet, which DuckDB streams: the scale path.
 
 Everything after this module works on those tables alone, so validation and error
-messages are the same whatever the input form.
+messages are the same whatever the input form. A Parquet section's ``src`` is a view that
+writes each row as JSON when read, beside a view of its typed columns (``typed_<section>``):
+interactions are validated from the typed columns when that is exact
+(``features.profile.typed_profile``) and only otherwise read as JSON.
 """
 
 from __future__ import annotations
