@@ -65,6 +65,7 @@ def _side(runs: list[dict[str, Any]], n: int) -> dict[str, Any]:
         return {"failed": runs[-1].get("killed") or runs[-1].get("tail", "")[-300:]}
     wall = statistics.median(r["wall_s"] for r in ok)
     return {"wall_s": round(wall, 2), "interactions_per_s": round(n / wall),
+            "cpu_s": round(statistics.median(r["cpu_s"] for r in ok), 2),
             "peak_rss_mb": max(r["peak_rss_mb"] for r in ok),
             "stages_s": {k: round(statistics.median(r["stages_s"].get(k, 0.0) for r in ok), 2)
                          for k in STAGES},
@@ -74,15 +75,22 @@ def _side(runs: list[dict[str, Any]], n: int) -> dict[str, Any]:
 
 def compare(old: Path, sizes: list[int], runs: int, limits: dict[str, float],
             memory_limit: str | None, seed_store: Path | None = None,
-            plan_only: bool = False) -> list[dict[str, Any]]:
-    """Alternate old and new on each size; the per-size results as written to JSON."""
+            plan_only: bool = False, inputs_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Alternate old and new on each size; the per-size results as written to JSON.
+    ``inputs_dir`` holds inputs generated before (``DIR/<n>/in-parquet``, written there
+    on first use), so a large size is generated once across invocations."""
     results = []
     for n in sizes:
         extra = ["--set", f"ingest.memory_limit={memory_limit}"] if memory_limit else []
         timed = [*extra, "--plan"] if plan_only else extra
         with tempfile.TemporaryDirectory(prefix="unirec-bench-compare-") as tmp:
             work = Path(tmp)
-            inputs, meta = prepare(n, work, 0, 0)
+            kept = inputs_dir / str(n) if inputs_dir else work
+            kept.mkdir(parents=True, exist_ok=True)
+            if (kept / "in-parquet").is_dir():
+                inputs, meta = {"parquet": kept / "in-parquet"}, {"input": "reused"}
+            else:
+                inputs, meta = prepare(n, kept, 0, 0)
             data, new_store, old_store = inputs["parquet"], work / "new", work / "old"
             if seed_store is not None:  # start from its embedding cache (fewer titles to embed)
                 shutil.copytree(seed_store, new_store)
@@ -104,8 +112,9 @@ def markdown(report: dict[str, Any]) -> str:
     """Throughput, memory and stage seconds per side, with old / new ratios."""
     lines = [f"**{TITLE}** — old = `{report['old_commit']}`, new = `{report['new_commit']}`; "
              f"median of {report['runs']} alternating run(s) per side, Parquet input.", "",
-             "| interactions | side | wall s | interactions/s | peak RSS MB | shard B/sample | "
-             + " | ".join(STAGES) + " |", "|---:|---|" + "---:|" * (4 + len(STAGES))]
+             "| interactions | side | wall s | interactions/s | CPU s | peak RSS MB | "
+             "shard B/sample | " + " | ".join(STAGES) + " |",
+             "|---:|---|" + "---:|" * (5 + len(STAGES))]
     for size in report["sizes"]:
         n = size["interactions"]
         if "failed" in size:
@@ -118,11 +127,12 @@ def markdown(report: dict[str, Any]) -> str:
                 continue
             shard_bytes = "–" if report.get("plan_only") else s["shard_bytes_per_sample"]
             lines.append(f"| {n:,} | {side} | {s['wall_s']:.1f} | {s['interactions_per_s']:,} "
-                         f"| {s['peak_rss_mb']:,.0f} | {shard_bytes} | "
+                         f"| {s.get('cpu_s', 0):.1f} | {s['peak_rss_mb']:,.0f} | {shard_bytes} | "
                          + " | ".join(f"{s['stages_s'][k]:.1f}" for k in STAGES) + " |")
         if "failed" not in size["old"] and "failed" not in size["new"]:
             o, w = size["old"], size["new"]
             lines.append(f"| {n:,} | old / new | {o['wall_s'] / w['wall_s']:.2f}× | | "
+                         f"{_ratio(o.get('cpu_s'), w.get('cpu_s'))} | "
                          f"{o['peak_rss_mb'] / w['peak_rss_mb']:.2f}× | "
                          f"{_ratio(o['shard_bytes_per_sample'], w['shard_bytes_per_sample'])} | "
                          + " | ".join(_ratio(o['stages_s'][k], w['stages_s'][k])
@@ -148,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a store whose embedding cache the first run starts from")
     parser.add_argument("--plan", action="store_true",
                         help="run both sides as featurize --plan (stages up to samples)")
+    parser.add_argument("--inputs", type=Path, default=None,
+                        help="keep generated inputs under DIR/<n>/ and reuse them next time")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     old = args.old_tree.resolve()
@@ -158,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
               "runs": args.runs, "old_commit": _commit(old), "new_commit": env.get("commit"),
               "plan_only": args.plan,
               "sizes": compare(old, sizes, args.runs, limits, args.memory_limit,
-                               args.seed_store, plan_only=args.plan)}
+                               args.seed_store, plan_only=args.plan, inputs_dir=args.inputs)}
     report["load_avg_after"] = environment()["load_avg"]
     out = save_results(report, "featurize-compare", args.out)
     print(markdown(report))

@@ -5,7 +5,8 @@ rest goes. featurize advances one progress object (``unirec.featurize.progress.S
 each stage boundary (read, validate, split, samples, features, shards), so this wrapper swaps
 in a subclass that stamps the clock at each boundary, then calls the CLI's own entry point
 (the code ``.venv/bin/unirec`` runs; the stamps cost microseconds). The stamps go to the
-JSON file named by ``UNIREC_BENCH_STAGES``, as seconds per stage plus ``startup`` (imports and
+JSON file named by ``UNIREC_BENCH_STAGES``, as seconds per stage (``seconds``; the process's
+CPU seconds at the same boundaries in ``cpu_seconds``) plus ``startup`` (imports and
 config before reading) and ``finish`` (manifest, report and the atomic swap after the last
 stage), so the stages add up to the process's wall time less interpreter start-up.
 
@@ -24,6 +25,12 @@ from typing import Any
 
 START = time.perf_counter()
 MARKS: list[tuple[str, float]] = []
+CPU_MARKS: list[tuple[str, float]] = []  # the same boundaries, process CPU (all threads)
+
+
+def _mark(name: str) -> None:
+    MARKS.append((name, time.perf_counter()))
+    CPU_MARKS.append((name, time.process_time()))
 
 
 def _timed_stages(base: type) -> type:
@@ -31,15 +38,15 @@ def _timed_stages(base: type) -> type:
 
     class TimedStages(base):  # type: ignore[misc, valid-type]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            MARKS.append(("read", time.perf_counter()))
+            _mark("read")
             super().__init__(*args, **kwargs)
 
         def next(self, name: str) -> None:
-            MARKS.append((name, time.perf_counter()))
+            _mark(name)
             super().next(name)
 
         def __exit__(self, *exc: object) -> None:
-            MARKS.append(("finish", time.perf_counter()))
+            _mark("finish")
             super().__exit__(*exc)
 
     return TimedStages
@@ -72,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         out = os.environ.get("UNIREC_BENCH_STAGES")
         if out:
             stages = durations(MARKS, START, time.perf_counter())
-            Path(out).write_text(json.dumps({"rc": rc, "seconds": stages}) + "\n")
+            cpu = durations(CPU_MARKS, 0.0, time.process_time())
+            Path(out).write_text(json.dumps({"rc": rc, "seconds": stages,
+                                             "cpu_seconds": cpu}) + "\n")
     return rc
 
 

@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 from torch.utils.data import DataLoader
 
-from unirec.store.shards import FIELDS, read_blocks, rechunk, shard_summary, write_shards
+from unirec.store.shards import (
+    FIELDS,
+    _tar_header,
+    _tarinfo_header,
+    read_blocks,
+    rechunk,
+    shard_summary,
+    write_shards,
+    write_split,
+)
 from unirec.train.data import ShardStream
 
 N_ROWS, L = 10_007, 5
@@ -211,3 +220,20 @@ def test_tar_is_standard(store):
         first = np.load(io.BytesIO(tar.extractfile(names[0]).read()))
     assert names[:len(FIELDS)] == [f"b000000000.{k}.npy" for k in FIELDS]
     assert first.dtype == np.int32 and len(first) == BLOCK
+
+
+def test_write_split_counts_what_shard_summary_reads(store, tmp_path):
+    con, _, _ = store
+    for split in ("train", "val", "test"):
+        written = write_split(con, tmp_path / split, split, block_size=BLOCK,
+                              shard_blocks=SHARD_BLOCKS, seed=3, shuffle=split == "train")
+        paths = written.pop("paths")
+        assert written == shard_summary(paths), split
+
+
+def test_patched_tar_headers_are_tarfiles_own():
+    names = [f"b{j:09d}.{k}.npy" for j in (0, 7, 123456789, 999999999) for k in FIELDS]
+    names += ["x", "a" * 99, "a" * 100, "é.npy", "dir/b.npy"]
+    for name in names:
+        for size in (0, 1, 128 + 4 * 1024, 128 + 8 * 1023, 2**33 - 1):
+            assert _tar_header(name, size) == _tarinfo_header(name, size), (name, size)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import duckdb
 
 from unirec.errors import DataError
-from unirec.store.sql import literal
+from unirec.store.sql import ident, literal
 
 INT_TYPES = ("BIGINT", "UBIGINT")
 NUM_TYPES = ("BIGINT", "UBIGINT", "DOUBLE")
@@ -216,4 +216,64 @@ def build_profile(
         f"(SELECT pos, json_type(rec, {path_list}) AS ts, "
         f"json_extract_string(rec, {path_list}) AS vs{rec} FROM src_{section})"
     )
+    return prof
+
+
+# DuckDB column types whose JSON form is known exactly: for each, the JSON type that
+# ``json_type(to_json(row), '$.col')`` gives (SQL over the column ``{c}``) and the text that
+# ``json_extract_string`` gives. Integers: >= 0 reads back as UBIGINT; doubles (and floats,
+# widened) print through to_json's own number writer; dates and timestamps become strings.
+_SIGNED = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT")
+_UNSIGNED = ("UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT")
+_AS_TEXT = ("DATE", "TIMESTAMP", "TIMESTAMP WITH TIME ZONE")
+
+
+def _json_form(c: str, sql_type: str) -> tuple[str, str] | None:
+    """(JSON type SQL, JSON text SQL) of column ``c`` of ``sql_type``; None if not exact."""
+    if sql_type == "VARCHAR":
+        return "'VARCHAR'", c
+    if sql_type in _SIGNED:
+        return f"CASE WHEN {c} < 0 THEN 'BIGINT' ELSE 'UBIGINT' END", f"{c}::VARCHAR"
+    if sql_type in _UNSIGNED:
+        return "'UBIGINT'", f"{c}::VARCHAR"
+    if sql_type in ("DOUBLE", "FLOAT"):
+        return "'DOUBLE'", f"to_json({c})::VARCHAR"
+    if sql_type == "BOOLEAN":
+        return "'BOOLEAN'", f"{c}::VARCHAR"
+    if sql_type in _AS_TEXT:
+        return "'VARCHAR'", f"{c}::VARCHAR"
+    return None
+
+
+def typed_profile(
+    con: duckdb.DuckDBPyConnection, section: str, fields: list[tuple[str | None, str]],
+    columns: dict[str, str],
+) -> Profile | None:
+    """``prof_<section>`` as a view over the typed columns of ``typed_<section>`` (a Parquet
+    file: one flat column per top-level field), equal row for row to the table
+    ``build_profile`` makes of the same rows as JSON, without writing or parsing any JSON
+    (~10x cheaper); a view, because each scan recomputes it for less than a copy costs.
+
+    None when that equality cannot be promised: a column that no field names (the JSON
+    rules word that error), a field inside a group, or a column type without an exact
+    JSON form. Every record is an object with known, distinct keys, so no ``flag``."""
+    if any(group is not None for group, _ in fields) or \
+            not set(columns) <= {name for _, name in fields}:
+        return None
+    prof = Profile(section, con)
+    cols = ["pos"]
+    for idx, (group, name) in enumerate(fields):
+        f = Field(group, name, idx)
+        prof.fields.append(f)
+        if name not in columns:
+            cols += [f"NULL::VARCHAR AS {f.t}", f"NULL::VARCHAR AS {f.v}"]
+            continue
+        form = _json_form(ident(name), columns[name])
+        if form is None:
+            return None
+        c = ident(name)
+        cols += [f"CASE WHEN {c} IS NULL THEN 'NULL' ELSE {form[0]} END AS {f.t}",
+                 f"{form[1]} AS {f.v}"]
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {prof.table} AS SELECT {', '.join(cols)} "
+                f"FROM typed_{section}")
     return prof

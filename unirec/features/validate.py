@@ -30,6 +30,7 @@ from unirec.features.profile import (
     short_value,
     type_class,
     type_word,
+    typed_profile,
 )
 from unirec.registry import did_you_mean
 from unirec.store.layout import SIDE_OF_SECTION
@@ -328,6 +329,27 @@ def interaction_columns(con: duckdb.DuckDBPyConnection) -> tuple[Profile, dict[s
     return prof, cols
 
 
+def typed_interaction_columns(con: duckdb.DuckDBPyConnection, columns: dict[str, str]
+                              ) -> tuple[Profile, dict[str, Column]] | None:
+    """``interaction_columns`` for interactions read from typed columns (Parquet, see
+    ``typed_profile``): the same profile without JSON, the same rules in one pass. None
+    when the profile cannot be built exactly, the file cannot be decoded, or any rule
+    fails: the caller then runs ``interaction_columns`` on the rows as JSON, which finds
+    and words the first problem exactly as for any other input."""
+    try:
+        prof = typed_profile(con, "interactions", [(None, k) for k in INTERACTION_FIELDS],
+                             columns)
+        cols = None
+        if prof is not None and prof.prefetch_types():
+            cols = in_one_pass(prof, lambda _: interaction_typing(prof), Findings())
+    except duckdb.Error:
+        cols = None
+    if cols is None:
+        con.execute("DROP VIEW IF EXISTS prof_interactions")
+        return None
+    return prof, cols
+
+
 def _profile(con: duckdb.DuckDBPyConnection, section: str, names: list[tuple[str | None, str]],
              allowed: tuple[str, ...], groups: tuple[str, ...]) -> tuple[Profile, bool]:
     """The section's profile, and whether its one pass may go ahead: when a record is flagged
@@ -370,7 +392,8 @@ def interaction_typing(prof: Profile) -> dict[str, Column]:
                "is {value}: weights must be zero or positive")
     ts = f["timestamp"]
     _bad_types(prof, ts, (*NUM_TYPES, "VARCHAR"), "an ISO-8601 string or unix seconds")
-    cols["timestamp"] = Column("timestamp", timestamp_expr(ts), "TIMESTAMP")
+    utc = prof.con.execute("SELECT current_setting('TimeZone')").fetchone()[0] == "UTC"
+    cols["timestamp"] = Column("timestamp", timestamp_expr(ts, utc), "TIMESTAMP")
     return cols
 
 
@@ -399,11 +422,18 @@ def in_one_pass(prof: Profile, rules: Callable[[Findings], T], findings: Finding
     return out
 
 
-def timestamp_expr(ts: Field) -> str:
-    """ISO-8601 strings (offsets honoured, naive = UTC) or unix seconds -> UTC TIMESTAMP."""
+def timestamp_expr(ts: Field, utc: bool = False) -> str:
+    """ISO-8601 strings (offsets honoured, naive = UTC) or unix seconds -> UTC TIMESTAMP.
+
+    ``utc``: the session's TimeZone is UTC (featurize sets it), so a plain date-time without
+    offset or zone name (``PLAIN_ISO``) reads the same through the ~5x cheaper TIMESTAMP
+    cast as through TIMESTAMPTZ (ICU) and back; anything else still takes TIMESTAMPTZ."""
+    iso = f"{ts.t} = 'VARCHAR' AND {ISO_DATE.format(v=ts.v)}"
+    zoned = f"WHEN {iso} THEN TRY_CAST({ts.v} AS TIMESTAMPTZ)::TIMESTAMP "
+    plain = (f"WHEN {ts.t} = 'VARCHAR' AND {PLAIN_ISO.format(v=ts.v)} "
+             f"THEN TRY_CAST({ts.v} AS TIMESTAMP) " if utc else "")
     return (
-        f"CASE WHEN {ts.t} = 'VARCHAR' AND {ISO_DATE.format(v=ts.v)} "
-        f"THEN TRY_CAST({ts.v} AS TIMESTAMPTZ)::TIMESTAMP "
+        f"CASE {plain}{zoned}"
         f"WHEN {ts.t} IN ('BIGINT', 'UBIGINT', 'DOUBLE') AND abs(TRY_CAST({ts.v} AS DOUBLE)) "
         f"< 1e11 THEN to_timestamp(TRY_CAST({ts.v} AS DOUBLE))::TIMESTAMP END"
     )
@@ -428,6 +458,9 @@ def bad_timestamp_reason(prof: Profile, ts: Field, pos: int) -> str:
 # DuckDB casts 'infinity', '-infinity', 'epoch', 'now' and friends to timestamps; an
 # ISO-8601 date starts with a four-digit year, so only such strings are parsed at all.
 ISO_DATE = "regexp_matches({v}, '^[0-9]{{4}}-[0-9]{{2}}')"
+# A date, or a date and time, with no offset and no zone name (see ``timestamp_expr``).
+PLAIN_ISO = ("regexp_full_match({v}, '[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}"
+             "([T ][0-9]{{2}}:[0-9]{{2}}(:[0-9]{{2}}(\\.[0-9]{{1,6}})?)?)?')")
 # Suffixes the ops add to a field's name for their extra columns (normalize/image: .missing,
 # categorify/sequences: .length): a field named like one would be silently shadowed.
 DERIVED_SUFFIXES = (".missing", ".length")

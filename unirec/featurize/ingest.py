@@ -10,7 +10,10 @@ section, where ``pos`` is the record's 0-based position in its section:
   (``.jsonl``/``.ndjson``) or Parquet, which DuckDB streams: the scale path.
 
 Everything after this module works on those tables alone, so validation and error
-messages are the same whatever the input form.
+messages are the same whatever the input form. A Parquet section's ``src`` is a view that
+writes each row as JSON when read, beside a view of its typed columns (``typed_<section>``):
+interactions are validated from the typed columns when that is exact
+(``features.profile.typed_profile``) and only otherwise read as JSON.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from unirec.errors import DataError
 from unirec.features.profile import type_word
 from unirec.registry import did_you_mean
 from unirec.store.layout import SECTION_TABLES, SECTIONS
-from unirec.store.sql import literal
+from unirec.store.sql import ident, literal
 
 FOLDER_SUFFIXES = (".jsonl", ".ndjson", ".parquet")
+ROW_NUMBER = "file_row_number"  # read_parquet's row number column
 
 
 @dataclass(frozen=True)
@@ -160,21 +164,86 @@ def _folder_files(folder: Path) -> dict[str, Path]:
 
 
 def _load_folder_section(con: duckdb.DuckDBPyConnection, section: str, file: Path) -> None:
-    """One record per line (or Parquet row); ``rowid`` keeps the file's order."""
+    """One record per line (or Parquet row); ``pos`` keeps the file's order."""
     if file.suffix == ".parquet":
-        select = f"SELECT to_json(t) AS rec FROM read_parquet({literal(file)}) t"
-    else:
-        select = (
-            f"SELECT json AS rec FROM read_json_objects({literal(file)}, "
-            "format='newline_delimited')"
-        )
-    try:
-        con.execute(f"CREATE TEMP TABLE raw_{section} AS {select}")
-    except duckdb.Error as exc:
-        detail = str(exc).splitlines()[0].split("Error: ", 1)[-1]
-        raise DataError(f"{file.name} could not be read: {detail}", section=section) from None
+        return _load_parquet_section(con, section, file)
+    select = (
+        f"SELECT json AS rec FROM read_json_objects({literal(file)}, "
+        "format='newline_delimited')"
+    )
+    _read(con, f"CREATE TEMP TABLE raw_{section} AS {select}", file, section)
     con.execute(
         f"CREATE TEMP TABLE src_{section} AS SELECT rowid AS pos, rec FROM raw_{section} "
         "ORDER BY rowid"
     )
     con.execute(f"DROP TABLE raw_{section}")
+
+
+def _read(con: duckdb.DuckDBPyConnection, sql: str, file: Path, section: str) -> None:
+    """Run ``sql`` (which reads ``file``); a reading error is one line naming the file."""
+    try:
+        con.execute(sql)
+    except duckdb.Error as exc:
+        detail = str(exc).splitlines()[0].split("Error: ", 1)[-1]
+        raise DataError(f"{file.name} could not be read: {detail}", section=section) from None
+
+
+def _load_parquet_section(con: duckdb.DuckDBPyConnection, section: str, file: Path) -> None:
+    """A Parquet section as two views over the file, read only when queried: ``typed_<s>``
+    (``pos`` = the row's number in the file, then the file's own typed columns) and
+    ``src_<s>`` (``pos``, the row as a JSON object: what a JSON input would hold). Users
+    and items are small and read several times, so their ``src`` is materialised now;
+    interactions are profiled from the typed columns (``features.profile.typed_profile``)
+    and fall back to ``src`` (``materialize``) only when that cannot be done exactly."""
+    reader = f"read_parquet({literal(file)}, file_row_number=true)"
+    _read(con, f"DESCRIBE SELECT * FROM read_parquet({literal(file)})", file, section)
+    names = [row[0] for row in con.fetchall()]
+    if ROW_NUMBER in names or "pos" in names:  # would clash with the views' own columns
+        _read(con, f"CREATE TEMP TABLE raw_{section} AS SELECT to_json(t) AS rec "
+                   f"FROM read_parquet({literal(file)}) t", file, section)
+        con.execute(f"CREATE TEMP TABLE src_{section} AS SELECT rowid AS pos, rec "
+                    f"FROM raw_{section} ORDER BY rowid")
+        con.execute(f"DROP TABLE raw_{section}")
+        return
+    cols = ", ".join(ident(n) for n in names)
+    con.execute(f"CREATE TEMP VIEW typed_{section} AS SELECT {ROW_NUMBER} AS pos, {cols} "
+                f"FROM {reader}")
+    packed = ", ".join(f"{ident(n)} := {ident(n)}" for n in names)
+    con.execute(f"CREATE TEMP VIEW src_{section} AS SELECT pos, to_json(struct_pack({packed}))"
+                f" AS rec FROM typed_{section}")
+    if section != "interactions":
+        materialize(con, section, file)
+
+
+def materialize(con: duckdb.DuckDBPyConnection, section: str, file: Path) -> None:
+    """Replace the view ``src_<section>`` by a table of the same rows (no-op for a table):
+    the JSON rules scan it several times, and a file that cannot be decoded fails here,
+    in one line, rather than in the middle of a rule."""
+    is_view = con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = ?",
+                          [f"src_{section}"]).fetchone()[0]
+    if not is_view:
+        return
+    _read(con, f"CREATE TEMP TABLE mat_{section} AS SELECT pos, rec FROM src_{section}",
+          file, section)
+    con.execute(f"DROP VIEW src_{section}")
+    con.execute(f"ALTER TABLE mat_{section} RENAME TO src_{section}")
+
+
+def typed_columns(con: duckdb.DuckDBPyConnection, section: str) -> dict[str, str] | None:
+    """The Parquet section's column name -> DuckDB type (``typed_<section>``), or None when
+    the section was not read from Parquet."""
+    rows = con.execute("SELECT column_name, data_type FROM duckdb_columns() "
+                       "WHERE table_name = ? AND column_name <> 'pos' "
+                       "ORDER BY column_index", [f"typed_{section}"]).fetchall()
+    return dict(rows) if rows else None
+
+
+def drop_sources(con: duckdb.DuckDBPyConnection) -> None:
+    """Drop every ``src_``/``typed_`` table or view ``load_sources`` made, and the profiles
+    (``prof_``) validation made of them."""
+    names = [f"{kind}_{s}" for s in SECTIONS for kind in ("src", "typed", "prof")]
+    for name, kind in con.execute(
+            "SELECT view_name, 'VIEW' FROM duckdb_views() WHERE list_contains($1, view_name) "
+            "UNION ALL SELECT table_name, 'TABLE' FROM duckdb_tables() "
+            "WHERE list_contains($1, table_name)", [names]).fetchall():
+        con.execute(f"DROP {kind} {ident(name)}")

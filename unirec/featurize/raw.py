@@ -22,8 +22,9 @@ from unirec.features.validate import (
     bad_timestamp_reason,
     entity_columns,
     interaction_columns,
+    typed_interaction_columns,
 )
-from unirec.featurize.ingest import load_sources
+from unirec.featurize.ingest import drop_sources, load_sources, materialize, typed_columns
 from unirec.store.layout import SECTION_TABLES, SECTIONS
 from unirec.store.sql import ident
 from unirec.version import __version__
@@ -52,11 +53,13 @@ def build_raw_tables(con: duckdb.DuckDBPyConnection, data: Path, cfg: Config,
             for s in ("user_data", "item_data")}
     if extend is not None:
         extend(con)
-    prof, cols = interaction_columns(con)
-    _interactions_table(con, prof, cols, cfg, findings)
-    for s in SECTIONS:
-        con.execute(f"DROP TABLE IF EXISTS prof_{s}")
-        con.execute(f"DROP TABLE IF EXISTS src_{s}")
+    typed = typed_columns(con, "interactions")
+    found = typed_interaction_columns(con, typed) if typed else None
+    if found is None:  # as JSON: every rule, each problem located and worded
+        materialize(con, "interactions", source.files.get("interactions", data))
+        found = interaction_columns(con)
+    _interactions_table(con, *found, cfg, findings)
+    drop_sources(con)
     kept["interactions"] = con.execute("SELECT count(*) FROM interactions").fetchone()[0]
     if kept["interactions"] == 0 and extend is None:
         raise DataError("no interactions left to learn from", section="interactions")
@@ -83,16 +86,32 @@ def entity_select(cols: list[Column]) -> list[str]:
     return select
 
 
-def stage_select(prof: Profile, cols: dict[str, Column]) -> list[str]:
+def stage_select(prof: Profile, cols: dict[str, Column],
+                 int_ids: frozenset[str] = frozenset()) -> list[str]:
     """The typed interaction columns over a profile, ids as text (``user_key``/``item_key``)
-    for matching against either id type, and the timestamp's JSON type (``ts_type``)."""
-    select = ["pos AS position", f"{cols['user_id'].expr}::VARCHAR AS user_key",
-              f"{cols['item_id'].expr}::VARCHAR AS item_key"]
+    for matching against either id type, and the timestamp's JSON type (``ts_type``); the
+    id columns in ``int_ids`` (see ``_integer_ids``) stay BIGINT."""
+    select = ["pos AS position"]
+    for name, key in (("user_id", "user_key"), ("item_id", "item_key")):
+        select.append(f"{cols[name].expr}{'' if name in int_ids else '::VARCHAR'} AS {key}")
     select += [f"{c.expr} AS {name}" for name, c in cols.items() if name not in ("user_id",
                                                                                 "item_id")]
     ts = next(f for f in prof.fields if f.name == "timestamp")
     select.append(f"{ts.t} AS ts_type")
     return select
+
+
+def _integer_ids(con: duckdb.DuckDBPyConnection, cols: dict[str, Column]) -> frozenset[str]:
+    """The id columns that are BIGINT both in the interactions and in their entity table:
+    those are matched by an integer join, which matches exactly what the text join matches
+    (equal integers, equal decimal texts) for less."""
+    out = set()
+    for side in ("user", "item"):
+        rows = con.execute(f"DESCRIBE {side}s").fetchall()  # resolved as the join resolves it
+        entity = next(str(row[1]) for row in rows if row[0] == f"{side}_id")
+        if entity == "BIGINT" and cols[f"{side}_id"].sql_type == "BIGINT":
+            out.add(f"{side}_id")
+    return frozenset(out)
 
 
 def _entity_table(
@@ -138,19 +157,22 @@ def _interactions_table(
 
     One scan types the rows and matches both ids (left joins), one aggregate counts every
     drop reason (and finds the first offender, for the error), one write keeps the rest."""
-    select = stage_select(prof, cols)
+    ints = _integer_ids(con, cols)
+    select = stage_select(prof, cols, ints)
     ts = next(f for f in prof.fields if f.name == "timestamp")
+    as_key = {k: "" if k in ints else "::VARCHAR" for k in ("user_id", "item_id")}
     con.execute(f"CREATE TEMP TABLE stage AS SELECT s.*, u.user_id, i.item_id FROM "
                 f"(SELECT {', '.join(select)} FROM {prof.table}) s "
-                "LEFT JOIN users u ON s.user_key = u.user_id::VARCHAR "
-                "LEFT JOIN items i ON s.item_key = i.item_id::VARCHAR")
+                f"LEFT JOIN users u ON s.user_key = u.user_id{as_key['user_id']} "
+                f"LEFT JOIN items i ON s.item_key = i.item_id{as_key['item_id']}")
     known = "user_id IS NOT NULL AND item_id IS NOT NULL"
     wheres = {"user": "user_id IS NULL", "item": "user_id IS NOT NULL AND item_id IS NULL",
               "timed": f"{known} AND ts_type IS NOT NULL AND ts_type <> 'NULL'",
               "untimed": f"{known} AND timestamp IS NULL"}
     row = con.execute("SELECT " + ", ".join(
         f"count(*) FILTER (WHERE {w}), min(position) FILTER (WHERE {w}), "
-        f"arg_min({'item' if k == 'item' else 'user'}_key, position) FILTER (WHERE {w})"
+        f"arg_min({'item' if k == 'item' else 'user'}_key::VARCHAR, position) "
+        f"FILTER (WHERE {w})"
         for k, w in wheres.items()) + " FROM stage").fetchone()
     found = {k: row[3 * j: 3 * j + 3] for j, k in enumerate(wheres)}
     policy = cfg.validate_

@@ -37,7 +37,7 @@ from unirec.store import (
 from unirec.store.atomic import building, link_or_copy
 from unirec.store.guard import MARKER, MARKER_TEXT, check_replaceable, resolve_store, store_lock
 from unirec.store.layout import SECTION_TABLES, SECTIONS
-from unirec.store.shards import shard_summary, write_shards
+from unirec.store.shards import write_split
 from unirec.version import __version__
 
 
@@ -131,12 +131,12 @@ def _run(tmp: Path, data: Path, store: Path, cfg: Config, started: float,
             report["sequences"] = write_sequences(con, tmp / SEQUENCES_FILE)
             report["shards"] = {}
             for split in ("train", "val"):
-                paths = write_shards(con, tmp / "shards", split,
-                                     block_size=cfg.samples.block_size,
-                                     shard_blocks=cfg.samples.shard_blocks,
-                                     seed=cfg.samples.seed, shuffle=split == "train")
-                report["shards"][split] = {"files": [p.name for p in paths],
-                                           **shard_summary(paths)}
+                written = write_split(con, tmp / "shards", split,
+                                      block_size=cfg.samples.block_size,
+                                      shard_blocks=cfg.samples.shard_blocks,
+                                      seed=cfg.samples.seed, shuffle=split == "train")
+                report["shards"][split] = {"files": [p.name for p in written.pop("paths")],
+                                           **written}
             _drop_temporaries(con)
             con.execute("CHECKPOINT")
     finally:
