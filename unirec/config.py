@@ -243,6 +243,11 @@ class RankConfig(_Section):
         "auto", description="'auto' trains the ranker after retrieval and keeps it only if it "
         "raises validation NDCG@K (train.eval_k) over retrieval alone; true keeps it always; "
         "false skips the stage.")
+    min_z: float = Field(
+        1.0, description="'auto' keeps the ranker only if its mean per-user validation "
+        "NDCG@K gain over retrieval is at least this many standard errors above zero (paired "
+        "over the judging users): the best of several epochs is biased up by about one, and "
+        "a small slice's noise must not keep a ranker that does not help.")
     model: str = Field("dcn", description="The interaction model: 'dcn' (DCN-v2 cross "
                        "network + MLP) or 'transformer' (self-attention over the user's and "
                        "the item's tokens); custom ones register with "
