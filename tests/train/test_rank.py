@@ -71,11 +71,13 @@ def test_numpy_ranker_equals_torch(tmp_path, synthetic_store, model) -> None:
     store = copy_store(synthetic_store, tmp_path / "store")
     out = invoke("fit", "--store", store, "--epochs", "1", "--set", "train.dim=16",
                  "--set", f"train.rank.model={model}", "--set", "train.rank.enabled=true",
-                 "--set", "train.refit=false",  # load_model rebuilds the unrefit towers
                  "--set", "train.rank.epochs=1", "--set", "train.rank.max_samples=512",
                  "--set", 'train.rank.heads={"interaction_type": 1.0}')
     assert out.exit_code == 0, out.output
     ranker = Ranker.load(store / "model")
+    # train.refit (default): the served ranker was refitted on the served, refitted towers,
+    # so its per-entity parts below are theirs (load_model restores those towers)
+    assert ranker.meta["refit"]["epochs"] == ranker.meta["best_epoch"]
     tower = load_model(store)
     net = RankNet(len(tower.user.token_names), ranker.item_part.shape[1],
                   tower.item_table.embedding_dim,
@@ -221,3 +223,81 @@ def test_onnx_export_covers_the_ranker(ranked_store, tmp_path) -> None:
     assert spec["outputs"] == ["rank", "interaction_type"]
     for name, value in zip(spec["outputs"], got, strict=True):
         np.testing.assert_allclose(value, want[name], atol=1e-5, rtol=0)
+
+
+def test_refit_judges_the_ranker_before_and_serves_it_after(ranked_store) -> None:
+    """train.refit (default): the ranker is judged over the retrieval model before its refit
+    (its validation users unseen by both), then refitted on the refitted towers for the
+    epoch count it kept; rank.json and metrics.jsonl say so, and auto's verdict is the
+    judged pass's paired gain against train.rank.min_z."""
+    meta = json.loads((ranked_store / "model" / "rank" / "rank.json").read_text())
+    rows = [json.loads(x) for x in
+            (ranked_store / "model" / "metrics.jsonl").read_text().splitlines()]
+    refit = [r for r in rows if r.get("stage") == "rank_refit"]
+    assert [r["rank_epoch"] for r in refit] == list(range(1, meta["best_epoch"] + 1))
+    assert meta["refit"]["retrieval"] == "train+val" and meta["refit"]["n_samples"] > \
+        meta["n_samples"], "the refitted ranker also learns from the validation samples"
+    val = meta["validation"]
+    assert val["val_rank_gain_z"] >= meta["config"]["min_z"] and meta["active"]
+    config = json.loads((ranked_store / "model" / "config.json").read_text())
+    assert config["summary"]["refit_epochs"] > 0
+
+
+@pytest.mark.parametrize("sets, why", [
+    (("train.rank.lr=5.0",), "a ranker that learnt nothing useful"),
+    (("train.rank.min_z=1000000",), "a gain the judging users' spread can explain"),
+])
+def test_auto_drops_a_ranker_that_does_not_help(tmp_path, synthetic_store, sets, why) -> None:
+    """auto keeps the ranker only when the judged pass's per-user NDCG gain is at least
+    train.rank.min_z standard errors above zero; otherwise the model serves retrieval."""
+    store = copy_store(synthetic_store, tmp_path / "store")
+    out = invoke("fit", "--store", store, "--epochs", "3", "--set", "train.dim=32",
+                 "--set", "train.batch_size=256", "--set", "train.rank.fit_on=train",
+                 "--set", "train.rank.batch_size=256", "--set", "train.rank.epochs=2",
+                 *[a for x in sets for a in ("--set", x)])
+    assert out.exit_code == 0, out.output
+    meta = json.loads((store / "model" / "rank" / "rank.json").read_text())
+    val = meta["validation"]
+    assert not meta["active"], (why, val)
+    if "min_z" in sets[0]:
+        assert val["val_rank_ndcg@10"] > val["val_retrieval_ndcg@10"], val
+    assert "not used (it did not beat retrieval by train.rank.min_z" in out.stdout, out.stdout
+    got = json.loads(invoke("evaluate", "--store", store, "--format", "json").stdout)
+    assert got["stage"] == "retrieve" and got["ndcg@10"] == got["retrieve_ndcg@10"]
+
+
+def test_new_users_given_as_records_are_ranked(ranked_store) -> None:
+    """A new user's record (features and a posted history) is re-ranked like a known user:
+    the ranker reads the tower tokens the cold-start path computes, through the CLI."""
+    rec = unirec.Recommender.load(ranked_store)
+    history = [int(i) for i in rec.item_ids(np.arange(1, 6))]
+    record = json.dumps({"categorical": {"country": "DE", "occupation": "student"},
+                         "continuous": {"age": 30.0}, "history": history})
+
+    def top(*extra: str) -> list[int]:
+        out = invoke("recommend", "--user-json", record, "--store", ranked_store, "--format",
+                     "json", *extra)
+        assert out.exit_code == 0, out.output
+        return [r["item_id"] for r in json.loads(out.stdout)]
+
+    ranked, explicit = top("-k", "10"), top("-k", "10", "--stage", "rank")
+    retrieved, pool = top("-k", "10", "--stage", "retrieve"), top("-k", "200", "--stage",
+                                                                  "retrieve")
+    assert ranked == explicit and ranked != retrieved
+    assert set(ranked) <= set(pool) and not set(ranked) & set(history)
+    few = top("-k", "10", "--candidates-n", "10")
+    assert set(few) == set(retrieved), "re-ranking 10 candidates keeps the same 10 items"
+    # the numpy projection of the record's tokens is torch's RankNet.user_part
+    from unirec.serve.cold import embed_record_tokens
+
+    ranker = Ranker.load(ranked_store / "model")
+    _, tokens = embed_record_tokens(ranked_store, [json.loads(record)])
+    tower = load_model(ranked_store)
+    net = RankNet(len(tower.user.token_names), ranker.item_part.shape[1],
+                  tower.item_table.embedding_dim,
+                  unirec.config.RankConfig(**ranker.meta["config"]),
+                  len(ranker.meta["type_names"]))
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in ranker.w.items()})
+    with torch.no_grad():
+        want = net.user_part(torch.from_numpy(tokens)).numpy()
+    np.testing.assert_allclose(ranker.project_users(tokens), want, atol=1e-5)

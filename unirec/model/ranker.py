@@ -148,15 +148,24 @@ class Ranker:
             raise StoreError(f"the ranker in {str(folder)!r} is damaged ({exc}): run `unirec "
                              "fit` again") from None
 
+    def project_users(self, tokens: np.ndarray) -> np.ndarray:
+        """(n, Tu, tower_dim) user tower tokens -> (n, Tu, dim) parts (``RankNet.user_part``):
+        for users with no precomputed row, e.g. new users given as records."""
+        w = self.w
+        return (_linear(w, "user_proj", np.asarray(tokens, np.float32) * w["user_keep"])
+                + w["user_slot"]).astype(np.float32)
+
     def outputs(self, users: np.ndarray, cand: np.ndarray, u: np.ndarray, v: np.ndarray,
-                score: np.ndarray) -> dict[str, np.ndarray]:
+                score: np.ndarray, user_part: np.ndarray | None = None
+                ) -> dict[str, np.ndarray]:
         """Each head's (n, C, out) for user indices (n,), candidate item indices (n, C),
-        the towers' vectors ``u`` (n, d) and ``v`` (n, C, d), retrieval scores (n, C)."""
+        the towers' vectors ``u`` (n, d) and ``v`` (n, C, d), retrieval scores (n, C);
+        ``user_part`` (n, Tu, dim) replaces the users' precomputed rows (``users`` unused)."""
         n, c = cand.shape
         w = self.w
         pair = _linear(w, "pair", np.concatenate(
             [u[:, None, :] * v, score[..., None].astype(np.float32)], axis=-1))
-        up = np.asarray(self.user_part[users])
+        up = np.asarray(self.user_part[users]) if user_part is None else user_part
         tokens = np.concatenate([np.broadcast_to(up[:, None], (n, c, *up.shape[1:])),
                                  np.asarray(self.item_part[cand]), pair[:, :, None]], axis=2)
         hidden = self._body(self.body_w, tokens.reshape(n * c, *tokens.shape[2:]))
@@ -166,9 +175,9 @@ class Ranker:
         return out
 
     def score(self, users: np.ndarray, cand: np.ndarray, u: np.ndarray, v: np.ndarray,
-              score: np.ndarray) -> np.ndarray:
+              score: np.ndarray, user_part: np.ndarray | None = None) -> np.ndarray:
         """(n, C) blended ranking scores, higher first."""
-        return blend(self.outputs(users, cand, u, v, score), score, self.meta)
+        return blend(self.outputs(users, cand, u, v, score, user_part), score, self.meta)
 
 
 @dataclass
@@ -191,12 +200,12 @@ class RankResult:
 STAGES = ("auto", "rank", "retrieve")
 
 
-def rerank(ranker: Ranker, users: np.ndarray, idx: np.ndarray, retrieval: np.ndarray,
-           u: np.ndarray, items: np.ndarray, k: int, block: int = 64
-           ) -> tuple[np.ndarray, np.ndarray]:
+def rerank(ranker: Ranker, users: np.ndarray | None, idx: np.ndarray, retrieval: np.ndarray,
+           u: np.ndarray, items: np.ndarray, k: int, block: int = 64,
+           user_part: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Re-order retrieved ``idx`` (n, N; -1 pads, NaN scores) of user indices ``users`` (their
-    vectors ``u``) by the ranker; top ``k``. Blocks of users keep the (users x N x tokens)
-    working set small."""
+    vectors ``u``; or new users' ``user_part``, ``Ranker.project_users``) by the ranker;
+    top ``k``. Blocks of users keep the (users x N x tokens) working set small."""
     k = min(k, idx.shape[1])
     top = np.full((len(idx), k), -1, np.int64)
     out = np.full((len(idx), k), np.nan, np.float32)
@@ -205,8 +214,9 @@ def rerank(ranker: Ranker, users: np.ndarray, idx: np.ndarray, retrieval: np.nda
         valid = idx[sl] > 0
         cand = np.maximum(idx[sl], 0)
         score = np.where(valid, retrieval[sl], 0).astype(np.float32)
-        s = ranker.score(users[sl], cand, np.asarray(u[sl], np.float32),
-                         np.asarray(items[cand], np.float32), score)
+        s = ranker.score(None if users is None else users[sl], cand,
+                         np.asarray(u[sl], np.float32), np.asarray(items[cand], np.float32),
+                         score, None if user_part is None else user_part[sl])
         top[sl], out[sl] = top_by(idx[sl], s, k)
     return top, out
 

@@ -281,7 +281,7 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
             break
     # the ranker is trained and judged on the retrieval model before its refit: the
     # validation users that judge it are unseen by both (docs/ranking.md)
-    ranker = fit_ranker(st, model, inp, cfg, device, out) \
+    ranker = fit_ranker(st, model, inp, cfg, device, out, warm=plan is not None) \
         if rank == 0 and (out / "best.safetensors").is_file() else None
     if plan is None:  # a warm start continues the served model: no fresh refit
         refit, inp = _refit(st, cfg, state, inp, device, rank, world, progress, model)

@@ -169,17 +169,35 @@ def _build(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
     return frozen, net, meta, signals
 
 
+def _continue(net: RankNet, served: Path) -> list[str]:
+    """``fit --warm-start``: start the net from the served ranker's weights (``served``, the
+    model folder's ``rank/``), every one whose shape still fits (a head over interaction
+    types the append added starts fresh). Returns the names continued."""
+    if not (served / "weights.npz").is_file():
+        return []
+    own = net.state_dict()
+    with np.load(served / "weights.npz") as z:
+        old = {k: torch.from_numpy(z[k]) for k in z.files
+               if k in own and tuple(z[k].shape) == tuple(own[k].shape)}
+    net.load_state_dict(old, strict=False)
+    return sorted(old)
+
+
 def fit_ranker(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
-               device: torch.device, work: Path) -> RankResult | None:
+               device: torch.device, work: Path, warm: bool = False) -> RankResult | None:
     """Train the ranker on the best retrieval weights (before any ``train.refit``: neither
     has seen the validation users that judge it); None when ``train.rank.enabled`` is
-    false. The result's ``meta["active"]`` says whether serving uses it."""
+    false. ``warm`` (``fit --warm-start``): continue the served ranker, then judge it as
+    any. The result's ``meta["active"]`` says whether serving uses it."""
     rc = cfg.rank
     if rc.enabled is False:
         return None
     load_weights(work / "best.safetensors", model)
     train = load_samples(store, "train")
     frozen, net, meta, signals = _build(store, model, inp, cfg, device, train)
+    if warm:
+        kept = _continue(net, store.path / "model" / RANK_DIR)
+        meta["warm_start"] = {"continued": len(kept), "of": len(net.state_dict())}
     val_samples = load_samples(store, "val", train.type_names)
     keys, judged = inp.positive_keys, inp
     if rc.fit_on == "validation" and len(inp.val_users) > 1:
