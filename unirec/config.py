@@ -240,9 +240,10 @@ class RankConfig(_Section):
     retrieval model's top candidates (docs/ranking.md)."""
 
     enabled: bool | Literal["auto"] = Field(
-        "auto", description="'auto' trains the ranker after retrieval and keeps it only if it "
-        "raises validation NDCG@K (train.eval_k) over retrieval alone; true keeps it always; "
-        "false skips the stage.")
+        "auto", description="'auto' trains the ranker after retrieval (judged over the "
+        "retrieval model before train.refit, then refitted with it) and keeps it only if it "
+        "raises validation NDCG@K (train.eval_k) over retrieval alone by train.rank.min_z "
+        "standard errors; true keeps it always; false skips the stage.")
     min_z: float = Field(
         1.0, description="'auto' keeps the ranker only if its mean per-user validation "
         "NDCG@K gain over retrieval is at least this many standard errors above zero (paired "
