@@ -279,6 +279,11 @@ class RankConfig(_Section):
         "against +6.0% from validation). Without a validation slice: train.")
     holdout_share: float = Field(0.5, gt=0.0, lt=1.0, description="fit_on validation: the "
                                  "share of validation users whose slices train the ranker.")
+    new_items: Literal["retrieval", "ranker"] = Field(
+        "retrieval", description="Items no training sample had (new items): 'retrieval' "
+        "keeps each in the slot retrieval gave it and re-orders the others around them; "
+        "'ranker' lets the ranker place them, which it learnt from popularity and ids to "
+        "put last (MovieLens-100K mixed new_parity 0.34 -> 0.0).")
     popularity: bool = Field(True, description="Give the ranker one more item token: the "
                              "item's training interactions, overall and in the last 10% of "
                              "the training period (log, standardised), which retrieval's "

@@ -122,6 +122,8 @@ class Ranker:
             self.w: Weights = {k: z[k] for k in z.files}
         self.user_part = np.load(folder / "user_part.npy", mmap_mode="r")
         self.item_part = np.load(folder / "item_part.npy", mmap_mode="r")
+        trained = folder / "item_trained.npy"  # absent in a folder fit wrote before it
+        self.item_trained: np.ndarray | None = np.load(trained) if trained.is_file() else None
         self.body_w = {k[5:]: v for k, v in self.w.items() if k.startswith("body.")}
         name = self.meta["model"]
         if name in NUMPY_INTERACTIONS:
@@ -217,15 +219,40 @@ def rerank(ranker: Ranker, users: np.ndarray | None, idx: np.ndarray, retrieval:
         s = ranker.score(None if users is None else users[sl], cand,
                          np.asarray(u[sl], np.float32), np.asarray(items[cand], np.float32),
                          score, None if user_part is None else user_part[sl])
-        top[sl], out[sl] = top_by(idx[sl], s, k)
+        top[sl], out[sl] = top_by(idx[sl], s, k, new_item_slots(ranker, idx[sl]))
     return top, out
 
 
-def top_by(idx: np.ndarray, s: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` best of candidate lists ``idx`` (n, N; -1 pads) by scores ``s``; ties keep
-    the retrieval order. Padding sorts last and comes back as -1 with score NaN."""
+def top_by(idx: np.ndarray, s: np.ndarray, k: int, fixed: np.ndarray | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best of candidate lists ``idx`` (n, N in retrieval order; -1 pads) by scores
+    ``s``; ties keep the retrieval order. Padding sorts last and comes back as -1 with score
+    NaN. ``fixed`` (n, N) bool: candidates that keep their retrieval slot (items no
+    training sample had, ``train.rank.new_items = "retrieval"``); the others fill the
+    remaining slots by ``s``, so their scores need not be monotone at a fixed slot."""
     s = np.where(idx > 0, s, -np.inf)
-    order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    if fixed is None or not fixed[:, :k].any():
+        order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    else:
+        fixed = fixed & (idx > 0)
+        # NaN sorts last, after padding (+inf): a free slot never takes a fixed item twice
+        ranked = np.argsort(np.where(fixed, np.nan, -s), axis=1, kind="stable")
+        free = ~fixed[:, :k]
+        nth = np.maximum(np.cumsum(free, axis=1) - 1, 0)  # the j-th free slot: j-th ranked
+        pos = np.arange(min(k, idx.shape[1]))[None, :]
+        order = np.where(free, np.take_along_axis(ranked, nth, 1), pos)
     top = np.take_along_axis(idx, order, 1)
     out = np.take_along_axis(s, order, 1)
     return top, np.where(top > 0, out, np.nan).astype(np.float32)
+
+
+def new_item_slots(ranker: Ranker, cand: np.ndarray) -> np.ndarray | None:
+    """(n, N) bool: the candidates whose retrieval slot the ranker keeps -- items no training
+    sample of the served model had (``item_trained.npy``), under
+    ``train.rank.new_items = "retrieval"``. Why: the ranker reads popularity and learnt ids,
+    so it never ranks an item nobody has met above the ones people did (MovieLens mixed:
+    new_parity 0.34 -> 0.0), which retrieval's content path was built to do."""
+    trained = ranker.item_trained
+    if trained is None or ranker.meta["config"].get("new_items", "retrieval") != "retrieval":
+        return None
+    return ~trained[np.maximum(cand, 0)]

@@ -286,7 +286,8 @@ def _parts(store: Store, model: TwoTower, net: RankNet, inp: Inputs, device: tor
     frozen = frozen_items(model, inp.items["popularity"], device, signals)
     items = net.item_part(frozen.item_tokens).cpu().numpy()
     return {"user_part": np.concatenate(users).astype(np.float32),
-            "item_part": items.astype(np.float32)}
+            "item_part": items.astype(np.float32),
+            "item_trained": (inp.items["popularity"] > 0).numpy()}
 
 
 __all__ = ["RANK_DIR", "RankResult", "fit_ranker", "refit_ranker"]

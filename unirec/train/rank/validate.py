@@ -36,6 +36,9 @@ class Validation:
     def __init__(self, model: TwoTower, inp: Inputs, frozen: Frozen, val: Samples,
                  cfg: TrainConfig, device: torch.device, chunk: int = 1024) -> None:
         self.k, self.inp, self.frozen, self.val = cfg.eval_k, inp, frozen, val
+        # judged as served: items no training sample had keep their retrieval slot
+        self.untrained = (inp.items["popularity"] <= 0).numpy()
+        self.keep_new = cfg.rank.new_items == "retrieval"
         self.empty = not len(inp.val_users)
         if self.empty:
             return
@@ -89,7 +92,9 @@ class Validation:
             cand = self.cand[rows]
             score = np.where(cand > 0, self.score[rows], 0.0)
             out = self._outputs(net, rows, cand, score)
-            recs.append(top_by(cand, blend(out, score, meta), self.k)[0])
+            recs.append(top_by(cand, blend(out, score, meta), self.k,
+                               self.untrained[np.maximum(cand, 0)] if self.keep_new
+                               else None)[0])
         recs = np.concatenate(recs)
         row = {**self.base, **self._metrics(recs, "rank"),
                "val_rank_gain_z": gain_z(ndcg_per_user(recs, *self.inp.val_truth, self.k)
