@@ -5,7 +5,8 @@ by the shared ``evaluate.py``) and on the synthetic set: one store, one ``unirec
 the defaults (plus the ``rating`` head on MovieLens, whose interaction types are
 ``rating_N``: the bench copies ``train.json`` with a ``rating`` field, under ``--work``,
 never into the repository), then every user's top-10 from the same fitted model with
-``stage="retrieve"`` and ``stage="rank"``. Also the recommend p50 in process with ranking
+``stage="retrieve"`` and ``stage="rank"`` (on the mixed protocol also ``new_parity``:
+re-ranking must not bury the new items). Also the recommend p50 in process with ranking
 over 200 candidates against retrieval alone, and the CLI process time of each.
 
 Usage: python -m bench.rank [--splits DIR] [--protocol temporal ...] [--work DIR] [--quick]
