@@ -5,7 +5,8 @@ by the shared ``evaluate.py``) and on the synthetic set: one store, one ``unirec
 the defaults (plus the ``rating`` head on MovieLens, whose interaction types are
 ``rating_N``: the bench copies ``train.json`` with a ``rating`` field, under ``--work``,
 never into the repository), then every user's top-10 from the same fitted model with
-``stage="retrieve"`` and ``stage="rank"``. Also the recommend p50 in process with ranking
+``stage="retrieve"`` and ``stage="rank"`` (on the mixed protocol also ``new_parity``:
+re-ranking must not bury the new items). Also the recommend p50 in process with ranking
 over 200 candidates against retrieval alone, and the CLI process time of each.
 
 Usage: python -m bench.rank [--splits DIR] [--protocol temporal ...] [--work DIR] [--quick]
@@ -32,6 +33,9 @@ import numpy as np
 from bench.quality_ml100k import evaluate as protocol_evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
+# the mixed protocol's new-item figures (``evaluate.py --new-items``): re-ranking must not
+# bury the items no training interaction mentions (docs/ranking.md)
+NEW_ITEMS = ("new_parity", "new_recall@10", "new_share_of_recs")
 ENV = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
 
 
@@ -109,8 +113,8 @@ def run_ml100k(split: Path, work: Path, sets: list[str]) -> dict[str, Any]:
         recs = work / f"recs_{stage}.csv"
         write_recs(store, stage, recs)
         got = protocol_evaluate(split, recs)
-        out[stage] = {k: got[k] for k in ("recall@10", "ndcg@10", "hr@10", "coverage")
-                      if k in got}
+        out[stage] = {k: got[k] for k in ("recall@10", "ndcg@10", "hr@10", "coverage",
+                                          *NEW_ITEMS) if k in got}
     base, ranked = out["retrieve"]["ndcg@10"], out["rank"]["ndcg@10"]
     out["ndcg_gain_relative"] = round(ranked / base - 1, 4)
     out["target_gain_relative"] = 0.05
@@ -176,24 +180,26 @@ def markdown(result: dict[str, Any]) -> str:
              "plus the `rating` head on MovieLens), top-10 scored by the shared protocol's "
              "`evaluate.py` (`python -m bench.rank`; docs/ranking.md). Target: +5% relative "
              "NDCG@10 on the temporal protocol.", "",
-             "| data | stage | Recall@10 | NDCG@10 | HR@10 | gain NDCG | ranker kept | "
-             "val rating RMSE |", "|---|---|---|---|---|---|---|---|"]
+             "| data | stage | Recall@10 | NDCG@10 | HR@10 | gain NDCG | new_parity | "
+             "ranker kept | val rating RMSE |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in result.get("protocols", {}).items():
         for stage in ("retrieve", "rank"):
             m = r[stage]
             gain = f"{100 * r['ndcg_gain_relative']:+.1f}%" if stage == "rank" else ""
             kept = str(r["ranker"]["active"]) if stage == "rank" else ""
             rmse = r.get("val_rating_rmse") if stage == "rank" else None
+            parity = f"{m['new_parity']:.3f}" if "new_parity" in m else ""
             lines.append(f"| ML-100K {name} | {stage} | {m['recall@10']:.4f} | "
-                         f"{m['ndcg@10']:.4f} | {m['hr@10']:.4f} | {gain} | {kept} | "
+                         f"{m['ndcg@10']:.4f} | {m['hr@10']:.4f} | {gain} | {parity} | {kept} | "
                          f"{'' if rmse is None else f'{rmse:.3f}'} |")
     syn = result.get("synthetic")
     if syn and "rank_ndcg@10" in syn:
         gain = syn["rank_ndcg@10"] / syn["retrieve_ndcg@10"] - 1
         lines.append(f"| synthetic (test split) | retrieve | {syn['retrieve_recall@10']:.4f} | "
-                     f"{syn['retrieve_ndcg@10']:.4f} | | | | |")
+                     f"{syn['retrieve_ndcg@10']:.4f} | | | | | |")
         lines.append(f"| synthetic (test split) | rank | {syn['rank_recall@10']:.4f} | "
-                     f"{syn['rank_ndcg@10']:.4f} | | {100 * gain:+.1f}% | | |")
+                     f"{syn['rank_ndcg@10']:.4f} | | {100 * gain:+.1f}% | | "
+                     f"{syn.get('stage') == 'rank'} | |")
     lat = [(n, r) for n, r in result.get("protocols", {}).items() if "recommend_p50_ms_rank"
            in r]
     if lat:

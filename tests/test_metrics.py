@@ -206,3 +206,22 @@ def test_csr_rows_and_left_padding() -> None:
     assert pad_left(csr, 3).tolist() == [[2, 3, 4], [0, 0, 0], [0, 0, 7], [0, 5, 6]]
     indptr, indices = csr_rows(csr, np.array([3, -1, 0]))  # -1: no row, empty
     assert indptr.tolist() == [0, 2, 2, 6] and indices.tolist() == [5, 6, 1, 2, 3, 4]
+
+
+def test_ndcg_per_user_averages_to_the_protocol_ndcg() -> None:
+    """``ndcg_per_user`` (the ranker's paired gain, train.rank.min_z) is, per evaluated user,
+    what ``ranking_metrics`` averages: users without truth are left out, -1 pads miss."""
+    from unirec.metrics import ndcg_per_user, ranking_metrics
+
+    rng = np.random.default_rng(3)
+    n, items = 40, 30
+    recs = np.stack([rng.permutation(np.arange(1, items + 1))[:10] for _ in range(n)])
+    recs[::7, 8:] = -1
+    sizes = rng.integers(0, 4, n)
+    indptr = np.r_[0, np.cumsum(sizes)]
+    indices = np.concatenate([rng.choice(np.arange(1, items + 1), s, replace=False)
+                              for s in sizes])
+    per = ndcg_per_user(recs, indptr, indices, 10)
+    assert len(per) == int((sizes > 0).sum())
+    want = ranking_metrics(recs, indptr, indices, k=10)["ndcg@10"]
+    assert abs(per.mean() - want) < 1e-12

@@ -240,9 +240,15 @@ class RankConfig(_Section):
     retrieval model's top candidates (docs/ranking.md)."""
 
     enabled: bool | Literal["auto"] = Field(
-        "auto", description="'auto' trains the ranker after retrieval and keeps it only if it "
-        "raises validation NDCG@K (train.eval_k) over retrieval alone; true keeps it always; "
-        "false skips the stage.")
+        "auto", description="'auto' trains the ranker after retrieval (judged over the "
+        "retrieval model before train.refit, then refitted with it) and keeps it only if it "
+        "raises validation NDCG@K (train.eval_k) over retrieval alone by train.rank.min_z "
+        "standard errors; true keeps it always; false skips the stage.")
+    min_z: float = Field(
+        1.0, description="'auto' keeps the ranker only if its mean per-user validation "
+        "NDCG@K gain over retrieval is at least this many standard errors above zero (paired "
+        "over the judging users): the best of several epochs is biased up by about one, and "
+        "a small slice's noise must not keep a ranker that does not help.")
     model: str = Field("dcn", description="The interaction model: 'dcn' (DCN-v2 cross "
                        "network + MLP) or 'transformer' (self-attention over the user's and "
                        "the item's tokens); custom ones register with "
@@ -273,6 +279,11 @@ class RankConfig(_Section):
         "against +6.0% from validation). Without a validation slice: train.")
     holdout_share: float = Field(0.5, gt=0.0, lt=1.0, description="fit_on validation: the "
                                  "share of validation users whose slices train the ranker.")
+    new_items: Literal["retrieval", "ranker"] = Field(
+        "retrieval", description="Items no training sample had (new items): 'retrieval' "
+        "keeps each in the slot retrieval gave it and re-orders the others around them; "
+        "'ranker' lets the ranker place them, which it learnt from popularity and ids to "
+        "put last (MovieLens-100K mixed new_parity 0.34 -> 0.0).")
     popularity: bool = Field(True, description="Give the ranker one more item token: the "
                              "item's training interactions, overall and in the last 10% of "
                              "the training period (log, standardised), which retrieval's "

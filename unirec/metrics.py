@@ -183,3 +183,22 @@ def ranking_metrics(
         "n_users": n_eval,
         "violations": violations,
     }
+
+
+def ndcg_per_user(recs: np.ndarray, truth_indptr: np.ndarray, truth_indices: np.ndarray,
+                  k: int) -> np.ndarray:
+    """Each evaluated user's NDCG@K of duplicate-free top-K lists (-1 pads), in the order of
+    the users with any truth item: what a paired comparison of two rankings of the same users
+    needs (``ranking_metrics``' ``ndcg@K`` is its mean when nothing is excluded)."""
+    lists = np.asarray(recs, np.int64)[:, :k]
+    indptr = np.asarray(truth_indptr, np.int64)
+    indices = np.asarray(truth_indices, np.int64)
+    width = 1 + max(int(lists.max(initial=0)), int(indices.max(initial=0)))
+    rows = np.arange(len(lists), dtype=np.int64)[:, None]
+    truth = np.unique(rows_of(indptr) * width + indices)
+    hit = (lists >= 0) & _member(rows * width + lists, truth)
+    n_truth = np.bincount(truth // width, minlength=len(lists))
+    discount = 1.0 / np.log2(np.arange(2, lists.shape[1] + 2, dtype=np.float64))
+    idcg = np.r_[0.0, np.cumsum(1.0 / np.log2(np.arange(2, k + 2, dtype=np.float64)))]
+    ev = n_truth > 0
+    return ((hit * discount).sum(1) / idcg[np.minimum(k, np.maximum(n_truth, 1))])[ev]

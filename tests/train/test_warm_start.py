@@ -156,3 +156,31 @@ def test_a_model_that_predates_an_append_keeps_serving(fitted_a, tmp_path) -> No
     assert answer.status_code == 200, answer.text
     assert len(answer.json()["items"]) == 5
     assert unknown.status_code == 400 and "1001" in unknown.json()["error"]
+
+
+def test_warm_start_continues_the_ranker_and_ranks_new_items(fitted_a, tmp_path) -> None:
+    """The ranking stage after fit --warm-start: it starts from the served ranker's weights
+    (all of them, the settings unchanged), is judged again, its per-entity parts cover the
+    appended items, and the new items still reach the users of their group once ranked."""
+    import numpy as np
+
+    store = _copy(fitted_a[0], tmp_path / "store")
+    assert (store / "model" / "rank" / "rank.json").is_file()
+    n_before = len(np.load(store / "model" / "rank" / "item_part.npy"))
+    assert invoke("featurize", "--append", fitted_a[2], "--store", store).exit_code == 0
+    out = invoke("fit", "--store", store, "--warm-start", *FIT, "--set",
+                 "train.rank.enabled=true")
+    assert out.exit_code == 0 and "ranking stage" in out.stdout, out.output
+    meta = json.loads((store / "model" / "rank" / "rank.json").read_text())
+    assert meta["warm_start"]["continued"] == meta["warm_start"]["of"] > 0
+    assert "val_rank_ndcg@10" in meta["validation"] and meta["active"]
+    assert len(np.load(store / "model" / "rank" / "item_part.npy")) == n_before + len(NEW)
+    met = {r["user_id"] for r in json.loads(fitted_a[2].read_text())["interactions"]
+           if r["item_id"] >= 1000}
+    own = other = 0
+    for user in sorted(set(range(120)) - met):
+        ids, _ = unirec.recommend(user, 10, store=store, stage="rank")
+        new = [int(i) for i in ids if int(i) >= 1000]
+        own += sum((i - 1000) % 4 == user % 4 for i in new)
+        other += sum((i - 1000) % 4 != user % 4 for i in new)
+    assert own >= 20 and own > 3 * other, (own, other)

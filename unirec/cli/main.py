@@ -179,9 +179,11 @@ def fit(store: Path, config_file: Path | None, overrides: tuple[str, ...], epoch
         val = rank.get("validation") or {}
         k = cfg.train.eval_k
         figures = (f": validation NDCG@{k} {val[f'val_rank_ndcg@{k}']:.4f} against "
-                   f"{val[f'val_retrieval_ndcg@{k}']:.4f} for retrieval alone"
+                   f"{val[f'val_retrieval_ndcg@{k}']:.4f} for retrieval alone "
+                   f"({val.get('val_rank_gain_z', 0.0):+.1f} standard errors)"
                    if f"val_rank_ndcg@{k}" in val else "")
-        why = rank.get("note") or "it did not beat retrieval"
+        why = rank.get("note") or "it did not beat retrieval by train.rank.min_z " \
+            f"({cfg.train.rank.min_z:g}) standard errors"
         state = "in use" if rank["active"] else f"not used ({why})"
         click.echo(f"ranking stage ({rank['model']}, epoch {rank['best_epoch']}){figures}; "
                    f"{state}")

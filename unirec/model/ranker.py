@@ -122,6 +122,8 @@ class Ranker:
             self.w: Weights = {k: z[k] for k in z.files}
         self.user_part = np.load(folder / "user_part.npy", mmap_mode="r")
         self.item_part = np.load(folder / "item_part.npy", mmap_mode="r")
+        trained = folder / "item_trained.npy"  # absent in a folder fit wrote before it
+        self.item_trained: np.ndarray | None = np.load(trained) if trained.is_file() else None
         self.body_w = {k[5:]: v for k, v in self.w.items() if k.startswith("body.")}
         name = self.meta["model"]
         if name in NUMPY_INTERACTIONS:
@@ -148,15 +150,24 @@ class Ranker:
             raise StoreError(f"the ranker in {str(folder)!r} is damaged ({exc}): run `unirec "
                              "fit` again") from None
 
+    def project_users(self, tokens: np.ndarray) -> np.ndarray:
+        """(n, Tu, tower_dim) user tower tokens -> (n, Tu, dim) parts (``RankNet.user_part``):
+        for users with no precomputed row, e.g. new users given as records."""
+        w = self.w
+        return (_linear(w, "user_proj", np.asarray(tokens, np.float32) * w["user_keep"])
+                + w["user_slot"]).astype(np.float32)
+
     def outputs(self, users: np.ndarray, cand: np.ndarray, u: np.ndarray, v: np.ndarray,
-                score: np.ndarray) -> dict[str, np.ndarray]:
+                score: np.ndarray, user_part: np.ndarray | None = None
+                ) -> dict[str, np.ndarray]:
         """Each head's (n, C, out) for user indices (n,), candidate item indices (n, C),
-        the towers' vectors ``u`` (n, d) and ``v`` (n, C, d), retrieval scores (n, C)."""
+        the towers' vectors ``u`` (n, d) and ``v`` (n, C, d), retrieval scores (n, C);
+        ``user_part`` (n, Tu, dim) replaces the users' precomputed rows (``users`` unused)."""
         n, c = cand.shape
         w = self.w
         pair = _linear(w, "pair", np.concatenate(
             [u[:, None, :] * v, score[..., None].astype(np.float32)], axis=-1))
-        up = np.asarray(self.user_part[users])
+        up = np.asarray(self.user_part[users]) if user_part is None else user_part
         tokens = np.concatenate([np.broadcast_to(up[:, None], (n, c, *up.shape[1:])),
                                  np.asarray(self.item_part[cand]), pair[:, :, None]], axis=2)
         hidden = self._body(self.body_w, tokens.reshape(n * c, *tokens.shape[2:]))
@@ -166,9 +177,9 @@ class Ranker:
         return out
 
     def score(self, users: np.ndarray, cand: np.ndarray, u: np.ndarray, v: np.ndarray,
-              score: np.ndarray) -> np.ndarray:
+              score: np.ndarray, user_part: np.ndarray | None = None) -> np.ndarray:
         """(n, C) blended ranking scores, higher first."""
-        return blend(self.outputs(users, cand, u, v, score), score, self.meta)
+        return blend(self.outputs(users, cand, u, v, score, user_part), score, self.meta)
 
 
 @dataclass
@@ -191,12 +202,12 @@ class RankResult:
 STAGES = ("auto", "rank", "retrieve")
 
 
-def rerank(ranker: Ranker, users: np.ndarray, idx: np.ndarray, retrieval: np.ndarray,
-           u: np.ndarray, items: np.ndarray, k: int, block: int = 64
-           ) -> tuple[np.ndarray, np.ndarray]:
+def rerank(ranker: Ranker, users: np.ndarray | None, idx: np.ndarray, retrieval: np.ndarray,
+           u: np.ndarray, items: np.ndarray, k: int, block: int = 64,
+           user_part: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Re-order retrieved ``idx`` (n, N; -1 pads, NaN scores) of user indices ``users`` (their
-    vectors ``u``) by the ranker; top ``k``. Blocks of users keep the (users x N x tokens)
-    working set small."""
+    vectors ``u``; or new users' ``user_part``, ``Ranker.project_users``) by the ranker;
+    top ``k``. Blocks of users keep the (users x N x tokens) working set small."""
     k = min(k, idx.shape[1])
     top = np.full((len(idx), k), -1, np.int64)
     out = np.full((len(idx), k), np.nan, np.float32)
@@ -205,17 +216,43 @@ def rerank(ranker: Ranker, users: np.ndarray, idx: np.ndarray, retrieval: np.nda
         valid = idx[sl] > 0
         cand = np.maximum(idx[sl], 0)
         score = np.where(valid, retrieval[sl], 0).astype(np.float32)
-        s = ranker.score(users[sl], cand, np.asarray(u[sl], np.float32),
-                         np.asarray(items[cand], np.float32), score)
-        top[sl], out[sl] = top_by(idx[sl], s, k)
+        s = ranker.score(None if users is None else users[sl], cand,
+                         np.asarray(u[sl], np.float32), np.asarray(items[cand], np.float32),
+                         score, None if user_part is None else user_part[sl])
+        top[sl], out[sl] = top_by(idx[sl], s, k, new_item_slots(ranker, idx[sl]))
     return top, out
 
 
-def top_by(idx: np.ndarray, s: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` best of candidate lists ``idx`` (n, N; -1 pads) by scores ``s``; ties keep
-    the retrieval order. Padding sorts last and comes back as -1 with score NaN."""
+def top_by(idx: np.ndarray, s: np.ndarray, k: int, fixed: np.ndarray | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best of candidate lists ``idx`` (n, N in retrieval order; -1 pads) by scores
+    ``s``; ties keep the retrieval order. Padding sorts last and comes back as -1 with score
+    NaN. ``fixed`` (n, N) bool: candidates that keep their retrieval slot (items no
+    training sample had, ``train.rank.new_items = "retrieval"``); the others fill the
+    remaining slots by ``s``, so their scores need not be monotone at a fixed slot."""
     s = np.where(idx > 0, s, -np.inf)
-    order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    if fixed is None or not fixed[:, :k].any():
+        order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    else:
+        fixed = fixed & (idx > 0)
+        # NaN sorts last, after padding (+inf): a free slot never takes a fixed item twice
+        ranked = np.argsort(np.where(fixed, np.nan, -s), axis=1, kind="stable")
+        free = ~fixed[:, :k]
+        nth = np.maximum(np.cumsum(free, axis=1) - 1, 0)  # the j-th free slot: j-th ranked
+        pos = np.arange(min(k, idx.shape[1]))[None, :]
+        order = np.where(free, np.take_along_axis(ranked, nth, 1), pos)
     top = np.take_along_axis(idx, order, 1)
     out = np.take_along_axis(s, order, 1)
     return top, np.where(top > 0, out, np.nan).astype(np.float32)
+
+
+def new_item_slots(ranker: Ranker, cand: np.ndarray) -> np.ndarray | None:
+    """(n, N) bool: the candidates whose retrieval slot the ranker keeps -- items no training
+    sample of the served model had (``item_trained.npy``), under
+    ``train.rank.new_items = "retrieval"``. Why: the ranker reads popularity and learnt ids,
+    so it never ranks an item nobody has met above the ones people did (MovieLens mixed:
+    new_parity 0.34 -> 0.0), which retrieval's content path was built to do."""
+    trained = ranker.item_trained
+    if trained is None or ranker.meta["config"].get("new_items", "retrieval") != "retrieval":
+        return None
+    return ~trained[np.maximum(cand, 0)]

@@ -63,14 +63,16 @@ def candidate_index(rec: Recommender, candidates: Sequence[Any] | str | Path | N
 
 
 def record_vectors(store: StorePath, rec: Recommender, side: str,
-                   records: list[dict[str, Any]]) -> np.ndarray:
-    """Vectors of new users/items given as input-format records (through the towers)."""
+                   records: list[dict[str, Any]], tokens: bool = False) -> Any:
+    """Vectors of new users/items given as input-format records (through the towers); with
+    ``tokens``, (vectors, the user tower's tokens) for the ranking stage."""
     require_extra("train", f"a new {side} given as a record (the towers encode it)")
-    from unirec.serve.cold import embed_records  # torch: only on this path
+    from unirec.serve.cold import embed_record_tokens, embed_records  # torch: only here
 
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise QueryError(f"{side} records must be JSON objects (a list of them for many)")
-    return embed_records(store, side, records)
+    return embed_record_tokens(store, records) if tokens else \
+        embed_records(store, side, records)
 
 
 def _ids(rec: Recommender, idx: np.ndarray) -> np.ndarray:
@@ -92,21 +94,25 @@ def recommend(users: Any = None, k: int = 10, *, store: StorePath = "unirec-stor
     catalogue; ``fallback="popular"`` answers unknown users with the most popular items;
     ``ann`` uses the approximate index (the ``ann`` extra) instead of the exact scan.
     ``stage``: 'auto' re-ranks the top ``candidates_n`` (default 200) with the ranking stage
-    when fit kept one, 'rank' always does, 'retrieve' never (new users given as records are
-    answered by retrieval alone).
+    when fit kept one, 'rank' always does, 'retrieve' never (new users given as records too:
+    the ranker reads their tower tokens, posted history included).
     """
     rec = Recommender.load(store)
     cand = candidate_index(rec, candidates)
     if user_records is not None:
-        if stage == "rank":
-            raise QueryError("the ranking stage answers known users: new users given as "
-                             "records are ranked by retrieval alone (stage auto or retrieve)")
-        vectors = record_vectors(store, rec, "user", user_records)
+        ranker = rec.stage_ranker(stage)
+        vectors = record_vectors(store, rec, "user", user_records, ranker is not None)
         from unirec.serve.cold import record_history_index
 
         exclude = csr_from_lists(record_history_index(store, user_records)) if exclude_seen \
             else None
-        idx, scores = rec.rank(vectors, k, exclude, cand, ann=ann)
+        if ranker is None:
+            idx, scores = rec.rank(vectors, k, exclude, cand, ann=ann)
+        else:  # the ranker reads the new users' tower tokens (their posted history too)
+            vectors, tokens = vectors
+            idx, scores = rec.rank_stages(None, vectors, k, exclude, cand, ann=ann,
+                                          stage=stage, candidates_n=candidates_n,
+                                          user_part=ranker.project_users(tokens))
         return _ids(rec, idx), scores
     if users is None:
         raise QueryError("give a user id, a list of user ids, or user_records")

@@ -31,6 +31,7 @@ import torch
 from unirec.errors import DataError, QueryError, StoreError
 from unirec.features.embed import EmbeddingCache, ImageEmbedder, TextEmbedder, unreadable
 from unirec.model.restore import load_model
+from unirec.model.towers import apply_map
 from unirec.serve.recommender import Recommender, file_key
 from unirec.serve.records import RecordCompiler
 from unirec.store import Store
@@ -69,11 +70,17 @@ class ColdEncoder:
     def embed(self, side: str, records: list[dict[str, Any]]) -> np.ndarray:
         """(n, dim) float32 vectors of new ``side`` records (ids, if any, unused): unit
         length, items ``train.new_item_scale`` (``unirec.model.newitems``)."""
+        return self.embed_tokens(side, records)[0]
+
+    def embed_tokens(self, side: str, records: list[dict[str, Any]]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """``embed``'s vectors and the tower tokens they fuse, (n, T, dim): what the ranking
+        stage reads of a new user (``Ranker.project_users``)."""
         if side not in SIDES:
             raise QueryError(f"records are of users or items, not {side!r}")
         self.compiler.check(side, records)
         if not records:
-            return np.zeros((0, self.dim), np.float32)
+            return np.zeros((0, self.dim), np.float32), np.zeros((0, 0, self.dim), np.float32)
         tower = self.model.user if side == "user" else self.model.item
         if not len(tower.encoders) and tower.history is None:
             raise QueryError(f"the {side} tower reads only ids: new {side}s need features "
@@ -92,10 +99,13 @@ class ColdEncoder:
                     shared.text = torch.cat([base_text, self._tensor(compiled.new_text)])
                 if compiled.new_image is not None:
                     shared.image = torch.cat([base_image, self._tensor(compiled.new_image)])
-                vectors = tower.encode(rows, None, hist)
+                tokens = tower.tokens(rows, None, hist)
+                vectors = tower.fuse(tokens)
+                if tower.new_map.numel():  # a new item is served its mapped vector
+                    vectors = apply_map(vectors, tower.new_map, tower.new_scale)
             finally:
                 shared.text, shared.image = base_text, base_image
-        return vectors.float().cpu().numpy()
+        return vectors.float().cpu().numpy(), tokens.float().cpu().numpy()
 
     def history_index(self, records: list[dict[str, Any]]) -> list[np.ndarray]:
         """Item indices of each user record's ``history`` (empty where none is given)."""
@@ -197,6 +207,12 @@ def embed_records(store: str | Path, side: str, records: list[dict[str, Any]]) -
     ``QueryError`` for a history item that is not in the catalogue.
     """
     return cold_encoder(store).embed(side, records)
+
+
+def embed_record_tokens(store: str | Path, records: list[dict[str, Any]]
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """``embed_records`` of new users, with their tower tokens (the ranking stage's input)."""
+    return cold_encoder(store).embed_tokens("user", records)
 
 
 def record_history_index(store: str | Path, records: list[dict[str, Any]]

@@ -187,4 +187,7 @@ def _export_ranker(ranker: Ranker, out: Path) -> dict[str, Any]:
          "meaning": "the candidates' retrieval vectors"},
         {"name": "score", "shape": ["batch", "candidates"], "meaning": "u . v"}],
         "outputs": graph.names, "blend": meta["config"]["blend"],
-        "meaning": "the served score is 'rank' plus the blend terms (rank.json's stats)"}
+        "meaning": "the served score is 'rank' plus the blend terms (rank.json's stats)",
+        "new_items": meta["config"].get("new_items", "ranker"),
+        "new_items_meaning": "'retrieval': candidates that model/rank/item_trained.npy marks "
+        "False keep their retrieval slot; the others fill the remaining slots by score"}

@@ -193,8 +193,10 @@ def create_app(store: str | Path = "unirec-store", *, cold: bool = True,
         rec = Recommender.load(store)
         record = folders.confine(body.user, "user")
         ids, scores = api.recommend(k=min(body.k, rec.n_items), store=store,
-                                    exclude_seen=body.exclude_seen, user_records=[record])
-        return {"user": body.user.get("user_id"), "items": _items(rec, ids, scores)}
+                                    exclude_seen=body.exclude_seen, user_records=[record],
+                                    stage=body.stage, candidates_n=body.candidates_n)
+        return {"user": body.user.get("user_id"), "items": _items(rec, ids, scores),
+                "stage": "rank" if rec.stage_ranker(body.stage) is not None else "retrieve"}
 
     @app.get("/similar")
     def similar_get(item: str, k: int = Query(10, ge=1)) -> dict[str, Any]:

@@ -198,10 +198,11 @@ class Recommender:
 
     def rank_stages(self, users: np.ndarray, vectors: np.ndarray, k: int,
                     exclude: Csr | None = None, candidates: np.ndarray | None = None,
-                    ann: bool = False, stage: str = "auto", candidates_n: int | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
+                    ann: bool = False, stage: str = "auto", candidates_n: int | None = None,
+                    user_part: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``rank`` for known user indices, then (per ``stage``) the ranker over the top
-        ``candidates_n`` (default: the model's ``serve_candidates``)."""
+        ``candidates_n`` (default: the model's ``serve_candidates``). New users (records)
+        pass ``users`` None and their ``user_part`` (``Ranker.project_users``)."""
         ranker = self.stage_ranker(stage)
         if ranker is None:
             return self.rank(vectors, k, exclude, candidates, ann=ann)
@@ -211,7 +212,8 @@ class Recommender:
         if n < 1:
             raise QueryError(f"candidates_n must be at least 1, got {n}")
         idx, scores = self.rank(vectors, max(k, n), exclude, candidates, ann=ann)
-        return rerank(ranker, users, idx, scores, vectors, self.items, check_k(k, self.n_items))
+        return rerank(ranker, users, idx, scores, vectors, self.items, check_k(k, self.n_items),
+                      user_part=user_part)
 
     def seen(self, users: np.ndarray) -> Csr:
         """CSR of the items each of ``users`` (indices, -1 = none) interacted with."""

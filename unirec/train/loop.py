@@ -40,7 +40,7 @@ from unirec.train import warm
 from unirec.train.coldval import carve, validate_cold
 from unirec.train.data import ShardStream
 from unirec.train.losses import LOSSES
-from unirec.train.rank import fit_ranker
+from unirec.train.rank import fit_ranker, refit_ranker
 from unirec.train.refit import refit_epochs, refit_inputs
 from unirec.train.step import PositiveMask, Step, make_optimizer
 
@@ -279,12 +279,17 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
             dist.broadcast(stop, src=0)
         if stop.item():
             break
+    # the ranker is trained and judged on the retrieval model before its refit: the
+    # validation users that judge it are unseen by both (docs/ranking.md)
+    ranker = fit_ranker(st, model, inp, cfg, device, out, warm=plan is not None) \
+        if rank == 0 and (out / "best.safetensors").is_file() else None
     if plan is None:  # a warm start continues the served model: no fresh refit
-        model, inp = _refit(st, cfg, state, inp, device, rank, world, progress, model)
+        refit, inp = _refit(st, cfg, state, inp, device, rank, world, progress, model)
+        if refit is not model and ranker is not None:
+            ranker = refit_ranker(st, refit, inp, cfg, device, out, ranker)
+        model = refit
     summary: dict[str, Any] = {}
     if rank == 0:
-        ranker = fit_ranker(st, model, inp, cfg, device, out) \
-            if (out / "best.safetensors").is_file() else None
         summary = write_outputs(st, model, inp, cfg, state, device, ranker)
     if world > 1:
         dist.barrier()

@@ -31,7 +31,7 @@ from unirec.train.rank.data import (
     load_samples,
     user_side,
 )
-from unirec.train.rank.holdout import positive_keys, split_validation
+from unirec.train.rank.holdout import join_samples, positive_keys, split_validation
 from unirec.train.rank.validate import Validation
 from unirec.train.step import PositiveMask, make_optimizer
 
@@ -144,19 +144,15 @@ class Trainer:
         return total / max(seen, 1)
 
 
-def fit_ranker(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
-               device: torch.device, work: Path) -> RankResult | None:
-    """Train the ranker on the best retrieval weights; None when ``train.rank.enabled`` is
-    false. The result's ``meta["active"]`` says whether serving uses it."""
+def _build(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
+           device: torch.device, train: Samples
+           ) -> tuple[Frozen, RankNet, dict[str, Any], np.ndarray | None]:
+    """The frozen retrieval side, a fresh net (seeded) and the ranker's settings."""
     rc = cfg.rank
-    if rc.enabled is False:
-        return None
-    load_weights(work / "best.safetensors", model)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     torch.manual_seed(cfg.seed)
-    train = load_samples(store, "train")
     stats = _check(cfg, train)
     signals = item_signals(store, inp.n_items) if rc.popularity else None
     frozen = frozen_items(model, inp.items["popularity"], device, signals)
@@ -170,6 +166,38 @@ def fit_ranker(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
         "format": FORMAT, "model": rc.model, "config": rc.model_dump(mode="json"),
         "n_tokens": n_user_tokens + frozen.item_tokens.shape[1] + 1,
         "type_names": train.type_names, "stats": stats, "k": cfg.eval_k}
+    return frozen, net, meta, signals
+
+
+def _continue(net: RankNet, served: Path) -> list[str]:
+    """``fit --warm-start``: start the net from the served ranker's weights (``served``, the
+    model folder's ``rank/``), every one whose shape still fits (a head over interaction
+    types the append added starts fresh). Returns the names continued."""
+    if not (served / "weights.npz").is_file():
+        return []
+    own = net.state_dict()
+    with np.load(served / "weights.npz") as z:
+        old = {k: torch.from_numpy(z[k]) for k in z.files
+               if k in own and tuple(z[k].shape) == tuple(own[k].shape)}
+    net.load_state_dict(old, strict=False)
+    return sorted(old)
+
+
+def fit_ranker(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
+               device: torch.device, work: Path, warm: bool = False) -> RankResult | None:
+    """Train the ranker on the best retrieval weights (before any ``train.refit``: neither
+    has seen the validation users that judge it); None when ``train.rank.enabled`` is
+    false. ``warm`` (``fit --warm-start``): continue the served ranker, then judge it as
+    any. The result's ``meta["active"]`` says whether serving uses it."""
+    rc = cfg.rank
+    if rc.enabled is False:
+        return None
+    load_weights(work / "best.safetensors", model)
+    train = load_samples(store, "train")
+    frozen, net, meta, signals = _build(store, model, inp, cfg, device, train)
+    if warm:
+        kept = _continue(net, store.path / "model" / RANK_DIR)
+        meta["warm_start"] = {"continued": len(kept), "of": len(net.state_dict())}
     val_samples = load_samples(store, "val", train.type_names)
     keys, judged = inp.positive_keys, inp
     if rc.fit_on == "validation" and len(inp.val_users) > 1:
@@ -177,7 +205,7 @@ def fit_ranker(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
                                                       cfg.seed)
         keys = positive_keys(inp, train)
         meta["fit_on"] = "validation"
-    trainer = Trainer(model, inp, cfg, frozen, net, stats, device, keys)
+    trainer = Trainer(model, inp, cfg, frozen, net, meta["stats"], device, keys)
     val = Validation(model, judged, frozen, val_samples, cfg, device)
     rng = np.random.default_rng(cfg.seed)
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
@@ -200,12 +228,45 @@ def fit_ranker(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
     net.load_state_dict(best[2])
     chosen = rows[best[1] - 1]
     base = chosen.get(f"val_retrieval_ndcg@{cfg.eval_k}")
-    gain = None if base is None else chosen[key] - base
-    meta.update(active=bool(rc.enabled is True or (gain is not None and gain > 0)),
-                best_epoch=best[1], validation={k: v for k, v in chosen.items()
-                                                if k.startswith("val_")})
-    if rc.enabled == "auto" and gain is None:
+    # auto: a gain, and one the judging users' spread cannot explain (train.rank.min_z)
+    helps = base is not None and chosen[key] > base and chosen["val_rank_gain_z"] >= rc.min_z
+    meta.update(active=bool(rc.enabled is True or helps), best_epoch=best[1],
+                n_samples=len(train),
+                validation={k: v for k, v in chosen.items() if k.startswith("val_")})
+    if rc.enabled == "auto" and base is None:
         meta["note"] = "no validation slice: auto cannot compare, the ranker is off"
+    return RankResult(meta, {k: v.cpu().numpy() for k, v in net.state_dict().items()},
+                      _parts(store, model, net, inp, device, signals))
+
+
+def refit_ranker(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
+                 device: torch.device, work: Path, first: RankResult) -> RankResult:
+    """``train.refit`` for the ranker: once retrieval is refitted on train + validation, a
+    fresh ranker (same seed) learns from all of what the first one learnt from -- every
+    validation user's slice (``fit_on`` validation), else train + validation -- over the
+    refitted model's tokens and candidates, for the epoch count the first one kept, and is
+    served. Its tokens are the served model's, so serving and cold-start users need no
+    second retrieval model. Whether it serves (``auto``) and its validation figures are the
+    first ranker's, judged on users neither model had seen (rank.json's ``refit`` says
+    so)."""
+    train = load_samples(store, "train")
+    val = load_samples(store, "val", train.type_names)
+    samples = val if first.meta.get("fit_on") == "validation" else join_samples(train, val)
+    frozen, net, meta, signals = _build(store, model, inp, cfg, device, train)
+    trainer = Trainer(model, inp, cfg, frozen, net, first.meta["stats"], device,
+                      inp.positive_keys)
+    rng = np.random.default_rng(cfg.seed)
+    epochs = int(first.meta["best_epoch"])
+    for epoch in range(1, epochs + 1):
+        started = time.perf_counter()
+        loss = trainer.epoch(samples, rng)
+        row = {"stage": "rank_refit", "rank_epoch": epoch, "rank_loss": loss,
+               "rank_train_seconds": round(time.perf_counter() - started, 3)}
+        with open(work / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+    meta = {**first.meta, "refit": {"epochs": epochs, "n_samples": len(samples),
+                                    "retrieval": "train+val", "judged_on": "the first "
+                                    "ranker over the retrieval model before its refit"}}
     return RankResult(meta, {k: v.cpu().numpy() for k, v in net.state_dict().items()},
                       _parts(store, model, net, inp, device, signals))
 
@@ -225,7 +286,8 @@ def _parts(store: Store, model: TwoTower, net: RankNet, inp: Inputs, device: tor
     frozen = frozen_items(model, inp.items["popularity"], device, signals)
     items = net.item_part(frozen.item_tokens).cpu().numpy()
     return {"user_part": np.concatenate(users).astype(np.float32),
-            "item_part": items.astype(np.float32)}
+            "item_part": items.astype(np.float32),
+            "item_trained": (inp.items["popularity"] > 0).numpy()}
 
 
-__all__ = ["RANK_DIR", "RankResult", "fit_ranker"]
+__all__ = ["RANK_DIR", "RankResult", "fit_ranker", "refit_ranker"]

@@ -40,6 +40,13 @@ def split_validation(inp: Inputs, val: Samples, share: float, seed: int
     return _subset(val, learn), judged, _subset(val, ~learn)
 
 
+def join_samples(a: Samples, b: Samples) -> Samples:
+    """``a``'s samples then ``b``'s (the same type names)."""
+    return dataclasses.replace(a, **{f.name: np.concatenate([getattr(a, f.name),
+                                                             getattr(b, f.name)])
+                                     for f in dataclasses.fields(a) if f.name != "type_names"})
+
+
 def positive_keys(inp: Inputs, extra: Samples) -> torch.Tensor:
     """Training positives plus ``extra``'s pairs, as sorted ``user * n_items + item`` keys
     (never a negative for their user)."""

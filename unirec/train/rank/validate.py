@@ -11,12 +11,23 @@ import numpy as np
 import torch
 
 from unirec.config import TrainConfig
-from unirec.metrics import ranking_metrics, topk
+from unirec.metrics import ndcg_per_user, ranking_metrics, topk
 from unirec.model.inputs import Inputs
 from unirec.model.interactions import RankNet
 from unirec.model.ranker import blend, top_by
 from unirec.model.towers import TwoTower
 from unirec.train.rank.data import Frozen, Samples, user_side
+
+
+def gain_z(diff: np.ndarray) -> float:
+    """How many standard errors the mean per-user NDCG gain of the ranker over retrieval is
+    from zero (paired over the same users). ``auto`` keeps the ranker only at or above
+    ``train.rank.min_z``: on a small validation slice a gain of a few users is noise, and
+    the epoch chosen as the best of several is biased upwards by about one such error."""
+    if len(diff) < 2:
+        return 0.0
+    mean, se = float(diff.mean()), float(diff.std(ddof=1)) / np.sqrt(len(diff))
+    return mean / se if se > 0 else float(np.clip(mean * 1e6, -1e6, 1e6))
 
 
 class Validation:
@@ -25,6 +36,9 @@ class Validation:
     def __init__(self, model: TwoTower, inp: Inputs, frozen: Frozen, val: Samples,
                  cfg: TrainConfig, device: torch.device, chunk: int = 1024) -> None:
         self.k, self.inp, self.frozen, self.val = cfg.eval_k, inp, frozen, val
+        # judged as served: items no training sample had keep their retrieval slot
+        self.untrained = (inp.items["popularity"] <= 0).numpy()
+        self.keep_new = cfg.rank.new_items == "retrieval"
         self.empty = not len(inp.val_users)
         if self.empty:
             return
@@ -46,6 +60,7 @@ class Validation:
         self.tok, self.u = torch.cat(toks), torch.cat(us)
         self.cand, self.score = np.concatenate(cands), np.concatenate(scores)
         self.base = self._metrics(self.cand, "retrieval")
+        self.base_users = ndcg_per_user(self.cand, *inp.val_truth, self.k)
         # head metrics: each validation interaction, its user as of the validation start
         self.rows = np.searchsorted(inp.val_users, val.user)
         self.device = device
@@ -77,8 +92,13 @@ class Validation:
             cand = self.cand[rows]
             score = np.where(cand > 0, self.score[rows], 0.0)
             out = self._outputs(net, rows, cand, score)
-            recs.append(top_by(cand, blend(out, score, meta), self.k)[0])
-        row = {**self.base, **self._metrics(np.concatenate(recs), "rank")}
+            recs.append(top_by(cand, blend(out, score, meta), self.k,
+                               self.untrained[np.maximum(cand, 0)] if self.keep_new
+                               else None)[0])
+        recs = np.concatenate(recs)
+        row = {**self.base, **self._metrics(recs, "rank"),
+               "val_rank_gain_z": gain_z(ndcg_per_user(recs, *self.inp.val_truth, self.k)
+                                         - self.base_users)}
         row.update(self._heads(net, meta))
         net.train()
         return row
