@@ -4,7 +4,9 @@ The pools (distinct strings, distinct image paths) are split over executor tasks
 runs the very embedder the DuckDB engine runs, through the same content-addressed
 ``EmbeddingCache`` under the building store (shared storage on a cluster), so a model is
 loaded once per executor Python process (the embedders keep loaded models per process and
-Spark reuses its Python workers) and every vector is computed once. The shared
+Spark reuses its Python workers) and every vector is computed once, with torch's thread
+count pinned to the driver's (``embed_threads``), so the vectors are the DuckDB engine's bit
+for bit. The shared
 ``embed_pools`` then reads every vector from the cache and builds the embedding tables.
 """
 
@@ -24,10 +26,13 @@ from unirec.errors import require_extra
 ROWS_PER_TASK = 1024  # fewer rows than this would not pay for a model load per task
 
 
-def _embed_part(kind: str, cfg: Config, cache_root: str,
+def _embed_part(kind: str, cfg: Config, cache_root: str, threads: int,
                 batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    import torch
+
     from unirec.features.embed import EmbeddingCache, ImageEmbedder, TextEmbedder
 
+    torch.set_num_threads(threads)
     values = [v for b in batches for v in b.column(0).to_pylist()]
     if not values:
         yield pa.RecordBatch.from_pydict({"n": [0]})
@@ -40,6 +45,19 @@ def _embed_part(kind: str, cfg: Config, cache_root: str,
                             cfg.image.batch_size)
     emb.embed(values, EmbeddingCache.for_model(cache_root, kind, emb.model_id))
     yield pa.RecordBatch.from_pydict({"n": [int(emb.n_encoded)]})
+
+
+def embed_threads(cfg: Config) -> int:
+    """torch's intra-op threads on the executors: ``spark.embed_threads``, else the count
+    torch uses in this driver process, the one the DuckDB engine embeds with. CPU
+    convolutions split their sums by thread, so image vectors computed with another count
+    differ in the last bits (~3e-6); Spark starts its Python workers with OMP_NUM_THREADS
+    = spark.task.cpus (1), which would be such another count."""
+    if cfg.spark.embed_threads:
+        return cfg.spark.embed_threads
+    import torch
+
+    return torch.get_num_threads()
 
 
 def embed_on_executors(spark: Any, con: duckdb.DuckDBPyConnection, cfg: Config,
@@ -58,7 +76,8 @@ def embed_on_executors(spark: Any, con: duckdb.DuckDBPyConnection, cfg: Config,
                            math.ceil(pool.num_rows / ROWS_PER_TASK)))
         df = spark.createDataFrame(pool).repartition(tasks)
         root = str(cache_root.absolute())
-        counts = df.mapInArrow(lambda b, k=kind, r=root: _embed_part(k, cfg, r, b),
+        threads = embed_threads(cfg)
+        counts = df.mapInArrow(lambda b, k=kind, r=root, t=threads: _embed_part(k, cfg, r, t, b),
                                "n BIGINT").collect()
         done[kind] = sum(r[0] for r in counts)
     return done

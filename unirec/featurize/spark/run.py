@@ -87,7 +87,7 @@ def _load_samples(con: duckdb.DuckDBPyConnection, scratch: Path) -> None:
                     f"{_parquet(scratch / f'train_{side}')}")
 
 
-def spark_stages(con: duckdb.DuckDBPyConnection, data: Path, cfg: Config, tmp: Path,
+def spark_stages(con: duckdb.DuckDBPyConnection, data: Path | str, cfg: Config, tmp: Path,
                  stage: Callable[[str], None]) -> tuple[dict[str, Any], Callable[..., list[Op]]]:
     """Raw tables, split and samples on Spark; returns the report and the ops' fit."""
     spark = spark_session(cfg.spark)
@@ -97,10 +97,11 @@ def spark_stages(con: duckdb.DuckDBPyConnection, data: Path, cfg: Config, tmp: P
         release()
 
 
-def _stages(spark: Any, con: duckdb.DuckDBPyConnection, data: Path, cfg: Config, tmp: Path,
-            stage: Callable[[str], None]) -> tuple[dict[str, Any], Callable[..., list[Op]]]:
+def _stages(spark: Any, con: duckdb.DuckDBPyConnection, data: Path | str, cfg: Config,
+            tmp: Path, stage: Callable[[str], None]
+            ) -> tuple[dict[str, Any], Callable[..., list[Op]]]:
     scratch = (tmp / SCRATCH).absolute()
-    sources = read_sources(spark, data, scratch, cfg.spark.partitions)
+    sources, digest = read_sources(spark, data, scratch, cfg.spark.partitions)
     stage("validate")
     seen = {s: df.count() for s, (_, df) in sources.items()}
     findings = validate_sections(sources, scratch, cfg)
@@ -108,7 +109,7 @@ def _stages(spark: Any, con: duckdb.DuckDBPyConnection, data: Path, cfg: Config,
     _load(con, scratch)
     kept = {s: con.execute(f"SELECT count(*) FROM {SECTION_TABLES[s]}").fetchone()[0]
             for s in SECTIONS}
-    report = raw_report(data, seen, kept, findings)
+    report = raw_report(data, digest, seen, kept, findings)
     stage("split")
     create_index_maps(con)
     for name in ("user_map", "item_map"):
