@@ -61,12 +61,13 @@ def stores(tmp_path_factory) -> tuple[Path, Path]:
     assert {"categorical", "continuous", "temporal"} <= set(users.columns)
     items = pl.read_ndjson(data / "items.jsonl")
     assert {"text", "image"} <= set(items.columns)
-    weights = ("--set", 'samples.type_weights={"purchase": 3.0, "view": 0.5}')
+    weights = ("--set", 'samples.type_weights={"purchase": 3.0, "view": 0.5}',
+               "--set", "samples.block_size=32", "--set", "samples.shard_blocks=2")  # shards
     duck = invoke("featurize", data, "--store", root / "duck", *weights)
     assert duck.exit_code == 0, duck.output
     # a URI, passed through to Spark; executors embed with the driver's torch threads
     spark = invoke("featurize", data.absolute().as_uri(), "--store", root / "spark", *weights,
-                   *SPARK)
+                   *SPARK, "--set", f"spark.cache_dir={root / 'shared-cache'}")
     assert spark.exit_code == 0, spark.output
     return root / "duck", root / "spark"
 
@@ -102,14 +103,20 @@ def test_same_fitted_state_and_report(stores) -> None:
     md, ms = (json.loads((s / "manifest.json").read_text()) for s in stores)
     assert md["engine"]["name"] == "duckdb" and ms["engine"]["name"] == "spark"
     assert ms["engine"]["master"] == "local[2]"
-    for key in ("tensors", "split", "samples", "sequences", "counts", "tables", "features"):
+    for key in ("tensors", "split", "samples", "sequences", "counts", "tables", "features",
+                "shards"):
         assert md[key] == ms[key], key
     assert ms["input"]["path"].startswith("file:///") and ms["input"]["sha256_of"] == "listing"
     rd, rs = (json.loads((s / "report.json").read_text()) for s in stores)
-    for key in ("sections", "warnings", "split", "samples", "sequences"):
+    for key in ("sections", "warnings", "split", "samples", "sequences", "shards"):
         assert rd[key] == rs[key], key
     assert rd["split"]["counts"]["test"] > 0 and rd["samples"]["dropped"] == \
         rs["samples"]["dropped"]
+    # the executors wrote into the shared cache; the store holds the same parts
+    shared = sorted(p.relative_to(spark.parent / "shared-cache")
+                    for p in (spark.parent / "shared-cache").glob("*/part-*.parquet"))
+    assert shared and shared == sorted(p.relative_to(spark / "cache")
+                                       for p in (spark / "cache").glob("*/part-*.parquet"))
     # every vector was computed on the executors; the driver found them all in the cache
     for kind in ("text", "image"):
         assert rs["embeddings"][kind]["embedded_on_executors"] == rd["embeddings"][kind][
@@ -124,14 +131,15 @@ def test_same_tensors_and_shards(stores) -> None:
         assert a.keys() == b.keys()
         for key in a:
             np.testing.assert_array_equal(a[key], b[key], err_msg=f"{path.name}:{key}")
-    for split in ("train", "val"):
-        samples = []
-        for store in stores:
-            blocks = list(read_blocks(sorted((store / "shards").glob(f"{split}-*.tar"))))
-            rows = [tuple(np.asarray(b[k][i]).tobytes() for k in sorted(b))
-                    for b in blocks for i in range(len(b["position"]))]
-            samples.append(sorted(rows))
-        assert samples[0] == samples[1] and samples[0], split
+    # the executors wrote the shards (several, by several tasks): the driver's bytes
+    names = sorted(p.name for p in (duck / "shards").iterdir())
+    assert names == sorted(p.name for p in (spark / "shards").iterdir())
+    assert sum(n.startswith("train-") for n in names) > 3
+    for name in names:
+        assert (duck / "shards" / name).read_bytes() == (spark / "shards" / name).read_bytes()
+    blocks = list(read_blocks(sorted((spark / "shards").glob("train-*.tar"))))
+    assert sum(len(b["position"]) for b in blocks) == json.loads(
+        (spark / "manifest.json").read_text())["shards"]["train"]["n_samples"] > 0
 
 
 def test_same_metrics_after_fit(stores, tmp_path) -> None:

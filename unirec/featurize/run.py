@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -136,8 +137,14 @@ def _run(tmp: Path, data: Path | str, store: Path, cfg: Config, started: float,
             stages.next("shards")
             report["sequences"] = write_sequences(con, tmp / SEQUENCES_FILE)
             report["shards"] = {}
+            if cfg.ingest.engine == "spark":
+                from unirec.featurize.spark.run import executor_shards
+
+                shards = executor_shards(cfg, tmp)
+            else:
+                shards = functools.partial(write_shards, con)
             for split in ("train", "val"):
-                paths = write_shards(con, tmp / "shards", split,
+                paths = shards(tmp / "shards", split,
                                      block_size=cfg.samples.block_size,
                                      shard_blocks=cfg.samples.shard_blocks,
                                      seed=cfg.samples.seed, shuffle=split == "train")

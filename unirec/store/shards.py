@@ -47,12 +47,16 @@ FIELDS: dict[str, str] = {
 }
 """Block member name (without ``.npy``) -> numpy dtype."""
 
-_QUERY = """
-SELECT user_index::INTEGER AS user, item_index::INTEGER AS item, weight::FLOAT AS weight,
-       epoch_us(time)::BIGINT AS time, history_end::BIGINT AS hend,
-       history_length::INTEGER AS hlen, position::BIGINT AS position
-FROM samples WHERE split = $split
+SHUFFLE_KEY = "hash(position, $seed::BIGINT)"
+"""The train shards' order: a seeded hash of the sample's position (then the position)."""
+
+SAMPLE_COLUMNS = """
+user_index::INTEGER AS user, item_index::INTEGER AS item, weight::FLOAT AS weight,
+epoch_us(time)::BIGINT AS time, history_end::BIGINT AS hend,
+history_length::INTEGER AS hlen, position::BIGINT AS position
 """
+"""A ``samples`` row as the block columns (``FIELDS``), in SQL over samples' columns."""
+_QUERY = "SELECT " + SAMPLE_COLUMNS + " FROM samples WHERE split = $split"
 
 
 def write_shards(
@@ -77,8 +81,7 @@ def write_shards(
         raise ValueError(f"split must be a plain name, got {split!r}")
     if block_size < 1 or shard_blocks < 1:
         raise ValueError("block_size and shard_blocks must be >= 1")
-    query = _QUERY + (" ORDER BY hash(position, $seed::BIGINT), position" if shuffle
-                      else " ORDER BY position")
+    query = _QUERY + (f" ORDER BY {SHUFFLE_KEY}, position" if shuffle else " ORDER BY position")
     params: dict[str, Any] = {"split": split} | ({"seed": seed} if shuffle else {})
     rows = block_size * shard_blocks
     reader = con.sql(query, params=params).to_arrow_reader(rows)
@@ -86,13 +89,24 @@ def write_shards(
     paths: list[Path] = []
     try:
         for shard in rechunk(_batches(reader), rows):
-            paths.append(out_dir / f"{split}-{len(paths):06d}.tar")
-            first = (len(paths) - 1) * shard_blocks
-            with open(paths[-1], "wb") as out:
-                out.write(_shard_bytes(shard, block_size, first))
+            paths.append(write_shard(out_dir, split, len(paths), shard, block_size,
+                                     shard_blocks))
     finally:
         reader.close()
     return paths
+
+
+def write_shard(out_dir: Path, split: str, index: int, shard: dict[str, np.ndarray],
+                block_size: int, shard_blocks: int) -> Path:
+    """Write shard ``index`` of ``split``: its rows (``FIELDS`` columns, at most
+    ``block_size * shard_blocks``, rows ``index * block_size * shard_blocks`` on of the
+    split's order) as one tar. Any process may write any shard: the Spark engine's
+    executors write theirs in parallel, byte-identical to ``write_shards``'s."""
+    path = out_dir / f"{split}-{index:06d}.tar"
+    with open(path, "wb") as out:
+        out.write(_shard_bytes({k: shard[k] for k in FIELDS}, block_size,
+                               index * shard_blocks))
+    return path
 
 
 def _shard_bytes(shard: dict[str, np.ndarray], block_size: int, first: int) -> bytes:

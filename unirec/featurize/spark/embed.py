@@ -2,7 +2,9 @@
 
 The pools (distinct strings, distinct image paths) are split over executor tasks; each task
 runs the very embedder the DuckDB engine runs, through the same content-addressed
-``EmbeddingCache`` under the building store (shared storage on a cluster), so a model is
+``EmbeddingCache``: the building store's (on storage every executor reaches), or
+``spark.cache_dir``, a shared cache kept across stores whose new parts are then linked into
+the store's own cache, so a model is
 loaded once per executor Python process (the embedders keep loaded models per process and
 Spark reuses its Python workers) and every vector is computed once, with torch's thread
 count pinned to the driver's (``embed_threads``), so the vectors are the DuckDB engine's bit
@@ -35,7 +37,7 @@ def _embed_part(kind: str, cfg: Config, cache_root: str, threads: int,
     torch.set_num_threads(threads)
     values = [v for b in batches for v in b.column(0).to_pylist()]
     if not values:
-        yield pa.RecordBatch.from_pydict({"n": [0]})
+        yield pa.RecordBatch.from_pydict({"n": [0], "namespace": [""]})
         return
     if kind == "text":
         emb: Any = TextEmbedder(cfg.text.model, cfg.text.device, cfg.text.batch_size,
@@ -43,8 +45,9 @@ def _embed_part(kind: str, cfg: Config, cache_root: str, threads: int,
     else:
         emb = ImageEmbedder(cfg.image.model, cfg.image.checkpoint, cfg.image.device,
                             cfg.image.batch_size)
-    emb.embed(values, EmbeddingCache.for_model(cache_root, kind, emb.model_id))
-    yield pa.RecordBatch.from_pydict({"n": [int(emb.n_encoded)]})
+    cache = EmbeddingCache.for_model(cache_root, kind, emb.model_id)
+    emb.embed(values, cache)
+    yield pa.RecordBatch.from_pydict({"n": [int(emb.n_encoded)], "namespace": [cache.namespace]})
 
 
 def embed_threads(cfg: Config) -> int:
@@ -75,9 +78,26 @@ def embed_on_executors(spark: Any, con: duckdb.DuckDBPyConnection, cfg: Config,
         tasks = max(1, min(spark.sparkContext.defaultParallelism,
                            math.ceil(pool.num_rows / ROWS_PER_TASK)))
         df = spark.createDataFrame(pool).repartition(tasks)
-        root = str(cache_root.absolute())
+        shared = Path(cfg.spark.cache_dir).absolute() if cfg.spark.cache_dir else None
+        if shared is not None:  # the previous store's vectors count as cached too
+            _link_parts(cache_root, shared, None)
+        root = str(shared or cache_root.absolute())
         threads = embed_threads(cfg)
         counts = df.mapInArrow(lambda b, k=kind, r=root, t=threads: _embed_part(k, cfg, r, t, b),
-                               "n BIGINT").collect()
+                               "n BIGINT, namespace STRING").collect()
         done[kind] = sum(r[0] for r in counts)
+        if shared is not None:  # the store keeps its own vectors (serving reads them there)
+            _link_parts(shared, cache_root, {r[1] for r in counts if r[1]})
     return done
+
+
+def _link_parts(source: Path, target: Path, namespaces: set[str] | None) -> None:
+    """Hard-link (else copy) the cache parts of ``namespaces`` (None: all) from ``source``
+    into ``target``; parts are immutable and content-addressed, so sharing them is safe."""
+    from unirec.store.atomic import link_or_copy
+
+    for part in sorted(source.glob("*/part-*.parquet")) if source.is_dir() else []:
+        dest = target / part.relative_to(source)
+        if (namespaces is None or part.parent.name in namespaces) and not dest.exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            link_or_copy(part, dest)

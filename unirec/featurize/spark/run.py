@@ -123,3 +123,14 @@ def _stages(spark: Any, con: duckdb.DuckDBPyConnection, data: Path | str, cfg: C
     train_windows(spark, scratch)
     _load_samples(con, scratch)
     return report, SparkFitter(spark, scratch, cfg, tmp / "cache")
+
+
+def executor_shards(cfg: Config, tmp: Path) -> Callable[..., list[Path]]:
+    """``write_shards`` without the connection: the executors write the shards from the
+    samples Spark left under ``tmp``'s scratch folder (``spark.shards``)."""
+    from unirec.featurize.spark.shards import write_shards_on_executors
+
+    spark = spark_session(cfg.spark)
+    scratch = (tmp / SCRATCH).absolute()
+    return lambda out_dir, split, **kw: write_shards_on_executors(spark, scratch, out_dir,
+                                                                  split, **kw)
