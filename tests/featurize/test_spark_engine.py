@@ -3,7 +3,8 @@
 One synthetic folder with every feature kind, images, several interaction types and ties
 in time, featurized by both engines (Spark over 3 partitions, so every cross-partition
 merge runs): vocabularies, statistics, tensors, samples, histories, split assignments and
-shard contents are equal, and a fit + evaluate with one seed gives the same metrics. Bad
+shard files (written by the executors) are equal bit for bit, floats included, and a fit +
+evaluate with one seed gives the same metrics. Bad
 input gets the same one-line error from both engines, and the previous store survives.
 The Spark run reads the folder as a file:// URI (Hadoop's filesystem), the error cases as
 local paths. One SparkSession serves the whole module (the engine keeps one per process).

@@ -2,7 +2,9 @@
 
 Each function below is the Spark twin of one op's ``fit``: it leaves the same ``state`` on
 the op and the same rows in ``vocab`` / ``stats`` (inserted into features.duckdb), so the
-entity-sized transform (``transform_sql``) and everything after it is shared. Ops without a
+entity-sized transform (``transform_sql``) and everything after it is shared. Vocabularies
+are counted on Spark; for statistics and quantiles Spark selects the training window and
+the op's own ``fit`` aggregates it in DuckDB (``_in_duckdb``: bit-equal sums). Ops without a
 twin (id_sequence's unknown-id count, the text and image pools, plugin ops) fit with their
 own DuckDB code on the entity tables, which featurize loads into features.duckdb anyway.
 """
