@@ -249,7 +249,7 @@ def test_a_line_that_is_not_json_is_located(tmp_path) -> None:
     data = _folder(tmp_path / "data", copy.deepcopy(BASE_DOC))
     lines = (data / "users.jsonl").read_text().splitlines()
     lines[1] = lines[1][:-1]  # cut the closing brace
-    lines.insert(1, "")  # a blank line is not a record
+    lines[1:1] = ["", " \t "]  # blank lines are not records
     (data / "users.jsonl").write_text("\n".join(lines) + "\n")
     duck = one_error_line(invoke("featurize", data, "--store", tmp_path / "a"),
                           "user_data[1]: users.jsonl could not be read: not valid JSON")

@@ -81,7 +81,8 @@ def read_sources(spark: Any, data: Path | str, scratch: Path, partitions: int
             rows = with_position(spark, spark.read.parquet(location))
             src = rows.mapInArrow(_to_json, "pos BIGINT, rec STRING")
         else:
-            lines = spark.read.text(location).filter(F.trim("value") != "")
+            # blank lines are not records (DuckDB's reader skips whitespace-only lines)
+            lines = spark.read.text(location).filter(F.col("value").rlike(r"\S"))
             src = with_position(spark, lines).select("pos", F.col("value").alias("rec"))
         path = scratch / "src" / section
         src.write.mode("overwrite").parquet(str(path))
