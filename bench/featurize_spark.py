@@ -147,9 +147,10 @@ def scaling(results: dict[str, Any]) -> str:
                          if duck.get("rc") == 0 else "")
     return (
         "Scaling. The Spark plan is partition-parallel except the driver's share: the "
-        "validation passes, split, ranks, fits and embeddings run per partition, while the "
-        "entity-sized compile, the tensors, the shards and loading Spark's Parquet into "
-        "features.duckdb run on the driver, as on the DuckDB engine. Executors therefore "
+        "validation passes, split, ranks, the training-window selections, embeddings and "
+        "shards run per partition, while the entity-sized compile and statistics, the "
+        "tensors and loading Spark's Parquet into features.duckdb run on the driver, as on "
+        "the DuckDB engine. Executors therefore "
         "divide the first part and leave the second; on a 2-core machine shared with other "
         "work two executor threads cannot show more than 2x, and the JVM, the Python "
         "workers and the driver compete for the same cores. Measured here: "

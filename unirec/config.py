@@ -95,6 +95,18 @@ class SparkConfig(_Section):
         description="Partitions per section when reading the input; 0 lets Spark split "
         "by file size (spark.sql.files.maxPartitionBytes). More partitions, more parallelism.",
     )
+    cache_dir: str = Field(
+        "",
+        description="A folder the executors share for the text/image vector cache, kept "
+        "across stores (vectors found there are not computed again; those a store uses are "
+        "linked into its cache/). Empty: the building store's own cache/.",
+    )
+    embed_threads: int = Field(
+        0, ge=0,
+        description="torch threads per executor task computing text and image embeddings; "
+        "0 = the count torch uses on the driver, so the vectors equal the DuckDB engine's bit "
+        "for bit (CPU convolutions sum in a thread-count-dependent order).",
+    )
 
 
 class SplitConfig(_Section):

@@ -47,7 +47,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("data", type=click.Path(path_type=Path))
+@click.argument("data")
 @STORE_OPTION
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
               help="A JSON or TOML config file.")
@@ -78,12 +78,13 @@ def cli() -> None:
 @click.option("--spark-master", metavar="URL",
               help="spark.master for --engine spark, e.g. local[4] or spark://host:7077 "
                    "(default local[2]).")
-def featurize(data: Path, store: Path, config_file: Path | None, overrides: tuple[str, ...],
+def featurize(data: str, store: Path, config_file: Path | None, overrides: tuple[str, ...],
               split: str | None, plan_only: bool, append: bool, refit_stats: bool,
               engine: str | None, spark_master: str | None,
               **policies: str | None) -> None:
     """Compile DATA (a JSON document, or a folder of users/items/interactions .jsonl or
-    .parquet files) into the feature store."""
+    .parquet files; with --engine spark also a URI such as s3a://, hdfs://, file://) into
+    the feature store."""
     from unirec.config import load_config
     from unirec.errors import ConfigError
     from unirec.featurize import featurize as run

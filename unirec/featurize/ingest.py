@@ -18,6 +18,8 @@ interactions are validated from the typed columns when that is exact
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from unirec.store.sql import ident, literal
 
 FOLDER_SUFFIXES = (".jsonl", ".ndjson", ".parquet")
 ROW_NUMBER = "file_row_number"  # read_parquet's row number column
+URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 @dataclass(frozen=True)
@@ -142,25 +145,44 @@ def _diagnose_document(
     raise DataError(f"the document is not valid JSON: {detail}") from None
 
 
-def _folder_files(folder: Path) -> dict[str, Path]:
-    files: dict[str, Path] = {}
+def is_uri(data: object) -> bool:
+    """``scheme://...`` (s3a://, hdfs://, file://): a location Spark's Hadoop filesystems
+    read, passed through as text (a ``Path`` would fold the ``//``)."""
+    return isinstance(data, str) and URI.match(data) is not None
+
+
+def uri_local_path(uri: str) -> Path | None:
+    """The local folder a ``file://`` URI names (None for any other scheme)."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(uri)
+    return Path(unquote(parsed.path)) if parsed.scheme == "file" else None
+
+
+def section_files(folder: str, is_file: Callable[[str], bool]) -> dict[str, str]:
+    """The file name holding each section in ``folder``, one of FOLDER_SUFFIXES per
+    section (``is_file(name)`` asks the folder): the rule for local folders and URIs."""
+    files: dict[str, str] = {}
     for section, stem in SECTION_TABLES.items():
-        candidates = [folder / f"{stem}{suf}" for suf in FOLDER_SUFFIXES]
-        found = [p for p in candidates if p.is_file()]
+        found = [f"{stem}{suf}" for suf in FOLDER_SUFFIXES if is_file(f"{stem}{suf}")]
         if not found:
             names = ", ".join(f"{stem}{suf}" for suf in FOLDER_SUFFIXES)
             raise DataError(
-                f"missing section {section!r}: the folder {str(folder)!r} needs one of {names}",
+                f"missing section {section!r}: the folder {folder!r} needs one of {names}",
                 section=section,
             )
         if len(found) > 1:
             raise DataError(
-                f"ambiguous section {section!r}: the folder holds "
-                f"{', '.join(p.name for p in found)}; keep one",
+                f"ambiguous section {section!r}: the folder holds {', '.join(found)}; keep one",
                 section=section,
             )
         files[section] = found[0]
     return files
+
+
+def _folder_files(folder: Path) -> dict[str, Path]:
+    names = section_files(str(folder), lambda name: (folder / name).is_file())
+    return {section: folder / name for section, name in names.items()}
 
 
 def _load_folder_section(con: duckdb.DuckDBPyConnection, section: str, file: Path) -> None:
@@ -171,7 +193,13 @@ def _load_folder_section(con: duckdb.DuckDBPyConnection, section: str, file: Pat
         f"SELECT json AS rec FROM read_json_objects({literal(file)}, "
         "format='newline_delimited')"
     )
-    _read(con, f"CREATE TEMP TABLE raw_{section} AS {select}", file, section)
+    try:
+        con.execute(f"CREATE TEMP TABLE raw_{section} AS {select}")
+    except duckdb.Error as exc:
+        detail = str(exc).splitlines()[0].split("Error: ", 1)[-1]
+        if "Malformed JSON" in detail:
+            _locate_bad_line(con, section, file)
+        raise DataError(f"{file.name} could not be read: {detail}", section=section) from None
     con.execute(
         f"CREATE TEMP TABLE src_{section} AS SELECT rowid AS pos, rec FROM raw_{section} "
         "ORDER BY rowid"
@@ -247,3 +275,41 @@ def drop_sources(con: duckdb.DuckDBPyConnection) -> None:
             "UNION ALL SELECT table_name, 'TABLE' FROM duckdb_tables() "
             "WHERE list_contains($1, table_name)", [names]).fetchall():
         con.execute(f"DROP {kind} {ident(name)}")
+
+
+def json_problem(con: duckdb.DuckDBPyConnection, text: str) -> str:
+    """What DuckDB's JSON parser finds wrong with one record's text, e.g. 'unexpected end
+    of data at byte 6' (the byte counted from the record's start)."""
+    try:
+        con.execute("SELECT json(?)", [text]).fetchall()
+    except duckdb.Error as exc:
+        found = re.search(r"at byte (\d+) of input: ([^.]*)", str(exc))
+        if found:
+            return f"{found.group(2)} at byte {found.group(1)}"
+        return str(exc).splitlines()[0].split("Error: ", 1)[-1]
+    return "not one JSON value"
+
+
+def not_json(con: duckdb.DuckDBPyConnection, file_name: str, section: str, position: int,
+             text: str) -> DataError:
+    """The one error for a line that is not JSON, located by record (blank lines are not
+    records); the Spark engine raises it too, so both engines name the same line alike."""
+    return DataError(f"{file_name} could not be read: not valid JSON "
+                     f"({json_problem(con, text)})", section=section, position=position)
+
+
+def _locate_bad_line(con: duckdb.DuckDBPyConnection, section: str, file: Path) -> None:
+    """On the error path only: DuckDB's reader names a file line and a byte of whichever
+    chunk failed first; find the first record that is not JSON (the reader again, skipping
+    errors as NULL) and raise ``not_json`` for it."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _lines AS SELECT json FROM read_json_objects("
+                f"{literal(file)}, format='newline_delimited', ignore_errors=true)")
+    row = con.execute("SELECT min(rowid) FROM _lines WHERE json IS NULL").fetchone()
+    con.execute("DROP TABLE _lines")
+    if row[0] is None:
+        return
+    pos = int(row[0])
+    with open(file, encoding="utf-8", errors="replace") as f:
+        records = (line for line in f if line.strip())
+        text = next((line.rstrip("\r\n") for i, line in enumerate(records) if i == pos), "")
+    raise not_json(con, file.name, section, pos, text)

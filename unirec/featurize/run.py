@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -22,6 +23,7 @@ from unirec.featurize.compile import (
     create_train_window,
     fit_ops,
 )
+from unirec.featurize.ingest import is_uri, uri_local_path
 from unirec.featurize.progress import Stages, describe_plan
 from unirec.featurize.raw import build_raw_tables
 from unirec.featurize.samples import build_samples, item_popularity, write_sequences
@@ -71,18 +73,23 @@ def featurize(
 
         return append_data(data, store, config, refit_stats=refit_stats)
     cfg = config or Config()
-    data, store = Path(data), Path(store)
+    data = data if is_uri(data) else Path(data)
+    store = Path(store)
     started = time.perf_counter()
     if cfg.ingest.engine == "spark":
         from unirec.featurize.spark import check_engine
 
         check_engine(data)
+    elif is_uri(data):
+        raise ConfigError(f"input {data!r} is a URI, which only --engine spark reads (through "
+                          "Hadoop's filesystems); give the DuckDB engine a local path")
     if plan_only:
         with tempfile.TemporaryDirectory(prefix="unirec-plan-") as tmp:
             return _run(Path(tmp), data, store, cfg, started, plan_only=True)
     target = resolve_store(store)
+    local = uri_local_path(str(data)) if is_uri(data) else data
     with store_lock(target, "featurize"):
-        check_replaceable(target, [data])
+        check_replaceable(target, [local] if local is not None else [])
         with building(target) as tmp:
             report, manifest = _run(tmp, data, target, cfg, started)
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
@@ -91,7 +98,7 @@ def featurize(
     return report
 
 
-def _run(tmp: Path, data: Path, store: Path, cfg: Config, started: float,
+def _run(tmp: Path, data: Path | str, store: Path, cfg: Config, started: float,
          plan_only: bool = False, raw: Any = None, frozen: dict[str, Any] | None = None
          ) -> Any:
     """The compile. ``raw(con, stage)`` builds the raw tables (default: read ``data``);
@@ -130,11 +137,17 @@ def _run(tmp: Path, data: Path, store: Path, cfg: Config, started: float,
             stages.next("shards")
             report["sequences"] = write_sequences(con, tmp / SEQUENCES_FILE)
             report["shards"] = {}
+            if cfg.ingest.engine == "spark":
+                from unirec.featurize.spark.run import executor_shards
+
+                shards = executor_shards(cfg, tmp)
+            else:
+                shards = functools.partial(write_split, con)
             for split in ("train", "val"):
-                written = write_split(con, tmp / "shards", split,
-                                      block_size=cfg.samples.block_size,
-                                      shard_blocks=cfg.samples.shard_blocks,
-                                      seed=cfg.samples.seed, shuffle=split == "train")
+                written = shards(tmp / "shards", split,
+                                 block_size=cfg.samples.block_size,
+                                 shard_blocks=cfg.samples.shard_blocks,
+                                 seed=cfg.samples.seed, shuffle=split == "train")
                 report["shards"][split] = {"files": [p.name for p in written.pop("paths")],
                                            **written}
             _drop_temporaries(con)
@@ -167,8 +180,13 @@ def _duckdb_stages(con: duckdb.DuckDBPyConnection, data: Path, cfg: Config,
     return report
 
 
-def _base_dir(data: Path) -> Path:
-    """Relative image paths resolve against the document's folder (or the input folder)."""
+def _base_dir(data: Path | str) -> Path:
+    """Relative image paths resolve against the document's folder (or the input folder);
+    for a URI, against the local folder a file:// URI names (other schemes have none: their
+    images need absolute paths the executors and driver can open)."""
+    if is_uri(data):
+        return uri_local_path(str(data)) or Path.cwd()
+    data = Path(data)
     return (data if data.is_dir() else data.parent).absolute()
 
 
@@ -209,7 +227,7 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def _manifest(store: Path, data: Path, cfg: Config, report: dict[str, Any],
+def _manifest(store: Path, data: Path | str, cfg: Config, report: dict[str, Any],
               compiled: dict[str, Any]) -> dict[str, Any]:
     """The compiled plan: what is in the store, from which input, under which config."""
     con = duckdb.connect(str(store / DB_FILE), read_only=True)
@@ -222,7 +240,8 @@ def _manifest(store: Path, data: Path, cfg: Config, report: dict[str, Any],
     finally:
         con.close()
     tables: dict[str, dict[str, str]] = {}
-    digest = _file_digest(data)
+    # a URI's identity is its listing (Spark's report has it); a local input's, its bytes
+    digest = report["input"].get("sha256") or _file_digest(Path(data))
     for table, column, dtype in rows:
         tables.setdefault(table, {})[column] = dtype
     return {

@@ -47,12 +47,16 @@ FIELDS: dict[str, str] = {
 }
 """Block member name (without ``.npy``) -> numpy dtype."""
 
-_QUERY = """
-SELECT user_index::INTEGER AS user, item_index::INTEGER AS item, weight::FLOAT AS weight,
-       epoch_us(time)::BIGINT AS time, history_end::BIGINT AS hend,
-       history_length::INTEGER AS hlen, position::BIGINT AS position
-FROM samples WHERE split = $split
+SHUFFLE_KEY = "hash(position, $seed::BIGINT)"
+"""The train shards' order: a seeded hash of the sample's position (then the position)."""
+
+SAMPLE_COLUMNS = """
+user_index::INTEGER AS user, item_index::INTEGER AS item, weight::FLOAT AS weight,
+epoch_us(time)::BIGINT AS time, history_end::BIGINT AS hend,
+history_length::INTEGER AS hlen, position::BIGINT AS position
 """
+"""A ``samples`` row as the block columns (``FIELDS``), in SQL over samples' columns."""
+_QUERY = "SELECT " + SAMPLE_COLUMNS + " FROM samples WHERE split = $split"
 
 
 def write_shards(
@@ -94,8 +98,7 @@ def write_split(
         raise ValueError(f"split must be a plain name, got {split!r}")
     if block_size < 1 or shard_blocks < 1:
         raise ValueError("block_size and shard_blocks must be >= 1")
-    query = _QUERY + (" ORDER BY hash(position, $seed::BIGINT), position" if shuffle
-                      else " ORDER BY position")
+    query = _QUERY + (f" ORDER BY {SHUFFLE_KEY}, position" if shuffle else " ORDER BY position")
     params: dict[str, Any] = {"split": split} | ({"seed": seed} if shuffle else {})
     rows = block_size * shard_blocks
     reader = con.sql(query, params=params).to_arrow_reader(rows)
@@ -104,18 +107,28 @@ def write_split(
     n_samples = n_blocks = n_bytes = 0
     try:
         for shard in rechunk(_batches(reader), rows):
-            paths.append(out_dir / f"{split}-{len(paths):06d}.tar")
-            first = (len(paths) - 1) * shard_blocks
-            data = _shard_bytes(shard, block_size, first)
-            with open(paths[-1], "wb") as out:
-                out.write(data)
+            path = write_shard(out_dir, split, len(paths), shard, block_size, shard_blocks)
+            paths.append(path)
             n = len(shard["position"])
             n_samples, n_blocks, n_bytes = (n_samples + n, n_blocks + -(-n // block_size),
-                                            n_bytes + len(data))
+                                            n_bytes + path.stat().st_size)
     finally:
         reader.close()
     return {"paths": paths, "n_samples": n_samples, "n_blocks": n_blocks,
             "n_shards": len(paths), "bytes": n_bytes}
+
+
+def write_shard(out_dir: Path, split: str, index: int, shard: dict[str, np.ndarray],
+                block_size: int, shard_blocks: int) -> Path:
+    """Write shard ``index`` of ``split``: its rows (``FIELDS`` columns, at most
+    ``block_size * shard_blocks``, rows ``index * block_size * shard_blocks`` on of the
+    split's order) as one tar. Any process may write any shard: the Spark engine's
+    executors write theirs in parallel, byte-identical to ``write_shards``'s."""
+    path = out_dir / f"{split}-{index:06d}.tar"
+    with open(path, "wb") as out:
+        out.write(_shard_bytes({k: shard[k] for k in FIELDS}, block_size,
+                               index * shard_blocks))
+    return path
 
 
 def _shard_bytes(shard: dict[str, np.ndarray], block_size: int, first: int) -> bytes:

@@ -2,7 +2,9 @@
 
 Each function below is the Spark twin of one op's ``fit``: it leaves the same ``state`` on
 the op and the same rows in ``vocab`` / ``stats`` (inserted into features.duckdb), so the
-entity-sized transform (``transform_sql``) and everything after it is shared. Ops without a
+entity-sized transform (``transform_sql``) and everything after it is shared. Vocabularies
+are counted on Spark; for statistics and quantiles Spark selects the training window and
+the op's own ``fit`` aggregates it in DuckDB (``_in_duckdb``: bit-equal sums). Ops without a
 twin (id_sequence's unknown-id count, the text and image pools, plugin ops) fit with their
 own DuckDB code on the entity tables, which featurize loads into features.duckdb anyway.
 """
@@ -40,12 +42,13 @@ class SparkFit:
         return self._entities[side]
 
     def values(self, spec: FeatureSpec) -> Any:
-        """(key, value) for every entity, nulls included (Context.value_sql)."""
+        """(key, value, position) for every entity, nulls included (Context.value_sql)."""
         from pyspark.sql import functions as F
 
         id_col = SIDES[spec.side].id
         return self.entities(spec.side).select(
-            F.col(id_col).alias("key"), F.col(spec.group).getField(spec.field).alias("value"))
+            F.col(id_col).alias("key"), F.col(spec.group).getField(spec.field).alias("value"),
+            "position")
 
     def train_values(self, spec: FeatureSpec) -> Any:
         """The same, for entities with a training interaction (Context.train_value_sql)."""
@@ -80,43 +83,39 @@ def _categorify(op: Op, sf: SparkFit, ctx: Context, out: Path) -> None:
         op.counts["truncated_rows"] = int(cut)
 
 
-def _moments(df: Any, x: str, missing: str) -> dict[str, float]:
-    row = df.selectExpr(f"avg({x})", f"stddev_pop({x})", f"min({x})", f"max({x})",
-                        missing).first()
-    mean, std, lo, hi, n_missing = row
-    return {"mean": mean or 0.0, "std": std or 0.0, "min": lo or 0.0, "max": hi or 0.0,
-            "missing": int(n_missing)}
+class _WindowContext(Context):
+    """The op's own Context, but its training window is the rows Spark selected."""
+
+    def __init__(self, ctx: Context, table: str) -> None:
+        super().__init__(ctx.con, ctx.base_dir, ctx.previous)
+        self.table = table
+
+    def train_value_sql(self, spec: FeatureSpec) -> str:
+        return f"SELECT key, value FROM {self.table}"
 
 
-def _normalize(op: Op, sf: SparkFit, ctx: Context, out: Path) -> None:
-    transform = op.spec.params["transform"]
-    x = "(sign(value) * ln(1 + abs(value)))" if transform == "log1p" else "value"
-    row = _moments(sf.train_values(op.spec), x, "count(*) - count(value)")
-    ctx.add_stats(op.spec, transform, row)
-    op.state = {"stats": row}
+def _in_duckdb(op: Op, sf: SparkFit, ctx: Context, out: Path) -> None:
+    """Statistics (normalize, float_sequence) and bucket edges: Spark selects the training
+    window's values (the join of every entity with the training interactions), DuckDB
+    aggregates them with the op's own ``fit``. Floating-point sums depend on their order,
+    and Spark's tree of partial aggregates sums in another order than DuckDB's scan (the
+    moments then differ by ~1e-16, and every scaled feature with them): the values come
+    back in entity position order, DuckDB's own table order, so the statistics are equal
+    bit for bit. The values are entity-sized, which the driver's DuckDB holds anyway (the
+    feature tables are compiled there)."""
+    from unirec.featurize.spark.run import parquet_scan
 
-
-def _float_sequence(op: Op, sf: SparkFit, ctx: Context, out: Path) -> None:
-    from pyspark.sql import functions as F
-
-    xs = (sf.train_values(op.spec).select(F.explode("value").alias("e"))
-          .select(F.col("e").cast("double").alias("x")))
-    row = _moments(xs, "x", "0")
-    ctx.add_stats(op.spec, "standard", row)
-    op.state = {"stats": row}
-
-
-def _bucketize(op: Op, sf: SparkFit, ctx: Context, out: Path) -> None:
-    n = op.spec.params["buckets"]
-    qs = ", ".join(repr(i / n) for i in range(1, n))
-    (edges,) = sf.train_values(op.spec).selectExpr(f"percentile(value, array({qs}))").first()
-    edges = sorted({float(e) for e in edges or [] if e is not None})
-    op.state = {"edges": edges, "vocab_size": len(edges) + 2}
+    sf.train_values(op.spec).write.mode("overwrite").parquet(str(out))
+    table = "_spark_window"
+    ctx.con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT key, value FROM "
+                    f"{parquet_scan(ctx.con, out)} ORDER BY position")
+    op.fit(_WindowContext(ctx, table))
+    ctx.con.execute(f"DROP TABLE {table}")
 
 
 SPARK_FITS: dict[str, Callable[[Op, SparkFit, Context, Path], None]] = {
-    "categorify": _categorify, "normalize": _normalize, "float_sequence": _float_sequence,
-    "bucketize": _bucketize,
+    "categorify": _categorify, "normalize": _in_duckdb, "float_sequence": _in_duckdb,
+    "bucketize": _in_duckdb,
 }
 
 

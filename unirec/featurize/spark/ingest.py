@@ -43,6 +43,7 @@ from unirec.features.validate import (
     interaction_structure,
     interaction_typing,
 )
+from unirec.featurize.ingest import not_json
 from unirec.featurize.raw import entity_select, stage_select
 from unirec.store.layout import SECTIONS, SIDE_OF_SECTION
 
@@ -79,10 +80,12 @@ def structure_pass(section: str, file_name: str, batches: list[pa.RecordBatch]
                    ) -> dict[str, Any]:
     """Pass 1 on one partition: witness records, or the first record that is not JSON."""
     con = _src(batches)
-    bad = con.execute("SELECT min(pos) FROM _in WHERE NOT json_valid(rec)").fetchone()[0]
+    bad = con.execute("SELECT pos, rec FROM _in WHERE NOT json_valid(rec) ORDER BY pos "
+                      "LIMIT 1").fetchone()
     if bad is not None:
-        return {"error": {"rank": [-1, bad], "message": f"{file_name} could not be read: "
-                          "not valid JSON", "section": section, "position": int(bad)}}
+        exc = not_json(con, file_name, section, int(bad[0]), bad[1])
+        return {"error": {"rank": [-1, exc.position], "message": exc.reason,
+                          "section": section, "position": exc.position}}
     con.execute(f"CREATE TEMP TABLE src_{section} AS SELECT pos, rec::JSON AS rec FROM _in")
     witnesses = {r[0] for r in con.execute(_witness_sql(section)).fetchall() if r[0] is not None}
     try:

@@ -21,9 +21,9 @@ from unirec.config import Config
 from unirec.errors import DataError
 from unirec.features.profile import build_profile
 from unirec.features.validate import INTERACTION_FIELDS, Findings, bad_timestamp_reason
-from unirec.featurize.ingest import _folder_files
 from unirec.featurize.spark import ingest
 from unirec.featurize.spark.session import spark_path
+from unirec.featurize.spark.uri import input_files, input_path
 from unirec.store.layout import SECTION_TABLES, SECTIONS, SIDE_OF_SECTION
 from unirec.version import __version__
 
@@ -68,26 +68,29 @@ def _to_json(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         yield from table.to_batches()
 
 
-def read_sources(spark: Any, folder: Path, scratch: Path, partitions: int
-                 ) -> dict[str, tuple[Path, Any]]:
-    """Each section as (file, DataFrame(pos BIGINT, rec STRING)), positions as DuckDB's."""
+def read_sources(spark: Any, data: Path | str, scratch: Path, partitions: int
+                 ) -> tuple[dict[str, tuple[str, Any]], str | None]:
+    """Each section as (file name, DataFrame(pos BIGINT, rec STRING)), positions as
+    DuckDB's; and the sha256 of a URI's listing (``uri.input_files``)."""
     from pyspark.sql import functions as F
 
     out = {}
-    for section, file in _folder_files(folder).items():
-        if file.suffix == ".parquet":
-            rows = with_position(spark, spark.read.parquet(spark_path(file)))
+    files, digest = input_files(spark, data)
+    for section, (name, location) in files.items():
+        if name.endswith(".parquet"):
+            rows = with_position(spark, spark.read.parquet(location))
             src = rows.mapInArrow(_to_json, "pos BIGINT, rec STRING")
         else:
-            lines = spark.read.text(spark_path(file)).filter(F.trim("value") != "")
+            # blank lines are not records (DuckDB's reader skips whitespace-only lines)
+            lines = spark.read.text(location).filter(F.col("value").rlike(r"\S"))
             src = with_position(spark, lines).select("pos", F.col("value").alias("rec"))
         path = scratch / "src" / section
         src.write.mode("overwrite").parquet(str(path))
         df = spark.read.parquet(spark_path(path))
         if partitions:
             df = df.repartition(partitions)
-        out[section] = (file, df)
-    return out
+        out[section] = (name, df)
+    return out, digest
 
 
 def _run_pass(df: Any, fn: Callable[[list[pa.RecordBatch]], dict[str, Any]]
@@ -105,13 +108,12 @@ def _run_pass(df: Any, fn: Callable[[list[pa.RecordBatch]], dict[str, Any]]
     return results or [fn([], 0)]
 
 
-def validate_sections(sources: dict[str, tuple[Path, Any]], scratch: Path, cfg: Config
+def validate_sections(sources: dict[str, tuple[str, Any]], scratch: Path, cfg: Config
                       ) -> Findings:
     """Passes 1-3 for every section, in the DuckDB engine's order; typed Parquet out."""
     findings = Findings()
     structure = {}
-    for section, (file, df) in sources.items():  # unreadable input first, as DuckDB reads
-        name = file.name
+    for section, (name, df) in sources.items():  # unreadable input first, as DuckDB reads
         res = _run_pass(df, lambda b, _, s=section, n=name: ingest.structure_pass(s, n, b))
         ingest.first_error([r for r in res if r.get("error", {}).get("rank", [0])[0] == -1])
         structure[section] = res
@@ -170,7 +172,7 @@ def _entity_keys(spark: Any, scratch: Path, section: str) -> Any:
             .select(id_name, F.col(id_name).cast("string").alias("_key")))
 
 
-def match_interactions(spark: Any, sources: dict[str, tuple[Path, Any]], scratch: Path,
+def match_interactions(spark: Any, sources: dict[str, tuple[str, Any]], scratch: Path,
                        cfg: Config, findings: Findings) -> None:
     """raw._interactions_table on Spark: unknown ids and timestamps by policy, then the
     typed ``interactions`` (position, user_id, item_id, ...) to ``scratch/interactions``."""
@@ -223,14 +225,18 @@ def _timestamp_reason(src: Any, pos: int) -> str:
     return bad_timestamp_reason(prof, ts, pos)
 
 
-def raw_report(data: Path, seen: dict[str, int], kept: dict[str, int], findings: Findings
-               ) -> dict[str, Any]:
-    """The report's input part, as raw.build_raw_tables writes it."""
+def raw_report(data: Path | str, digest: str | None, seen: dict[str, int],
+               kept: dict[str, int], findings: Findings) -> dict[str, Any]:
+    """The report's input part, as raw.build_raw_tables writes it (a URI's listing digest
+    in ``input.sha256``)."""
     if kept["interactions"] == 0:
         raise DataError("no interactions left to learn from", section="interactions")
+    source: dict[str, Any] = {"path": input_path(data), "form": "folder"}
+    if digest is not None:
+        source.update(sha256=digest, sha256_of="listing")
     return {
         "unirec_version": __version__,
-        "input": {"path": str(data.absolute()), "form": "folder"},
+        "input": source,
         "sections": {s: {"seen": seen[s], "kept": kept[s],
                          "dropped": findings.dropped.get(s, {})} for s in SECTIONS},
         "warnings": findings.warnings,

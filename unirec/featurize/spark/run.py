@@ -33,6 +33,7 @@ from unirec.featurize.spark.read import (
 from unirec.featurize.spark.session import spark_session
 from unirec.featurize.spark.tables import assign_splits, build_samples, train_windows
 from unirec.store.layout import SECTION_TABLES, SECTIONS
+from unirec.store.shards import shard_summary
 
 SCRATCH = ".spark"
 
@@ -87,7 +88,7 @@ def _load_samples(con: duckdb.DuckDBPyConnection, scratch: Path) -> None:
                     f"{_parquet(scratch / f'train_{side}')}")
 
 
-def spark_stages(con: duckdb.DuckDBPyConnection, data: Path, cfg: Config, tmp: Path,
+def spark_stages(con: duckdb.DuckDBPyConnection, data: Path | str, cfg: Config, tmp: Path,
                  stage: Callable[[str], None]) -> tuple[dict[str, Any], Callable[..., list[Op]]]:
     """Raw tables, split and samples on Spark; returns the report and the ops' fit."""
     spark = spark_session(cfg.spark)
@@ -97,10 +98,11 @@ def spark_stages(con: duckdb.DuckDBPyConnection, data: Path, cfg: Config, tmp: P
         release()
 
 
-def _stages(spark: Any, con: duckdb.DuckDBPyConnection, data: Path, cfg: Config, tmp: Path,
-            stage: Callable[[str], None]) -> tuple[dict[str, Any], Callable[..., list[Op]]]:
+def _stages(spark: Any, con: duckdb.DuckDBPyConnection, data: Path | str, cfg: Config,
+            tmp: Path, stage: Callable[[str], None]
+            ) -> tuple[dict[str, Any], Callable[..., list[Op]]]:
     scratch = (tmp / SCRATCH).absolute()
-    sources = read_sources(spark, data, scratch, cfg.spark.partitions)
+    sources, digest = read_sources(spark, data, scratch, cfg.spark.partitions)
     stage("validate")
     seen = {s: df.count() for s, (_, df) in sources.items()}
     findings = validate_sections(sources, scratch, cfg)
@@ -108,7 +110,7 @@ def _stages(spark: Any, con: duckdb.DuckDBPyConnection, data: Path, cfg: Config,
     _load(con, scratch)
     kept = {s: con.execute(f"SELECT count(*) FROM {SECTION_TABLES[s]}").fetchone()[0]
             for s in SECTIONS}
-    report = raw_report(data, seen, kept, findings)
+    report = raw_report(data, digest, seen, kept, findings)
     stage("split")
     create_index_maps(con)
     for name in ("user_map", "item_map"):
@@ -122,3 +124,18 @@ def _stages(spark: Any, con: duckdb.DuckDBPyConnection, data: Path, cfg: Config,
     train_windows(spark, scratch)
     _load_samples(con, scratch)
     return report, SparkFitter(spark, scratch, cfg, tmp / "cache")
+
+
+def executor_shards(cfg: Config, tmp: Path) -> Callable[..., dict[str, Any]]:
+    """``store.shards.write_split`` without the connection: the executors write the shards
+    from the samples Spark left under ``tmp``'s scratch folder (``spark.shards``); their
+    counts are read back from the headers (``shard_summary``)."""
+    from unirec.featurize.spark.shards import write_shards_on_executors
+
+    spark = spark_session(cfg.spark)
+    scratch = (tmp / SCRATCH).absolute()
+
+    def write(out_dir: Path, split: str, **kw: Any) -> dict[str, Any]:
+        paths = write_shards_on_executors(spark, scratch, out_dir, split, **kw)
+        return {"paths": paths, **shard_summary(paths)}
+    return write

@@ -11,6 +11,9 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +44,11 @@ def _java() -> str | None:
     return shutil.which("java")
 
 
-def check_engine(data: Path) -> None:
-    """Raise a one-line error unless Spark can run here and ``data`` is a folder."""
+def check_engine(data: Path | str) -> None:
+    """Raise a one-line error unless Spark can run here and ``data`` is a folder (a URI
+    is listed through its Hadoop filesystem when the session starts: ``uri.input_files``)."""
+    from unirec.featurize.ingest import is_uri
+
     require_extra("spark", "featurize --engine spark")
     java = _java()
     major = java_major(java) if java else None
@@ -51,6 +57,9 @@ def check_engine(data: Path) -> None:
                                                           else "no java on PATH or JAVA_HOME")
         raise ConfigError(f"--engine spark needs Java {MIN_JAVA} or newer ({found}); install "
                           "one (e.g. apt install openjdk-17-jre-headless) and set JAVA_HOME")
+    if is_uri(data):
+        return
+    data = Path(data)
     if not data.exists():
         raise DataError(f"input {str(data)!r} does not exist")
     if not data.is_dir():
@@ -63,6 +72,28 @@ def spark_path(path: Path) -> str:
     """A path for Spark's readers, which treat ``[]{}*?`` as a glob (a store named
     ``s[1]`` would match nothing): those characters escaped."""
     return re.sub(r"([\\\[\]{}*?])", r"\\\1", str(path))
+
+
+def jvm_log() -> Path:
+    """Where the driver JVM's own output goes (this process's, one file per process)."""
+    return Path(tempfile.gettempdir()) / f"unirec-spark-{os.getpid()}.log"
+
+
+@contextmanager
+def _jvm_output_to(path: Path) -> Iterator[None]:
+    """Start the JVM with its stderr on ``path``: the JVM and Spark print startup lines
+    there ('Using incubator modules', 'Setting default log level') before any logging
+    config applies, and a featurize prints its own lines (a refused run exactly one).
+    The driver's failures still come back as Python exceptions, turned into one line."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def spark_session(cfg: SparkConfig) -> Any:
@@ -94,7 +125,8 @@ def spark_session(cfg: SparkConfig) -> Any:
         conf["spark.driver.extraJavaOptions"] = f"{quiet} {java_opts}".strip()
     for name, value in conf.items():
         builder = builder.config(name, value)
-    spark = builder.getOrCreate()
+    with _jvm_output_to(jvm_log()):
+        spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     _SESSION.update(key=key, spark=spark)
     return spark
