@@ -69,8 +69,7 @@ def write_outputs(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
         raise StoreError("training produced no usable epoch (the loss was never finite): "
                          "check the data (too few interactions?) and train.lr")
     load_weights(work / "best.safetensors", model)
-    if cfg.new_item_map:
-        fit_new_item_map(model, cfg.new_item_scale)
+    ridge = fit_new_item_map(model, cfg.new_item_scale) if cfg.new_item_map else None
     length = inp.manifest["samples"]["history_length"]
     users = embed_all(model, inp.n_users, "user", device, serving_histories(store, length))
     items = embed_all(model, inp.n_items, "item", device)
@@ -78,6 +77,8 @@ def write_outputs(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
     summary = {"epochs": state["epoch"], "best_epoch": best["epoch"], "best": best,
                "n_users": inp.n_users - 1, "n_items": inp.n_items - 1, "dim": cfg.dim,
                "refit_epochs": state.get("refit_epochs", 0)}
+    if ridge is not None:
+        summary["new_item_map"] = {"ridge": round(ridge, 6), "scale": cfg.new_item_scale}
     if ranker is not None:
         summary["rank"] = {k: ranker.meta.get(k) for k in ("model", "active", "best_epoch",
                                                            "validation", "note")}
