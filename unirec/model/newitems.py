@@ -45,13 +45,13 @@ def fit_new_item_map(model: TwoTower, scale: float, ridge: float | None = None,
     ``scale``) and return the ridge strength used. None (nothing installed) when the tower
     has no id embedding, no content features, or fewer trained items than the map has rows.
 
-    The map is shrunk towards the identity (``M = [I; b]``: the content-only vector, what a
-    new item gets without a map, moved by the warm items' mean offset), not towards zero: with few warm items per
-    map entry, or content that already places items well, the regression's guess is worse
-    than the content vector it starts from (the synthetic generator: new-item NDCG@10 -20%
-    with a map shrunk towards zero). ``ridge`` None picks the strength from ``SHRINK_GRID``
-    by the exact leave-one-out error of ridge regression on the warm items (a seeded
-    sample of at most ``SELECT_ITEMS``), so the data decide how far to move from it."""
+    The map is shrunk towards ``M = [I; b]`` (the content-only vector, what a new item gets
+    without a map, moved by the warm items' mean offset), not towards zero: with few warm
+    items per map entry, a map shrunk towards zero puts every new item near the warm items'
+    mean vector (synthetic generator, 2-epoch fit: 13 of 2,000 top-10 slots for 20% of the
+    items; 436 with this prior). ``ridge`` None picks the strength from ``SHRINK_GRID`` by
+    the exact leave-one-out error of ridge regression on the warm items (a seeded sample of
+    at most ``SELECT_ITEMS``), so the data decide how far to move from it."""
     tower = model.item
     if tower.ids is None or not len(tower.encoders):
         return None
