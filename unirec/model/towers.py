@@ -60,7 +60,14 @@ class Tower(nn.Module):
         ``idx`` None (a new entity, e.g. a cold-start record) skips the id embedding. With a
         new-item map installed (after training), entities without a trained id get it.
         """
-        out = self.fuse(self.tokens(rows, idx, history))
+        return self.vectors(self.tokens(rows, idx, history), idx)
+
+    def vectors(self, tokens: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, dim) served vectors of (B, T, dim) ``tokens``: fused to unit length, and with
+        a new-item map installed, the mapped vector for rows whose entity ``idx`` has no
+        trained id (every row when ``idx`` is None: new records). The one place the map is
+        applied, so encode, cold-start records and explanations serve the same vector."""
+        out = self.fuse(tokens)
         if not self.new_map.numel():
             return out
         mapped = apply_map(out, self.new_map, self.new_scale)

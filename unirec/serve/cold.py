@@ -31,7 +31,6 @@ import torch
 from unirec.errors import DataError, QueryError, StoreError
 from unirec.features.embed import EmbeddingCache, ImageEmbedder, TextEmbedder, unreadable
 from unirec.model.restore import load_model
-from unirec.model.towers import apply_map
 from unirec.serve.recommender import Recommender, file_key
 from unirec.serve.records import RecordCompiler
 from unirec.store import Store
@@ -100,9 +99,7 @@ class ColdEncoder:
                 if compiled.new_image is not None:
                     shared.image = torch.cat([base_image, self._tensor(compiled.new_image)])
                 tokens = tower.tokens(rows, None, hist)
-                vectors = tower.fuse(tokens)
-                if tower.new_map.numel():  # a new item is served its mapped vector
-                    vectors = apply_map(vectors, tower.new_map, tower.new_scale)
+                vectors = tower.vectors(tokens)  # a new item: its mapped vector
             finally:
                 shared.text, shared.image = base_text, base_image
         return vectors.float().cpu().numpy(), tokens.float().cpu().numpy()

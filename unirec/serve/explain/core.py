@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from unirec.model.towers import apply_map
 from unirec.serve.recommender import Recommender
 from unirec.store import Store, serving_histories
 from unirec.store.layout import SIDES
@@ -105,12 +104,9 @@ class Explainer:
         flat = torch.from_numpy(np.maximum(items, 0).ravel())
         itok = it.tokens(it.gather(flat), flat)  # (B*K, Ti, d)
         ti = itok.shape[1]
-        ivar = it.fuse((itok[:, None] * _masks(ti)[None, :, :, None]).flatten(0, 1))
+        ivar = it.vectors((itok[:, None] * _masks(ti)[None, :, :, None]).flatten(0, 1),
+                          flat.repeat_interleave(ti + 2))  # new items: mapped (newitems)
         ivar = ivar.view(b, k, ti + 2, d)
-        if it.new_map.numel() and it.ids is not None:  # items without a trained id are
-            new = (it.ids.trained[flat] == 0).view(b, k, 1, 1)  # served mapped (newitems)
-            mapped = apply_map(ivar.reshape(-1, d), it.new_map, it.new_scale)
-            ivar = torch.where(new, mapped.view_as(ivar), ivar)
         full = torch.einsum("bd,bkd->bk", uvar[:, 0], ivar[:, :, 0])
         user_delta = full[..., None] - torch.einsum("btd,bkd->bkt", uvar[:, 1:tu + 1],
                                                     ivar[:, :, 0])
