@@ -68,12 +68,19 @@ def fit_new_item_map(model: TwoTower, scale: float, ridge: float | None = None,
     prior[:dim] = torch.eye(dim, dtype=torch.float64, device=trained.device)
     shrink = torch.eye(dim + 1, dtype=torch.float64, device=trained.device)
     shrink[-1, -1] = 0.0  # the intercept is not shrunk
-    xtx, xty = _normal_equations(tower, trained, chunk)
+    x = y = None
+    if len(trained) <= SELECT_ITEMS:  # one pass of the tower gives the fit and the choice
+        x, y = _design(tower, trained, chunk)
+        xtx, xty = x.T @ x, x.T @ y
+    else:
+        xtx, xty = _normal_equations(tower, trained, chunk)
     if ridge is None:
-        g = torch.Generator().manual_seed(0)
-        pick = trained[torch.randperm(len(trained), generator=g)[:SELECT_ITEMS]
-                       .to(trained.device)]
-        ridge = _loo_ridge(*_design(tower, pick, chunk), prior, shrink)
+        if x is None:
+            g = torch.Generator().manual_seed(0)
+            pick = trained[torch.randperm(len(trained), generator=g)[:SELECT_ITEMS]
+                           .to(trained.device)]
+            x, y = _design(tower, pick, chunk)
+        ridge = _loo_ridge(x, y, prior, shrink)
     m = torch.linalg.solve(xtx + ridge * shrink, xty + ridge * shrink @ prior)
     tower.set_new_item_map(m.to(model.item_table.weight.dtype), scale)
     model.train(was)
