@@ -9,6 +9,7 @@ import importlib
 import json
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -113,28 +114,31 @@ def _interactions(*rows: dict) -> dict:
                              for row in rows]}
 
 
+def _error_lines(doc: dict, tmp_path: Path, needle: str) -> list[str]:
+    """The one error line (containing ``needle``) featurize gives ``doc`` written as JSON
+    lines, then as Parquet."""
+    lines = []
+    for fmt in ("jsonl", "parquet"):
+        _write(doc, tmp_path / fmt, fmt)
+        result = invoke("featurize", tmp_path / fmt, "--store", tmp_path / f"s-{fmt}")
+        lines.append(one_error_line(result, needle))
+    return lines
+
+
 @pytest.mark.parametrize("bad", [
     {"weight": -1.0}, {"weight": float("nan")}, {"timestamp": "yesterday"},
     {"user_id": 99}, {"rating": float("inf")}, {"interaction_type": " "},
 ])
 def test_a_bad_parquet_row_gets_the_jsonl_line(tmp_path, bad) -> None:
     doc = _interactions({}, {"user_id": 2, "item_id": 11, **bad}, {})
-    lines = []
-    for fmt in ("jsonl", "parquet"):
-        _write(doc, tmp_path / fmt, fmt)
-        result = invoke("featurize", tmp_path / fmt, "--store", tmp_path / f"s-{fmt}")
-        lines.append(one_error_line(result, "interactions[1]"))
-    assert lines[0] == lines[1]
+    jsonl, parquet = _error_lines(doc, tmp_path, "interactions[1]")
+    assert jsonl == parquet
 
 
 def test_an_unknown_parquet_column_gets_the_jsonl_line(tmp_path) -> None:
     doc = _interactions({"clicks": 3}, {"clicks": 4})
-    lines = []
-    for fmt in ("jsonl", "parquet"):
-        _write(doc, tmp_path / fmt, fmt)
-        result = invoke("featurize", tmp_path / fmt, "--store", tmp_path / f"s-{fmt}")
-        lines.append(one_error_line(result, "unknown key 'clicks'"))
-    assert lines[0] == lines[1]
+    jsonl, parquet = _error_lines(doc, tmp_path, "unknown key 'clicks'")
+    assert jsonl == parquet
 
 
 def test_parquet_and_jsonl_compile_to_the_same_store(tmp_path, monkeypatch) -> None:

@@ -32,6 +32,17 @@ def _rank_rows(store: Path) -> list[dict]:
     return [r for r in rows if r.get("stage") == "rank"]
 
 
+def _torch_ranker(ranker: Ranker, tower) -> RankNet:
+    """The torch RankNet a served ``ranker`` was exported from (eval mode), rebuilt on the
+    restored towers ``tower``: what the numpy ranker must equal."""
+    net = RankNet(len(tower.user.token_names), ranker.item_part.shape[1],
+                  tower.item_table.embedding_dim,
+                  unirec.config.RankConfig(**ranker.meta["config"]),
+                  len(ranker.meta["type_names"]))
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in ranker.w.items()})
+    return net.eval()
+
+
 @pytest.fixture(scope="module")
 def bench_synthetic(tmp_path_factory) -> Path:
     """The rank bench's synthetic set (1,000 users, 500 items, 20,000 interactions), fitted
@@ -100,12 +111,7 @@ def test_numpy_ranker_equals_torch(tmp_path, synthetic_store, model) -> None:
     # so its per-entity parts below are theirs (load_model restores those towers)
     assert ranker.meta["refit"]["epochs"] == ranker.meta["best_epoch"]
     tower = load_model(store)
-    net = RankNet(len(tower.user.token_names), ranker.item_part.shape[1],
-                  tower.item_table.embedding_dim,
-                  unirec.config.RankConfig(**ranker.meta["config"]),
-                  len(ranker.meta["type_names"]))
-    net.load_state_dict({k: torch.from_numpy(v) for k, v in ranker.w.items()})
-    net.eval()
+    net = _torch_ranker(ranker, tower)
     users = np.arange(1, 9)
     rec = unirec.Recommender.load(store)
     hist = serving_histories(Store(store), tower.user.history.pos.shape[0])[users]
@@ -313,12 +319,7 @@ def test_new_users_given_as_records_are_ranked(ranked_store) -> None:
 
     ranker = Ranker.load(ranked_store / "model")
     _, tokens = embed_record_tokens(ranked_store, [json.loads(record)])
-    tower = load_model(ranked_store)
-    net = RankNet(len(tower.user.token_names), ranker.item_part.shape[1],
-                  tower.item_table.embedding_dim,
-                  unirec.config.RankConfig(**ranker.meta["config"]),
-                  len(ranker.meta["type_names"]))
-    net.load_state_dict({k: torch.from_numpy(v) for k, v in ranker.w.items()})
+    net = _torch_ranker(ranker, load_model(ranked_store))
     with torch.no_grad():
         want = net.user_part(torch.from_numpy(tokens)).numpy()
     np.testing.assert_allclose(ranker.project_users(tokens), want, atol=1e-5)
