@@ -352,3 +352,46 @@ def test_new_items_keep_their_retrieval_slots_after_ranking(tmp_path) -> None:
     assert (ranked != retrieved).any(), "the warm items are re-ordered"
     meta = json.loads((store / "model" / "rank" / "rank.json").read_text())
     assert meta["config"]["new_items"] == "retrieval"
+
+
+def test_prepared_user_side_equals_the_per_batch_one(ranked_store, tmp_path,
+                                                     monkeypatch) -> None:
+    """The ranker's frozen user side and candidate pool are computed once per sample set
+    (``prepare``) instead of every batch of every epoch; they equal the per-batch path's,
+    and a sample set over ``PREPARE_BYTES`` takes the per-batch path, which still trains."""
+    from unirec.model.inputs import gather_history, load_inputs
+    from unirec.train.rank import data as rank_data
+    from unirec.train.step import PositiveMask
+
+    st = Store(ranked_store)
+    tower, inp = load_model(ranked_store), load_inputs(st)
+    samples = rank_data.load_samples(st, "train")
+    frozen = frozen_items(tower, inp.items["popularity"], torch.device("cpu"))
+    positives = PositiveMask(inp.positive_keys, inp.n_users, inp.n_items)
+    width = inp.manifest["samples"]["history_length"]
+    ready = rank_data.prepare(tower, inp.sequence, width, samples, frozen, positives, 20, 200,
+                              torch.device("cpu"), chunk=700)
+    assert ready is not None and len(ready.u) == len(samples)
+    rows = np.random.default_rng(0).choice(len(samples), 64, replace=False)
+    users = torch.from_numpy(samples.user[rows])
+    hist = gather_history(inp.sequence, torch.from_numpy(samples.hend[rows]),
+                          torch.from_numpy(samples.hlen[rows]), width)
+    tok, u = user_side(tower, users, hist)
+    pool, ok = rank_data.candidate_pool(u, users, frozen, positives, 20, 200)
+    r = torch.from_numpy(rows)
+    torch.testing.assert_close(ready.tok[r], tok, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ready.u[r], u, atol=1e-5, rtol=0)
+    assert (ready.ok[r] == ok).all()
+    # the pools agree as sets of items (ties may order differently)
+    assert (ready.pool[r].long().sort(1).values == pool.sort(1).values).float().mean() > 0.99
+
+    monkeypatch.setattr(rank_data, "PREPARE_BYTES", 0)
+    assert rank_data.prepare(tower, inp.sequence, width, samples, frozen, positives, 20, 200,
+                             torch.device("cpu")) is None
+    store = copy_store(ranked_store, tmp_path / "store")
+    out = invoke("fit", "--store", store, "--epochs", "1", "--set", "train.dim=16",
+                 "--set", "train.rank.enabled=true", "--set", "train.rank.epochs=1",
+                 "--set", "train.rank.max_samples=512")
+    assert out.exit_code == 0, out.output
+    losses = [r["rank_loss"] for r in _rank_rows(store)]
+    assert losses and all(np.isfinite(losses)), losses

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from unirec.model.inputs import gather_history
 from unirec.model.towers import TwoTower
 from unirec.store import Store
 from unirec.train.step import PositiveMask
@@ -134,25 +135,73 @@ def user_side(model: TwoTower, users: torch.Tensor, history: torch.Tensor | None
 
 
 @torch.no_grad()
-def hard_candidates(u: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
-                    frozen: Frozen, positives: PositiveMask, n: int, pool: int
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, 1 + n) candidates -- the positive first, then ``n`` drawn at random from the
-    retrieval model's top ``pool`` among warm items that are none of the user's training
-    positives -- and a validity mask (False where the catalogue ran out).
-
-    Drawn from the pool that serving re-ranks, not its very top: negatives only from the top
-    few teach the ranker that a high retrieval score means "not chosen" (validation NDCG
-    fell below random on the synthetic set within two epochs that way)."""
+def candidate_pool(u: torch.Tensor, users: torch.Tensor, frozen: Frozen,
+                   positives: PositiveMask, n: int, pool: int
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, pool) the retrieval model's top ``pool`` items for each user among those that are
+    none of its training positives, and whether each slot holds one (False where the
+    catalogue ran out): what :func:`draw_candidates` draws negatives from."""
     scores = u @ frozen.item_vecs.T
     scores[:, ~frozen.allowed] = -torch.inf
     everything = torch.arange(len(frozen.allowed), device=u.device)
     scores.masked_fill_(positives(users, everything), -torch.inf)
     pool = min(max(pool, n), scores.shape[1])
     top, idx = scores.topk(pool, dim=1)
-    pick = torch.rand(top.shape, device=u.device).masked_fill_(top == -torch.inf, 2.0)
-    pick = pick.argsort(1)[:, :min(n, pool)]
+    return idx, top > -torch.inf
+
+
+def draw_candidates(items: torch.Tensor, idx: torch.Tensor, ok: torch.Tensor, n: int
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 1 + n) candidates -- the positive first, then ``n`` drawn at random from each
+    sample's pool (:func:`candidate_pool`) -- and a validity mask.
+
+    Drawn from the pool that serving re-ranks, not its very top: negatives only from the top
+    few teach the ranker that a high retrieval score means "not chosen" (validation NDCG
+    fell below random on the synthetic set within two epochs that way)."""
+    pick = torch.rand(idx.shape, device=idx.device).masked_fill_(~ok, 2.0)
+    pick = pick.argsort(1)[:, :min(n, idx.shape[1])]
     cand = torch.cat([items.unsqueeze(1), idx.gather(1, pick)], 1)
     valid = torch.cat([torch.ones_like(items, dtype=torch.bool).unsqueeze(1),
-                       top.gather(1, pick) > -torch.inf], 1)
+                       ok.gather(1, pick)], 1)
     return cand, valid
+
+
+@dataclass
+class Prepared:
+    """Each sample's frozen user side and candidate pool, computed once for all epochs (the
+    towers are frozen, so every epoch would recompute the same; on MovieLens-100K that was
+    a third of the stage's time)."""
+
+    tok: torch.Tensor  # (N, Tu, d) user tokens
+    u: torch.Tensor  # (N, d) user vectors
+    pool: torch.Tensor  # (N, pool) int32 item indices
+    ok: torch.Tensor  # (N, pool) bool
+
+
+PREPARE_BYTES = 512 * 2 ** 20  # above this, the user side is recomputed per batch instead
+
+
+@torch.no_grad()
+def prepare(model: TwoTower, sequence: torch.Tensor, width: int, s: Samples, frozen: Frozen,
+            positives: PositiveMask, n: int, pool: int, device: torch.device,
+            chunk: int = 1024) -> Prepared | None:
+    """:class:`Prepared` for every sample of ``s``, or None where it would take more than
+    ``PREPARE_BYTES`` (a store with millions of samples: the per-batch path holds only a
+    batch)."""
+    n_tok, d = len(model.user.token_names), frozen.item_vecs.shape[1]
+    width_pool = min(max(pool, n), len(frozen.allowed))
+    if len(s) * (4 * d * (n_tok + 1) + 5 * width_pool) > PREPARE_BYTES:
+        return None
+    toks, us, pools, oks = [], [], [], []
+    for lo in range(0, len(s), chunk):
+        sl = slice(lo, lo + chunk)
+        users = torch.tensor(s.user[sl], device=device)  # a copy: the arrays are read-only
+        hist = gather_history(sequence, torch.tensor(s.hend[sl], device=device),
+                              torch.tensor(s.hlen[sl], device=device), width)
+        tok, u = user_side(model, users, hist)
+        idx, ok = candidate_pool(u, users, frozen, positives, n, pool)
+        toks.append(tok)
+        us.append(u)
+        pools.append(idx.to(torch.int32))
+        oks.append(ok)
+    return Prepared(torch.cat(toks), torch.cat(us), torch.cat(pools), torch.cat(oks))

@@ -24,11 +24,14 @@ from unirec.store import Store, serving_histories
 from unirec.train.rank.data import (
     SIGNALS,
     Frozen,
+    Prepared,
     Samples,
+    candidate_pool,
+    draw_candidates,
     frozen_items,
-    hard_candidates,
     item_signals,
     load_samples,
+    prepare,
     user_side,
 )
 from unirec.train.rank.holdout import join_samples, positive_keys, split_validation
@@ -111,10 +114,31 @@ class Trainer:
         self.positives = PositiveMask(keys.to(device), inp.n_users, inp.n_items)
         self.sequence = inp.sequence.to(device)
         self.width = inp.manifest["samples"]["history_length"]
+        self._prepared: tuple[Samples, Prepared | None] | None = None
 
     def _tensors(self, s: Samples, rows: np.ndarray) -> dict[str, torch.Tensor]:
         names = ("user", "item", "hend", "hlen", "weight", "rating", "types", "raw_weight")
         return {n: torch.from_numpy(getattr(s, n)[rows]).to(self.device) for n in names}
+
+    def _user_side(self, s: Samples, rows: np.ndarray, b: dict[str, torch.Tensor]
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(tokens, vector, candidates, validity) of the batch ``rows`` of ``s``: from the
+        samples' :class:`Prepared` where it fits in memory, else computed here."""
+        rc = self.cfg.rank
+        if self._prepared is None or self._prepared[0] is not s:
+            self._prepared = (s, prepare(self.model, self.sequence, self.width, s, self.frozen,
+                                         self.positives, rc.candidates_n,
+                                         rc.serve_candidates, self.device))
+        ready = self._prepared[1]
+        if ready is None:
+            hist = gather_history(self.sequence, b["hend"], b["hlen"], self.width)
+            tok, u = user_side(self.model, b["user"], hist)
+            pool, ok = candidate_pool(u, b["user"], self.frozen, self.positives,
+                                      rc.candidates_n, rc.serve_candidates)
+        else:
+            r = torch.from_numpy(rows).to(self.device)
+            tok, u, pool, ok = ready.tok[r], ready.u[r], ready.pool[r].long(), ready.ok[r]
+        return (tok, u, *draw_candidates(b["item"], pool, ok, rc.candidates_n))
 
     def epoch(self, s: Samples, rng: np.random.Generator) -> float:
         rc, net = self.cfg.rank, self.net
@@ -124,11 +148,9 @@ class Trainer:
         net.train()
         total, seen = 0.0, 0
         for lo in range(0, len(order), rc.batch_size):
-            b = self._tensors(s, order[lo:lo + rc.batch_size])
-            hist = gather_history(self.sequence, b["hend"], b["hlen"], self.width)
-            tok, u = user_side(self.model, b["user"], hist)
-            cand, valid = hard_candidates(u, b["user"], b["item"], self.frozen, self.positives,
-                                          rc.candidates_n, rc.serve_candidates)
+            rows = order[lo:lo + rc.batch_size]
+            b = self._tensors(s, rows)
+            tok, u, cand, valid = self._user_side(s, rows, b)
             distinct, inv = torch.unique(cand, return_inverse=True)
             item_part = net.item_part(self.frozen.item_tokens[distinct])[inv]
             v = self.frozen.item_vecs[cand]
