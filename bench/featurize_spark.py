@@ -15,7 +15,8 @@ in local mode, its executors: one JVM), ``workers`` (the Python workers the JVM 
 the per-partition validation). Wall seconds and interactions/s come with ``others_cores``,
 the CPU other processes used meanwhile (a 2-core machine shared with other work).
 
-Usage: python -m bench.featurize_spark --sizes 1000000[,10000000] [--out PATH]
+Usage: python -m bench.featurize_spark --sizes 1000000[,10000000] [--engines duckdb,...]
+       [--out PATH]
 """
 
 from __future__ import annotations
@@ -94,7 +95,9 @@ def measure_roles(cmd: list[str], timeout_s: float) -> dict[str, Any]:
             "tail": "\n".join(out.splitlines()[-3:])}
 
 
-def run(sizes: list[int], timeout_s: float = 3600) -> dict[str, Any]:
+def run(sizes: list[int], timeout_s: float = 3600, engines: list[str] | None = None
+        ) -> dict[str, Any]:
+    """Each size featurized by each of ``engines`` (labels of ENGINES; default all)."""
     results: dict[str, Any] = {"title": TITLE, "environment": environment(), "sizes": {}}
     for n in sizes:
         with tempfile.TemporaryDirectory(prefix="bench-spark-", dir=os.environ.get("TMPDIR")
@@ -106,6 +109,8 @@ def run(sizes: list[int], timeout_s: float = 3600) -> dict[str, Any]:
             del data
             per: dict[str, Any] = {}
             for label, extra in ENGINES.items():
+                if engines and label not in engines:
+                    continue
                 store = work / ("store-" + "".join(c for c in label if c.isalnum()))
                 r = measure_roles([str(UNIREC), "featurize", str(work / "in"), "--store",
                                    str(store), *extra], timeout_s)
@@ -162,8 +167,15 @@ def main() -> None:
     ap.add_argument("--sizes", default="1000000")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--engines", default="", help="comma-separated labels of ENGINES to run "
+                    "(e.g. 'duckdb,spark local[2]': a 10M local[1] run takes most of an hour "
+                    "here); default all")
     args = ap.parse_args()
-    results = run([int(s) for s in args.sizes.split(",")], args.timeout)
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    unknown = sorted(set(engines) - set(ENGINES))
+    if unknown:
+        sys.exit(f"unknown engines {unknown}; known: {', '.join(ENGINES)}")
+    results = run([int(s) for s in args.sizes.split(",")], args.timeout, engines)
     path = save_results(results, "featurize-spark", args.out)
     print(markdown(results))
     print(json.dumps({"saved": str(path)}))
