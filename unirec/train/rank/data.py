@@ -166,6 +166,17 @@ def draw_candidates(items: torch.Tensor, idx: torch.Tensor, ok: torch.Tensor, n:
     return cand, valid
 
 
+@torch.no_grad()
+def batch_user_side(model: TwoTower, sequence: torch.Tensor, width: int, users: torch.Tensor,
+                    hend: torch.Tensor, hlen: torch.Tensor, frozen: Frozen,
+                    positives: PositiveMask, n: int, pool: int
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(tokens, vectors, pool, pool validity) of samples given by user and history end/length:
+    one batch of :class:`Prepared`, and the per-batch path where that does not fit."""
+    tok, u = user_side(model, users, gather_history(sequence, hend, hlen, width))
+    return (tok, u, *candidate_pool(u, users, frozen, positives, n, pool))
+
+
 @dataclass
 class Prepared:
     """Each sample's frozen user side and candidate pool, computed once for all epochs (the
@@ -195,11 +206,10 @@ def prepare(model: TwoTower, sequence: torch.Tensor, width: int, s: Samples, fro
     toks, us, pools, oks = [], [], [], []
     for lo in range(0, len(s), chunk):
         sl = slice(lo, lo + chunk)
-        users = torch.tensor(s.user[sl], device=device)  # a copy: the arrays are read-only
-        hist = gather_history(sequence, torch.tensor(s.hend[sl], device=device),
-                              torch.tensor(s.hlen[sl], device=device), width)
-        tok, u = user_side(model, users, hist)
-        idx, ok = candidate_pool(u, users, frozen, positives, n, pool)
+        tok, u, idx, ok = batch_user_side(  # copies: the sample arrays are read-only
+            model, sequence, width, torch.tensor(s.user[sl], device=device),
+            torch.tensor(s.hend[sl], device=device), torch.tensor(s.hlen[sl], device=device),
+            frozen, positives, n, pool)
         toks.append(tok)
         us.append(u)
         pools.append(idx.to(torch.int32))

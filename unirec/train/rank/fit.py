@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from unirec.config import TrainConfig
 from unirec.errors import ConfigError
 from unirec.model.checkpoint import load_weights
-from unirec.model.inputs import Inputs, gather_history
+from unirec.model.inputs import Inputs
 from unirec.model.interactions import RankNet
 from unirec.model.ranker import FORMAT, RANK_DIR, RankResult
 from unirec.model.towers import TwoTower
@@ -26,7 +26,7 @@ from unirec.train.rank.data import (
     Frozen,
     Prepared,
     Samples,
-    candidate_pool,
+    batch_user_side,
     draw_candidates,
     frozen_items,
     item_signals,
@@ -131,10 +131,9 @@ class Trainer:
                                          rc.serve_candidates, self.device))
         ready = self._prepared[1]
         if ready is None:
-            hist = gather_history(self.sequence, b["hend"], b["hlen"], self.width)
-            tok, u = user_side(self.model, b["user"], hist)
-            pool, ok = candidate_pool(u, b["user"], self.frozen, self.positives,
-                                      rc.candidates_n, rc.serve_candidates)
+            tok, u, pool, ok = batch_user_side(
+                self.model, self.sequence, self.width, b["user"], b["hend"], b["hlen"],
+                self.frozen, self.positives, rc.candidates_n, rc.serve_candidates)
         else:
             r = torch.from_numpy(rows).to(self.device)
             tok, u, pool, ok = ready.tok[r], ready.u[r], ready.pool[r].long(), ready.ok[r]
