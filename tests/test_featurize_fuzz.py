@@ -88,3 +88,18 @@ def test_a_field_name_with_a_newline_still_gives_a_one_line_error(tmp_path) -> N
         assert "\n" not in str(err) and "continuous.0\\n" in str(err), str(err)
     else:
         raise AssertionError("a list in a continuous field must be refused")
+
+
+def test_a_section_whose_keys_cut_duckdbs_message_mid_character_is_located(tmp_path) -> None:
+    """Found by the fuzzer: DuckDB cut its error message inside a two-byte character (U+0080
+    in a key) and its binding raised UnicodeDecodeError, a traceback instead of a line."""
+    doc = copy.deepcopy(BASE_DOC)
+    doc["interactions"] = {"": None, "0\x1f\x1f\x80": None, "00\x1f\x1f\x80\x80": None}
+    path = tmp_path / "doc.json"
+    path.write_text(json.dumps(doc))
+    try:
+        featurize(path, tmp_path / "store")
+    except DataError as err:
+        assert str(err) == "interactions: must be a list of records, got an object", str(err)
+    else:
+        raise AssertionError("an object in place of the interactions list must be refused")

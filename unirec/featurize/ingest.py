@@ -81,7 +81,9 @@ def _load_document(con: duckdb.DuckDBPyConnection, path: Path, cfg: IngestConfig
             f"CREATE TEMP TABLE doc AS SELECT * FROM read_json({literal(path)}, "
             f"columns={{{cols}}}, format='unstructured', maximum_object_size={max_bytes})"
         )
-    except duckdb.Error as exc:
+    except (duckdb.Error, UnicodeDecodeError) as exc:
+        # DuckDB can cut its message inside a multi-byte character (a key holding U+0080),
+        # and its binding then raises a decode error instead of the duckdb.Error
         _diagnose_document(con, path, max_bytes, exc)
     n_docs = con.execute("SELECT count(*) FROM doc").fetchone()[0]
     if n_docs != 1:
@@ -118,10 +120,11 @@ def _document_keys(con: duckdb.DuckDBPyConnection, path: Path, max_bytes: int) -
 
 
 def _diagnose_document(
-    con: duckdb.DuckDBPyConnection, path: Path, max_bytes: int, exc: duckdb.Error
+    con: duckdb.DuckDBPyConnection, path: Path, max_bytes: int,
+    exc: duckdb.Error | UnicodeDecodeError,
 ) -> None:
     """Turn DuckDB's reading error into one sentence naming the section at fault."""
-    text = str(exc).splitlines()[0]
+    text = str(exc).splitlines()[0] if isinstance(exc, duckdb.Error) else 'unreadable'
     if "maximum_object_size" in text or "maximum object size" in text:
         raise DataError(
             f"the document is larger than the JSON object limit ({max_bytes >> 20} MB); "
@@ -135,7 +138,7 @@ def _diagnose_document(
                 f"maximum_object_size={max_bytes})"
             )
             kind = con.fetchone()[0]
-        except duckdb.Error:
+        except (duckdb.Error, UnicodeDecodeError):
             break  # the file itself does not parse
         if kind not in (None, "ARRAY"):
             raise DataError(
