@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 test: $(STAMP) venvs
 	$(BIN)/ruff check unirec tests bench
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -n auto --dist loadfile tests
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check unirec tests bench
