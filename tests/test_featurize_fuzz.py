@@ -103,3 +103,21 @@ def test_a_section_whose_keys_cut_duckdbs_message_mid_character_is_located(tmp_p
         assert str(err) == "interactions: must be a list of records, got an object", str(err)
     else:
         raise AssertionError("an object in place of the interactions list must be refused")
+
+
+def test_a_jsonl_line_that_cuts_duckdbs_message_mid_character_is_located(tmp_path) -> None:
+    """The same cut on the folder path: a line that is not JSON and holds U+0080 made the
+    message of DuckDB's JSON parser undecodable (json_problem), a traceback again."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "users.jsonl").write_text('{"user_id": 1}\n')
+    (folder / "items.jsonl").write_text('{"item_id": 1}\n')
+    (folder / "interactions.jsonl").write_text(
+        '{"user_id": 1, "item_id": 1}\n' + "\x80" * 300 + "\n", encoding="utf-8")
+    try:
+        featurize(folder, tmp_path / "store")
+    except DataError as err:
+        assert str(err) == ("interactions[1]: interactions.jsonl could not be read: not valid "
+                            "JSON (unexpected character at byte 0)"), str(err)
+    else:
+        raise AssertionError("a line that is not JSON must be refused")

@@ -20,6 +20,7 @@ from typing import TypeVar
 import duckdb
 
 from unirec.errors import DataError
+from unirec.features.duckdb_errors import ERRORS
 from unirec.features.profile import (
     INT_TYPES,
     NUM_TYPES,
@@ -342,7 +343,7 @@ def typed_interaction_columns(con: duckdb.DuckDBPyConnection, columns: dict[str,
         cols = None
         if prof is not None and prof.prefetch_types():
             cols = in_one_pass(prof, lambda _: interaction_typing(prof), Findings())
-    except duckdb.Error:
+    except ERRORS:
         cols = None
     if cols is None:
         con.execute("DROP VIEW IF EXISTS prof_interactions")
@@ -358,7 +359,7 @@ def _profile(con: duckdb.DuckDBPyConnection, section: str, names: list[tuple[str
         prof = build_profile(con, section, names, flag=record_problem_sql(names, groups))
         if prof.prefetch_types():
             return prof, True
-    except duckdb.Error:
+    except ERRORS:
         prof = None
     record_keys(con, section, allowed)
     duplicate_keys(con, section, groups)

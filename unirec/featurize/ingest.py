@@ -27,6 +27,7 @@ import duckdb
 
 from unirec.config import IngestConfig
 from unirec.errors import DataError
+from unirec.features.duckdb_errors import ERRORS, detail, message
 from unirec.features.profile import type_word
 from unirec.registry import did_you_mean
 from unirec.store.layout import SECTION_TABLES, SECTIONS
@@ -81,9 +82,7 @@ def _load_document(con: duckdb.DuckDBPyConnection, path: Path, cfg: IngestConfig
             f"CREATE TEMP TABLE doc AS SELECT * FROM read_json({literal(path)}, "
             f"columns={{{cols}}}, format='unstructured', maximum_object_size={max_bytes})"
         )
-    except (duckdb.Error, UnicodeDecodeError) as exc:
-        # DuckDB can cut its message inside a multi-byte character (a key holding U+0080),
-        # and its binding then raises a decode error instead of the duckdb.Error
+    except ERRORS as exc:
         _diagnose_document(con, path, max_bytes, exc)
     n_docs = con.execute("SELECT count(*) FROM doc").fetchone()[0]
     if n_docs != 1:
@@ -120,11 +119,10 @@ def _document_keys(con: duckdb.DuckDBPyConnection, path: Path, max_bytes: int) -
 
 
 def _diagnose_document(
-    con: duckdb.DuckDBPyConnection, path: Path, max_bytes: int,
-    exc: duckdb.Error | UnicodeDecodeError,
+    con: duckdb.DuckDBPyConnection, path: Path, max_bytes: int, exc: Exception
 ) -> None:
     """Turn DuckDB's reading error into one sentence naming the section at fault."""
-    text = str(exc).splitlines()[0] if isinstance(exc, duckdb.Error) else 'unreadable'
+    text = detail(exc)
     if "maximum_object_size" in text or "maximum object size" in text:
         raise DataError(
             f"the document is larger than the JSON object limit ({max_bytes >> 20} MB); "
@@ -138,14 +136,13 @@ def _diagnose_document(
                 f"maximum_object_size={max_bytes})"
             )
             kind = con.fetchone()[0]
-        except (duckdb.Error, UnicodeDecodeError):
+        except ERRORS:
             break  # the file itself does not parse
         if kind not in (None, "ARRAY"):
             raise DataError(
                 f"must be a list of records, got {type_word(kind)}", section=s
             ) from None
-    detail = text.split("Error: ", 1)[-1]
-    raise DataError(f"the document is not valid JSON: {detail}") from None
+    raise DataError(f"the document is not valid JSON: {text}") from None
 
 
 def is_uri(data: object) -> bool:
@@ -198,11 +195,11 @@ def _load_folder_section(con: duckdb.DuckDBPyConnection, section: str, file: Pat
     )
     try:
         con.execute(f"CREATE TEMP TABLE raw_{section} AS {select}")
-    except duckdb.Error as exc:
-        detail = str(exc).splitlines()[0].split("Error: ", 1)[-1]
-        if "Malformed JSON" in detail:
+    except ERRORS as exc:
+        text = detail(exc)
+        if "Malformed JSON" in text:
             _locate_bad_line(con, section, file)
-        raise DataError(f"{file.name} could not be read: {detail}", section=section) from None
+        raise DataError(f"{file.name} could not be read: {text}", section=section) from None
     con.execute(
         f"CREATE TEMP TABLE src_{section} AS SELECT rowid AS pos, rec FROM raw_{section} "
         "ORDER BY rowid"
@@ -214,9 +211,9 @@ def _read(con: duckdb.DuckDBPyConnection, sql: str, file: Path, section: str) ->
     """Run ``sql`` (which reads ``file``); a reading error is one line naming the file."""
     try:
         con.execute(sql)
-    except duckdb.Error as exc:
-        detail = str(exc).splitlines()[0].split("Error: ", 1)[-1]
-        raise DataError(f"{file.name} could not be read: {detail}", section=section) from None
+    except ERRORS as exc:
+        raise DataError(f"{file.name} could not be read: {detail(exc)}",
+                        section=section) from None
 
 
 def _load_parquet_section(con: duckdb.DuckDBPyConnection, section: str, file: Path) -> None:
@@ -285,11 +282,11 @@ def json_problem(con: duckdb.DuckDBPyConnection, text: str) -> str:
     of data at byte 6' (the byte counted from the record's start)."""
     try:
         con.execute("SELECT json(?)", [text]).fetchall()
-    except duckdb.Error as exc:
-        found = re.search(r"at byte (\d+) of input: ([^.]*)", str(exc))
+    except ERRORS as exc:
+        found = re.search(r"at byte (\d+) of input: ([^.]*)", message(exc))
         if found:
             return f"{found.group(2)} at byte {found.group(1)}"
-        return str(exc).splitlines()[0].split("Error: ", 1)[-1]
+        return detail(exc)
     return "not one JSON value"
 
 
