@@ -5,6 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -46,6 +52,36 @@ def test_delete_in_a_real_subprocess(store) -> None:
                       "--format", "json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == [{"n": 3}]
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_ctrl_c_inside_a_query_aborts_without_a_traceback(store) -> None:
+    # DuckDB's binding takes a SIGINT that lands inside a query and raises
+    # RuntimeError("Query interrupted") instead of KeyboardInterrupt (this broke `unirec
+    # tune`'s Ctrl-C in CI). The signal is sent only once the process has burnt more CPU
+    # than its imports take (~0.6 s), so it lands inside the query, not before it.
+    query = "SELECT count(DISTINCT range) FROM range(10000000000)"  # minutes of work
+    proc = subprocess.Popen([sys.executable, "-m", "unirec", "sql", query, "--store", str(store)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and _cpu_seconds(proc.pid) < 2.5:
+            assert time.monotonic() < deadline, "the query never started"
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()[1]
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, stderr
+    assert stderr.strip() == "Aborted!", stderr
 
 
 def test_formats(store) -> None:

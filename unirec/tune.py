@@ -34,6 +34,7 @@ from pydantic import ValidationError
 
 from unirec.config import Config, TrainConfig
 from unirec.errors import ConfigError, StoreError, require_extra
+from unirec.features.duckdb_errors import interrupted
 from unirec.registry import did_you_mean
 from unirec.store import DB_FILE, Store, connect_for_write
 from unirec.store.atomic import link_or_copy, write_file
@@ -223,7 +224,9 @@ def tune(store: str | Path, config: Config | None = None, *, trials: int | None 
         try:
             study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[on_done],
                            catch=())
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Exception) as exc:
+            if not interrupted(exc):  # a Ctrl-C inside a DuckDB query comes as RuntimeError
+                raise
             result.interrupted = True
         finally:
             on_done.close()

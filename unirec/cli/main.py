@@ -22,7 +22,8 @@ class UnirecGroup(click.Group):
 
     A module of an optional extra that is not installed is such an error too: every verb
     checks its extras up front (``require_extra``), and this catches any import that slips
-    past, so a core install never shows an ImportError traceback.
+    past, so a core install never shows an ImportError traceback. A Ctrl-C that DuckDB
+    rewrote as an error (``duckdb_errors.interrupted``) goes back to being a Ctrl-C.
     """
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -38,6 +39,13 @@ class UnirecGroup(click.Group):
             what = f"`unirec {ctx.invoked_subcommand}` ({exc.name} is not installed)"
             click.echo(f"Error: {missing_extra(extra, what)}", err=True)
             sys.exit(1)
+        except RuntimeError as exc:
+            from unirec.features.duckdb_errors import interrupted
+
+            if not interrupted(exc):
+                raise
+            # DuckDB took a Ctrl-C inside a query: click's own "Aborted!", not a traceback
+            raise KeyboardInterrupt from exc
 
 
 @click.group(cls=UnirecGroup, context_settings={"help_option_names": ["-h", "--help"]})
