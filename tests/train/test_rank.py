@@ -395,3 +395,31 @@ def test_prepared_user_side_equals_the_per_batch_one(ranked_store, tmp_path,
     assert out.exit_code == 0, out.output
     losses = [r["rank_loss"] for r in _rank_rows(store)]
     assert losses and all(np.isfinite(losses)), losses
+
+
+def test_training_a_ranker_leaves_the_retrieval_model_as_it_was(tmp_path, synthetic_store) -> None:
+    # the ranker learns over a frozen retrieval model; afterwards that model must train
+    # again (it once stayed frozen: "element 0 of tensors does not require grad")
+    from unirec.config import RankConfig, TrainConfig
+    from unirec.model.checkpoint import save_weights
+    from unirec.model.inputs import load_inputs
+    from unirec.model.towers import TwoTower
+    from unirec.train.rank import fit_ranker
+
+    cfg = TrainConfig(dim=16, rank=RankConfig(enabled=True, epochs=1, max_samples=256))
+    inp = load_inputs(Store(synthetic_store))
+    model = TwoTower(inp.manifest, inp.users, inp.items, inp.text, inp.image,
+                     inp.user_trained, cfg)
+    params = list(model.parameters())
+    params[0].requires_grad_(False)  # a parameter frozen before stays frozen
+    flags = [p.requires_grad for p in params]
+    assert any(flags[1:])
+    save_weights(tmp_path / "best.safetensors", model, {})
+    result = fit_ranker(Store(synthetic_store), model, inp, cfg, torch.device("cpu"),
+                        tmp_path)
+    assert result is not None and result.meta["best_epoch"] == 1
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert model.training
+    loss = sum(p.sum() for p in model.parameters() if p.requires_grad)
+    loss.backward()  # raises if the ranker left the model frozen
+    assert any(p.grad is not None for p in model.parameters())

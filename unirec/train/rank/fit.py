@@ -4,8 +4,10 @@ auxiliary heads, validation NDCG@K of retrieval alone against retrieval + rankin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -170,9 +172,6 @@ def _build(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
            ) -> tuple[Frozen, RankNet, dict[str, Any], np.ndarray | None]:
     """The frozen retrieval side, a fresh net (seeded) and the ranker's settings."""
     rc = cfg.rank
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
     torch.manual_seed(cfg.seed)
     stats = _check(cfg, train)
     signals = item_signals(store, inp.n_items) if rc.popularity else None
@@ -188,6 +187,23 @@ def _build(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
         "n_tokens": n_user_tokens + frozen.item_tokens.shape[1] + 1,
         "type_names": train.type_names, "stats": stats, "k": cfg.eval_k}
     return frozen, net, meta, signals
+
+
+@contextlib.contextmanager
+def frozen_retrieval(model: TwoTower) -> Iterator[TwoTower]:
+    """The retrieval model in eval mode with no gradients while a ranker learns over it,
+    then as it was: its training mode and every parameter's ``requires_grad`` (an encoder's
+    own frozen projections stay frozen), so code that goes on training it still can."""
+    training, flags = model.training, [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(training)
 
 
 def _continue(net: RankNet, served: Path) -> list[str]:
@@ -210,9 +226,15 @@ def fit_ranker(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
     has seen the validation users that judge it); None when ``train.rank.enabled`` is
     false. ``warm`` (``fit --warm-start``): continue the served ranker, then judge it as
     any. The result's ``meta["active"]`` says whether serving uses it."""
-    rc = cfg.rank
-    if rc.enabled is False:
+    if cfg.rank.enabled is False:
         return None
+    with frozen_retrieval(model):
+        return _fit_ranker(store, model, inp, cfg, device, work, warm)
+
+
+def _fit_ranker(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
+                device: torch.device, work: Path, warm: bool) -> RankResult:
+    rc = cfg.rank
     load_weights(work / "best.safetensors", model)
     train = load_samples(store, "train")
     frozen, net, meta, signals = _build(store, model, inp, cfg, device, train)
@@ -270,6 +292,12 @@ def refit_ranker(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
     second retrieval model. Whether it serves (``auto``) and its validation figures are the
     first ranker's, judged on users neither model had seen (rank.json's ``refit`` says
     so)."""
+    with frozen_retrieval(model):
+        return _refit_ranker(store, model, inp, cfg, device, work, first)
+
+
+def _refit_ranker(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
+                  device: torch.device, work: Path, first: RankResult) -> RankResult:
     train = load_samples(store, "train")
     val = load_samples(store, "val", train.type_names)
     samples = val if first.meta.get("fit_on") == "validation" else join_samples(train, val)
