@@ -34,10 +34,10 @@ from pydantic import ValidationError
 
 from unirec.config import Config, TrainConfig
 from unirec.errors import ConfigError, StoreError, require_extra
-from unirec.features.duckdb_errors import interrupted
 from unirec.registry import did_you_mean
 from unirec.store import DB_FILE, Store, connect_for_write
 from unirec.store.atomic import link_or_copy, write_file
+from unirec.store.interrupt import interrupted
 
 TABLE = "tuning_trials"
 

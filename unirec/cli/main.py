@@ -23,7 +23,7 @@ class UnirecGroup(click.Group):
     A module of an optional extra that is not installed is such an error too: every verb
     checks its extras up front (``require_extra``), and this catches any import that slips
     past, so a core install never shows an ImportError traceback. A Ctrl-C that DuckDB
-    rewrote as an error (``duckdb_errors.interrupted``) goes back to being a Ctrl-C.
+    rewrote as an error (``store.interrupt.interrupted``) goes back to being a Ctrl-C.
     """
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -40,7 +40,7 @@ class UnirecGroup(click.Group):
             click.echo(f"Error: {missing_extra(extra, what)}", err=True)
             sys.exit(1)
         except RuntimeError as exc:
-            from unirec.features.duckdb_errors import interrupted
+            from unirec.store.interrupt import interrupted
 
             if not interrupted(exc):
                 raise

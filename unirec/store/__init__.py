@@ -26,6 +26,7 @@ from unirec.errors import StoreError
 from unirec.registry import did_you_mean
 from unirec.store.atomic import recover
 from unirec.store.csr import pad_left
+from unirec.store.interrupt import interrupted, interruptible
 
 if TYPE_CHECKING:
     import duckdb
@@ -106,11 +107,13 @@ class Store:
         import duckdb
         import polars as pl
 
-        with self.connect() as con:
+        with self.connect() as con, interruptible(con):
             try:
                 rel = con.sql(query, params=params) if params else con.sql(query)
                 return rel.pl() if rel is not None else pl.DataFrame()
             except duckdb.Error as exc:
+                if interrupted(exc):  # Ctrl-C cancelled it (store.interrupt)
+                    raise KeyboardInterrupt from None
                 msg = _first_line(exc)
                 if any(word in str(exc) for word in _REFUSED):
                     raise StoreError(
