@@ -13,15 +13,16 @@ import pyarrow as pa
 from unirec.config import Config
 from unirec.errors import require_extra
 from unirec.features.embed import EmbeddingCache, ImageEmbedder, TextEmbedder
+from unirec.store.arrow import from_numpy, strings
 
 
 def _table(con: duckdb.DuckDBPyConnection, name: str, columns: dict[str, Any],
            vectors: np.ndarray) -> None:
-    """Create ``name`` from numpy columns plus a FLOAT[d] ``embedding`` column."""
+    """Create ``name`` from Arrow columns plus a FLOAT[d] ``embedding`` column."""
     dim = vectors.shape[1] if vectors.ndim == 2 else 0
-    flat = pa.array(vectors.reshape(-1).astype(np.float32), type=pa.float32())
-    emb = pa.FixedSizeListArray.from_arrays(flat, dim) if dim else pa.array(
-        [[]] * len(vectors), type=pa.list_(pa.float32()))
+    flat = from_numpy(vectors.reshape(-1).astype(np.float32))
+    emb = pa.FixedSizeListArray.from_arrays(flat, dim) if dim else pa.ListArray.from_arrays(
+        from_numpy(np.zeros(len(vectors) + 1, np.int32)), flat)
     arrow = pa.table({**columns, "embedding": emb})
     con.register("_arrow_in", arrow)
     con.execute(f"CREATE TABLE {name} AS SELECT * FROM _arrow_in")
@@ -48,8 +49,9 @@ def embed_pools(con: duckdb.DuckDBPyConnection, cfg: Config, cache_root: Path
         report["text"] = {"model": emb.model_id, "strings": len(texts),
                           "embedded": emb.n_encoded, "model_calls": emb.n_model_calls,
                           "seconds": round(time.perf_counter() - started, 3)}
-    _table(con, "text_embeddings", {"text_index": np.arange(1, len(texts) + 1, dtype=np.int32),
-                                    "text": pa.array(texts, pa.string())}, vec)
+    _table(con, "text_embeddings", {
+        "text_index": from_numpy(np.arange(1, len(texts) + 1, dtype=np.int32)),
+        "text": strings(texts)}, vec)
     mats["text"] = np.vstack([np.zeros((1, vec.shape[1]), np.float32), vec])
 
     paths = [r[0] for r in con.execute("SELECT DISTINCT path FROM image_pool ORDER BY path")
@@ -68,7 +70,7 @@ def embed_pools(con: duckdb.DuckDBPyConnection, cfg: Config, cache_root: Path
                            "unreadable": len(bad), "unreadable_examples": bad[:5],
                            "seconds": round(time.perf_counter() - started, 3)}
     _table(con, "image_embeddings", {
-        "image_index": np.arange(1, len(paths) + 1, dtype=np.int32),
-        "path": pa.array(paths, pa.string()), "missing": pa.array(missing, pa.bool_())}, vec)
+        "image_index": from_numpy(np.arange(1, len(paths) + 1, dtype=np.int32)),
+        "path": strings(paths), "missing": from_numpy(np.asarray(missing, bool))}, vec)
     mats["image"] = np.vstack([np.zeros((1, vec.shape[1]), np.float32), vec])
     return report, mats

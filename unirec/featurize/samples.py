@@ -35,11 +35,11 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from unirec.config import SamplesConfig
 from unirec.errors import ConfigError
 from unirec.featurize.split import SPLITS
+from unirec.store.arrow import from_numpy, to_numpy
 from unirec.store.sql import literal
 
 
@@ -100,17 +100,18 @@ def build_samples(con: duckdb.DuckDBPyConnection, cfg: SamplesConfig) -> dict[st
     n_users = int(con.execute("SELECT count(*) FROM user_map").fetchall()[0][0])
     rows = con.sql(
         f"SELECT split, user_index, item_index, time, {_weight_sql(cfg)} AS weight, "
-        f"{_keep_sql(cfg)} AS kept, position FROM split_interactions "
+        f"{_keep_sql(cfg)} AS kept, position, split = 'test' AS is_test "
+        "FROM split_interactions "
         "ORDER BY user_index, time, position").to_arrow_table().combine_chunks()
-    kept, w = rows.column("kept").to_numpy(zero_copy_only=False), rows.column("weight").to_numpy()
+    kept, w = to_numpy(rows.column("kept")), to_numpy(rows.column("weight"))
     dropped = (int(np.count_nonzero(~kept)), int(np.count_nonzero(kept & (w == 0))))
     sequences, end, length = _references(rows, n_users, h)
     con.register("_sequences", sequences)
     con.execute("CREATE OR REPLACE TABLE user_sequences AS SELECT * FROM _sequences "
                 "ORDER BY user_index")
     con.unregister("_sequences")
-    con.register("_rows", rows.append_column("history_end", pa.array(end))
-                 .append_column("history_length", pa.array(length)))
+    con.register("_rows", rows.append_column("history_end", from_numpy(end))
+                 .append_column("history_length", from_numpy(length)))
     con.execute("CREATE OR REPLACE TABLE samples AS SELECT split, user_index, item_index, time, "
                 "weight, history_end, history_length, position FROM _rows "
                 "WHERE kept AND weight > 0")
@@ -143,8 +144,8 @@ def _references(rows: pa.Table, n_users: int, width: int
     A row's history ends at the first row of its (user, time) group: a running maximum of
     group starts, so ties share one end and are never in each other's history.
     """
-    user = rows.column("user_index").to_numpy().astype(np.int64)
-    stamp = rows.column("time").combine_chunks().view(pa.int64()).to_numpy()
+    user = to_numpy(rows.column("user_index")).astype(np.int64)
+    stamp = to_numpy(rows.column("time")).view(np.int64)
     counts = np.bincount(user, minlength=n_users + 1)
     offsets = np.zeros(n_users + 2, np.int64)
     np.cumsum(counts, out=offsets[1:])
@@ -154,15 +155,15 @@ def _references(rows: pa.Table, n_users: int, width: int
     np.maximum.accumulate(end, out=end)
     del starts, stamp
     length = np.minimum(end - offsets[user], width).astype(np.int32)
-    test = pc.equal(rows.column("split"), "test").to_numpy(zero_copy_only=False)
+    test = to_numpy(rows.column("is_test"))
     serve = np.bincount(user, weights=~test, minlength=n_users + 1).astype(np.int64)
     del user, test
     users = np.arange(1, n_users + 1)
-    bounds = pa.array(offsets[1:])  # user u's list is [offsets[u], offsets[u + 1])
+    bounds = from_numpy(offsets[1:])  # user u's list is [offsets[u], offsets[u + 1])
     table = pa.table({
-        "user_index": pa.array(users.astype(np.int32)),
-        "start": pa.array(offsets[1:-1]), "length": pa.array(counts[1:].astype(np.int64)),
-        "serve_length": pa.array(serve[1:].astype(np.int64)),
+        "user_index": from_numpy(users.astype(np.int32)),
+        "start": from_numpy(offsets[1:-1]), "length": from_numpy(counts[1:].astype(np.int64)),
+        "serve_length": from_numpy(serve[1:].astype(np.int64)),
         "items": pa.LargeListArray.from_arrays(bounds, rows.column("item_index")
                                                .combine_chunks()),
         "times": pa.LargeListArray.from_arrays(bounds, rows.column("time").combine_chunks()),
@@ -205,13 +206,13 @@ def sequence_arrays(con: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
     n_users = int(con.execute("SELECT count(*) FROM user_map").fetchall()[0][0])
     table = con.sql("SELECT user_index, length, serve_length, items, times "
                     "FROM user_sequences ORDER BY user_index").to_arrow_table()
-    users = table.column("user_index").to_numpy().astype(np.int64)
+    users = to_numpy(table.column("user_index")).astype(np.int64)
     counts = np.zeros(n_users + 1, np.int64)
-    counts[users] = table.column("length").to_numpy()
+    counts[users] = to_numpy(table.column("length"))
     offsets = np.zeros(n_users + 2, np.int64)
     np.cumsum(counts, out=offsets[1:])
     serve_stop = offsets[:-1].copy()
-    serve_stop[users] += table.column("serve_length").to_numpy()
+    serve_stop[users] += to_numpy(table.column("serve_length"))
     arrays = {
         "offsets": offsets, "serve_stop": serve_stop,
         "items": _flat(table.column("items"), np.int32),
@@ -225,4 +226,4 @@ def sequence_arrays(con: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
 def _flat(column: Any, dtype: Any) -> np.ndarray:
     """The values of a list column, concatenated in row order (respects list offsets)."""
     values = column.combine_chunks().flatten()
-    return np.array(values.to_numpy(zero_copy_only=False), dtype=dtype)  # writable
+    return np.array(to_numpy(values), dtype=dtype)  # writable

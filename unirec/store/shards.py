@@ -41,6 +41,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from unirec.store.arrow import to_numpy
+
 FIELDS: dict[str, str] = {
     "user": "int32", "item": "int32", "weight": "float32", "time": "int64",
     "hend": "int64", "hlen": "int32", "position": "int64",
@@ -280,7 +282,7 @@ def _batches(reader: pa.RecordBatchReader) -> Iterator[dict[str, np.ndarray]]:
             column = batch.column(name)
             if column.null_count:
                 raise ValueError(f"samples has NULLs in {name!r}; featurize must fill them")
-            out[name] = column.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+            out[name] = to_numpy(column).astype(dtype, copy=False)
         yield out
 
 

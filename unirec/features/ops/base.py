@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from unirec.errors import StoreError
+from unirec.store.arrow import to_numpy
 from unirec.store.layout import SIDES
 from unirec.store.sql import ident, literal
 
@@ -175,7 +176,8 @@ def column_array(table: pa.Table, column: str, shape: tuple[int, ...], dtype: st
     col = table.column(column).combine_chunks()
     if shape:
         values = col.flatten() if not isinstance(col, pa.FixedSizeListArray) else col.values
-        arr = values.to_numpy(zero_copy_only=False).reshape(len(col), *shape)
+        arr = to_numpy(values).reshape(len(col), *shape)
     else:
-        arr = col.to_numpy(zero_copy_only=False)
-    return arr.astype(dtype, copy=False)
+        arr = to_numpy(col)
+    arr = arr.astype(dtype, copy=False)
+    return arr if arr.flags.writeable else arr.copy()
