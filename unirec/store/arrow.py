@@ -2,11 +2,11 @@
 
 Why: pyarrow's own conversions (``Array.to_numpy``, ``pa.array``, compute kernels given a
 Python scalar) ask whether pandas is installed by importing it, ~0.2 s per process, and
-featurize never uses pandas (a test holds it to that). The arrays unirec moves between DuckDB and numpy are
-fixed-width columns without NULLs (indices, weights, times, flags, vectors), whose values
-buffer *is* the numpy array: these functions read and wrap that buffer. Anything else
-(NULLs, nested types) goes through pyarrow's own conversion, correct as ever; strings go
-through polars.
+featurize never uses pandas (a test holds it to that). The arrays unirec moves between
+DuckDB and numpy are fixed-width columns without NULLs (indices, weights, times, flags,
+vectors), whose values buffer *is* the numpy array: these functions read and wrap that
+buffer. Anything else (NULLs, nested types) goes through pyarrow's own conversion, correct as
+ever; strings go through polars.
 """
 
 from __future__ import annotations
