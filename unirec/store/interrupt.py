@@ -45,10 +45,10 @@ def interruptible(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
         yield
         return
     read, write = os.pipe()
-    os.set_blocking(write, False)
     try:
+        os.set_blocking(write, False)
         previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
-    except ValueError:  # not the main interpreter
+    except (OSError, ValueError):  # a platform without it, or not the main interpreter
         previous = None
     if previous != -1:
         if previous is not None:
