@@ -20,7 +20,6 @@ from typing import TypeVar
 import duckdb
 
 from unirec.errors import DataError
-from unirec.features.duckdb_errors import ERRORS
 from unirec.features.profile import (
     INT_TYPES,
     NUM_TYPES,
@@ -34,6 +33,7 @@ from unirec.features.profile import (
     typed_profile,
 )
 from unirec.registry import did_you_mean
+from unirec.store.duckdb_errors import ERRORS
 from unirec.store.layout import SIDE_OF_SECTION
 
 T = TypeVar("T")

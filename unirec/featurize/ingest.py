@@ -27,9 +27,9 @@ import duckdb
 
 from unirec.config import IngestConfig
 from unirec.errors import DataError
-from unirec.features.duckdb_errors import ERRORS, detail, message
 from unirec.features.profile import type_word
 from unirec.registry import did_you_mean
+from unirec.store.duckdb_errors import ERRORS, detail, message
 from unirec.store.layout import SECTION_TABLES, SECTIONS
 from unirec.store.sql import ident, literal
 

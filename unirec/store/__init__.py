@@ -89,10 +89,12 @@ class Store:
         """A read-only, sandboxed DuckDB connection to ``features.duckdb`` (see ``SANDBOX``)."""
         import duckdb
 
+        from unirec.store.duckdb_errors import ERRORS, detail
+
         try:
             con = duckdb.connect(str(self.path / DB_FILE), read_only=True, config=SANDBOX)
-        except duckdb.Error as exc:
-            raise StoreError(f"cannot open {self.path / DB_FILE}: {_first_line(exc)}") from None
+        except ERRORS as exc:
+            raise StoreError(f"cannot open {self.path / DB_FILE}: {detail(exc)}") from None
         try:
             yield con
         finally:
@@ -104,18 +106,19 @@ class Store:
         Writes are refused: the store changes only through featurize and fit. So is anything
         outside the database: files, extensions, secrets, settings (``SANDBOX``).
         """
-        import duckdb
         import polars as pl
+
+        from unirec.store.duckdb_errors import ERRORS, detail, message
 
         with self.connect() as con, interruptible(con):
             try:
                 rel = con.sql(query, params=params) if params else con.sql(query)
                 return rel.pl() if rel is not None else pl.DataFrame()
-            except duckdb.Error as exc:
+            except ERRORS as exc:
                 if interrupted(exc):  # Ctrl-C cancelled it (store.interrupt)
                     raise KeyboardInterrupt from None
-                msg = _first_line(exc)
-                if any(word in str(exc) for word in _REFUSED):
+                msg = detail(exc)
+                if any(word in message(exc) for word in _REFUSED):
                     raise StoreError(
                         "refused: `unirec sql` reads only the store's tables (no files, "
                         f"extensions, secrets or settings): {msg}") from None
@@ -175,11 +178,6 @@ def write_table(path: str | Path, name: str, data: Any,
         return int(con.execute(f'SELECT count(*) FROM "{name}"').fetchall()[0][0])
     finally:
         con.close()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text.split("Error: ", 1)[-1]
 
 
 STORAGE_VERSION = "v1.0.0"

@@ -6,7 +6,8 @@ binding then cannot decode the message and raises ``UnicodeDecodeError`` instead
 ``duckdb.Error`` (found by the fuzzer), and the user got a traceback instead of a line. Every
 place that turns a DuckDB failure on the user's data into a located one-line error catches
 :data:`ERRORS` and reads the message with :func:`message`: the undecodable bytes are the
-message itself, so nothing is lost but the cut character.
+message itself, so nothing is lost but the cut character. ``unirec sql`` reads the failures
+of the user's own queries (which quote the user's text) the same way.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ def message(exc: BaseException) -> str:
 
 
 def detail(exc: BaseException) -> str:
-    """The message's first line without DuckDB's error class (``Invalid Input Error: ``)."""
-    return message(exc).splitlines()[0].split("Error: ", 1)[-1]
+    """The message's first line without DuckDB's error class (``Invalid Input Error: ``);
+    the exception's class name when the message is empty."""
+    text = message(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__).split("Error: ", 1)[-1]
 
 
 __all__ = ["ERRORS", "detail", "message"]
