@@ -75,7 +75,14 @@ def test_the_typed_profile_is_the_json_profile(tmp_path_factory, table) -> None:
     load_sources(con, tmp, IngestConfig())
     prof = typed_profile(con, "interactions", FIELDS, typed_columns(con, "interactions"))
     assert prof is not None
-    typed = con.execute("SELECT * FROM prof_interactions ORDER BY pos").fetchall()
+    json_form = ["pos"] + [c for f in prof.fields for c in (f.t, f.v)]
+    typed = con.execute(f"SELECT {', '.join(json_form)} FROM prof_interactions "
+                        "ORDER BY pos").fetchall()
+    for f in prof.fields:  # a signed integer column is also there as read, for the ids
+        if f.idx in prof.native_ints:
+            assert con.execute(f"SELECT count(*) FROM prof_interactions WHERE "
+                               f"{prof.native_ints[f.idx]} IS DISTINCT FROM "
+                               f"TRY_CAST({f.v} AS BIGINT)").fetchone()[0] == 0
     con.execute("DROP VIEW prof_interactions")
     build_profile(con, "interactions", FIELDS)  # over src_interactions: the rows as JSON
     assert typed == con.execute("SELECT * FROM prof_interactions ORDER BY pos").fetchall()
@@ -155,6 +162,9 @@ def test_parquet_and_jsonl_compile_to_the_same_store(tmp_path, monkeypatch) -> N
         result = invoke("featurize", tmp_path / fmt, "--store", tmp_path / f"s-{fmt}")
         assert result.exit_code == 0, result.output
     assert len(typed) == 1 and typed[0] is not None  # Parquet took the typed profile
+    prof, cols = typed[0]
+    assert set(prof.native_ints) == {0, 1}  # the int64 ids, read as integers
+    assert cols["user_id"].expr == "CAST(n0 AS BIGINT)"
     a, b = Store(tmp_path / "s-jsonl"), Store(tmp_path / "s-parquet")
     for table in ("users", "items", "interactions", "samples", "user_sequences"):
         query = f"SELECT * FROM {table} ORDER BY ALL"

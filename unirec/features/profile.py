@@ -88,6 +88,9 @@ class Profile:
     # filled for every field by one GROUP BY (``prefetch_types``). None: each rule queries.
     deferred: list[tuple[Field | None, str, str]] | None = None
     type_cache: dict[int, dict[str | None, tuple[int, int]]] | None = None
+    # Typed input (``typed_profile``): field idx -> a column of the view holding that
+    # field's signed integers as read, so a typed id need not go through its JSON text.
+    native_ints: dict[int, str] = field(default_factory=dict)
 
     @property
     def table(self) -> str:
@@ -274,6 +277,9 @@ def typed_profile(
         c = ident(name)
         cols += [f"CASE WHEN {c} IS NULL THEN 'NULL' ELSE {form[0]} END AS {f.t}",
                  f"{form[1]} AS {f.v}"]
+        if columns[name] in _SIGNED:
+            prof.native_ints[idx] = f"n{idx}"
+            cols.append(f"{c} AS n{idx}")
     con.execute(f"CREATE OR REPLACE TEMP VIEW {prof.table} AS SELECT {', '.join(cols)} "
                 f"FROM typed_{section}")
     return prof

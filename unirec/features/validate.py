@@ -177,7 +177,8 @@ def id_column(p: Profile, f: Field, *, one_type: bool) -> Column:
     all_int = all(t in INT_TYPES for t in types)
     if all_int:
         p.check(f, f"TRY_CAST({f.v} AS BIGINT) IS NULL", "is {value}: integer ids must fit 64 bits")
-        return Column(f.name, f"CAST({f.v} AS BIGINT)", "BIGINT")
+        # the same integers, without a round trip through text when the input typed them
+        return Column(f.name, f"CAST({p.native_ints.get(f.idx, f.v)} AS BIGINT)", "BIGINT")
     return Column(f.name, f.v, "VARCHAR")
 
 

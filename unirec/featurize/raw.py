@@ -155,16 +155,25 @@ def _interactions_table(
 ) -> None:
     """Interactions keep input order; ids are matched to entities by their text form.
 
-    One scan types the rows and matches both ids (left joins), one aggregate counts every
-    drop reason (and finds the first offender, for the error), one write keeps the rest."""
+    Most inputs drop nothing: one query types the rows, matches both ids and writes the
+    table, and a count over it proves that every row is there with a timestamp. Otherwise
+    that table goes and the full path runs: one scan types the rows and matches both ids
+    (left joins), one aggregate counts every drop reason (and finds the first offender, for
+    the error), one write keeps the rest."""
     ints = _integer_ids(con, cols)
     select = stage_select(prof, cols, ints)
     ts = next(f for f in prof.fields if f.name == "timestamp")
     as_key = {k: "" if k in ints else "::VARCHAR" for k in ("user_id", "item_id")}
+
+    def joined(how: str) -> str:
+        return (f"(SELECT {', '.join(select)} FROM {prof.table}) s "
+                f"{how} JOIN users u ON s.user_key = u.user_id{as_key['user_id']} "
+                f"{how} JOIN items i ON s.item_key = i.item_id{as_key['item_id']}")
+
+    if _nothing_dropped(con, prof, joined("INNER")):
+        return
     con.execute(f"CREATE TEMP TABLE stage AS SELECT s.*, u.user_id, i.item_id FROM "
-                f"(SELECT {', '.join(select)} FROM {prof.table}) s "
-                f"LEFT JOIN users u ON s.user_key = u.user_id{as_key['user_id']} "
-                f"LEFT JOIN items i ON s.item_key = i.item_id{as_key['item_id']}")
+                f"{joined('LEFT')}")
     known = "user_id IS NOT NULL AND item_id IS NOT NULL"
     wheres = {"user": "user_id IS NULL", "item": "user_id IS NOT NULL AND item_id IS NULL",
               "timed": f"{known} AND ts_type IS NOT NULL AND ts_type <> 'NULL'",
@@ -204,3 +213,18 @@ def _interactions_table(
         f"timestamp, weight, rating FROM stage WHERE {keep} ORDER BY position"
     )
     con.execute("DROP TABLE stage")
+
+
+def _nothing_dropped(con: duckdb.DuckDBPyConnection, prof: Profile, inner: str) -> bool:
+    """Write ``interactions`` through inner joins and keep it if no row was lost: every
+    input row matched one user and one item (ids are unique by now) and has a timestamp,
+    so no drop rule applies, and the table is the one the full path writes. Else drop it
+    and say so."""
+    con.execute(f"CREATE TABLE interactions AS SELECT s.position, u.user_id, i.item_id, "
+                f"s.interaction_type, s.timestamp, s.weight, s.rating FROM {inner} "
+                "ORDER BY s.position")
+    kept, timed = con.execute("SELECT count(*), count(timestamp) FROM interactions").fetchone()
+    if kept == timed == con.execute(f"SELECT count(*) FROM {prof.table}").fetchone()[0]:
+        return True
+    con.execute("DROP TABLE interactions")
+    return False
