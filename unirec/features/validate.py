@@ -170,15 +170,18 @@ def id_column(p: Profile, f: Field, *, one_type: bool) -> Column:
     types = p.types(f)
     p.check(f, f"{f.t} IS NULL OR {f.t} = 'NULL'", "is missing: every record needs one")
     _bad_types(p, f, (*INT_TYPES, "VARCHAR"), "an integer or a string")
-    p.check(f, f"{f.t} = 'VARCHAR' AND trim({f.v}) = ''", "is empty")
-    untrimmed_ids(p, f)
+    if "VARCHAR" in types:  # the string rules cannot fire where no id is a string
+        p.check(f, f"{f.t} = 'VARCHAR' AND trim({f.v}) = ''", "is empty")
+        untrimmed_ids(p, f)
     if one_type:
         _same_class(p, f, types)
     all_int = all(t in INT_TYPES for t in types)
     if all_int:
-        p.check(f, f"TRY_CAST({f.v} AS BIGINT) IS NULL", "is {value}: integer ids must fit 64 bits")
         # the same integers, without a round trip through text when the input typed them
-        return Column(f.name, f"CAST({p.native_ints.get(f.idx, f.v)} AS BIGINT)", "BIGINT")
+        ints = p.native_ints.get(f.idx, f.v)
+        p.check(f, f"TRY_CAST({ints} AS BIGINT) IS NULL",
+                "is {value}: integer ids must fit 64 bits")
+        return Column(f.name, f"CAST({ints} AS BIGINT)", "BIGINT")
     return Column(f.name, f.v, "VARCHAR")
 
 
