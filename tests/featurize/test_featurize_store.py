@@ -238,3 +238,36 @@ def test_field_overrides_and_unknown_fields(tmp_path, built) -> None:
     bad = invoke("featurize", built[0] / "data.json", "--store", tmp_path / "s2", "--config", cfg)
     assert bad.exit_code == 1
     assert "did you mean 'item.categorical.tags'" in bad.stderr
+
+
+def test_statistics_do_not_depend_on_record_order(tmp_path) -> None:
+    """The same records in another order give bit-identical statistics and scaled values.
+
+    A plain ``avg``/``stddev_pop`` sums in scan order (and, on large tables, in whatever
+    order DuckDB's threads finish), so its last digits move with the order of the input."""
+    rng = np.random.default_rng(7)
+    n = 400
+    ages = rng.standard_normal(n) * 10.0 ** rng.integers(-3, 7, n)
+    users = [{"user_id": u, "continuous": {"age": float(ages[u])}} for u in range(n)]
+    items = [{"item_id": 1000 + i, "continuous": {"price": float(rng.lognormal(3, 2))},
+              "temporal": {"ph": [float(x) for x in rng.standard_normal(3) * 1e3]}}
+             for i in range(60)]
+    inter = [{"user_id": u, "item_id": 1000 + int(i), "timestamp": 1_700_000_000 + t}
+             for u in range(n) for t, i in enumerate(rng.choice(60, 3, replace=False))]
+    stores = []
+    for name, order in (("forward", 1), ("backward", -1)):
+        doc = {"user_data": users[::order], "item_data": items[::order], "interactions": inter}
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(doc))
+        result = invoke("featurize", path, "--store", tmp_path / name, "--split", "none")
+        assert result.exit_code == 0, result.output
+        stores.append(Store(tmp_path / name))
+    stats = [s.sql("SELECT * FROM stats ORDER BY field").rows() for s in stores]
+    assert [r[0] for r in stats[0]] == ["item.continuous.price", "item.temporal.ph",
+                                        "user.continuous.age"]
+    assert stats[0] == stats[1]  # exact: the same bits
+    scaled = 'SELECT user_id, "continuous.age" FROM user_features ORDER BY user_id'
+    assert stores[0].sql(scaled).rows() == stores[1].sql(scaled).rows()
+    age = next(r for r in stats[0] if r[0] == "user.continuous.age")
+    assert age[2] == pytest.approx(float(np.mean(ages)), rel=1e-12)
+    assert age[3] == pytest.approx(float(np.std(ages)), rel=1e-12)

@@ -87,6 +87,22 @@ class Context:
     def fetch_one(self, sql: str) -> tuple:
         return self.con.execute(sql).fetchone()
 
+    def fit_stats(self, x: str, source_sql: str) -> dict[str, float]:
+        """Mean, population std, min and max of ``x`` over ``source_sql``, and its NULL count.
+
+        Why not plain ``avg``/``stddev_pop``: DuckDB sums in parallel, so their last digits
+        change from run to run on large tables, and with them every normalised value. Here
+        the values are sorted first and aggregated in that one order, so the same data gives
+        the same bits whatever the row order or thread count (the Spark engine uses this too).
+        """
+        mean, std, lo, hi, missing = self.fetch_one(
+            "SELECT list_aggregate(s, 'fsum') / len(s), list_aggregate(s, 'stddev_pop'), "
+            "s[1], s[-1], n - len(coalesce(s, [])) FROM (SELECT list(x ORDER BY x) FILTER "
+            f"(WHERE x IS NOT NULL) AS s, count(*) AS n FROM (SELECT {x} AS x FROM "
+            f"({source_sql})))")
+        return {"mean": mean or 0.0, "std": std or 0.0, "min": lo or 0.0, "max": hi or 0.0,
+                "missing": missing}
+
 
 STATE_VERSION = 1
 """Layout of the fitted state an op writes to the manifest; bumped when an op's state changes

@@ -33,13 +33,7 @@ class Normalize(Op):
         return signed_log1p("value") if self.spec.params["transform"] == "log1p" else "value"
 
     def fit(self, ctx: Context) -> None:
-        x = self._x()
-        mean, std, lo, hi, missing = ctx.fetch_one(
-            f"SELECT avg({x}), stddev_pop({x}), min({x}), max({x}), count(*) - count(value) "
-            f"FROM ({ctx.train_value_sql(self.spec)})"
-        )
-        row = {"mean": mean or 0.0, "std": std or 0.0, "min": lo or 0.0, "max": hi or 0.0,
-               "missing": missing}
+        row = ctx.fit_stats(self._x(), ctx.train_value_sql(self.spec))
         ctx.add_stats(self.spec, self.spec.params["transform"], row)
         self.state = {"stats": row}
 

@@ -67,12 +67,8 @@ class FloatSequence(Op):
                                                                  "int32")]
 
     def fit(self, ctx: Context) -> None:
-        mean, std, lo, hi, missing = ctx.fetch_one(
-            f"SELECT avg(x), stddev_pop(x), min(x), max(x), 0 FROM (SELECT unnest(value)::DOUBLE"
-            f" AS x FROM ({ctx.train_value_sql(self.spec)}))"
-        )
-        row = {"mean": mean or 0.0, "std": std or 0.0, "min": lo or 0.0, "max": hi or 0.0,
-               "missing": missing}
+        row = {**ctx.fit_stats("x", "SELECT unnest(value)::DOUBLE AS x FROM "
+                                    f"({ctx.train_value_sql(self.spec)})"), "missing": 0}
         ctx.add_stats(self.spec, "standard", row)
         self.state = {"stats": row}
 
