@@ -153,7 +153,11 @@ class Trainer:
             b = self._tensors(s, rows)
             tok, u, cand, valid = self._user_side(s, rows, b)
             distinct, inv = torch.unique(cand, return_inverse=True)
-            item_part = net.item_part(self.frozen.item_tokens[distinct])[inv]
+            # index_select, not [inv]: its backward adds in order, where indexing's adds
+            # with atomics across CPU threads and the same seed trained another ranker
+            part = net.item_part(self.frozen.item_tokens[distinct])
+            item_part = part.index_select(0, inv.flatten()).view(*inv.shape,
+                                                                *part.shape[1:])
             v = self.frozen.item_vecs[cand]
             out = net(net.user_part(tok), item_part, u, v, (u.unsqueeze(1) * v).sum(-1))
             loss = rank_loss(out["rank"][..., 0], valid, b["weight"], rc.loss)
