@@ -44,7 +44,14 @@ def browser():
 
 
 def _loaded(page, selector: str) -> int:
-    """How many images under ``selector`` finished loading with real pixels."""
+    """How many images under ``selector`` finished loading with real pixels.
+
+    Waits first until every one of them is ``complete`` (loaded or broken): the page's
+    ``networkidle`` state was already reached at the first load, so waiting for it again
+    returns at once, while the thumbnails may still be in flight on a busy machine.
+    """
+    page.wait_for_function(
+        "sel => [...document.querySelectorAll(sel)].every(e => e.complete)", arg=selector)
     return page.eval_on_selector_all(
         selector, "els => els.filter(e => e.complete && e.naturalWidth > 0).length")
 
@@ -70,7 +77,6 @@ def test_explorer_walkthrough(browser, base_url, tmp_path) -> None:
     page.wait_for_selector("#user-list button[data-user='17']")
     page.click("#user-list button[data-user='17']")
     page.wait_for_selector("#recs .card.rec")
-    page.wait_for_load_state("networkidle")
     user_s = time.perf_counter() - start
     assert page.inner_text("#user-title") == "User 17"
     assert "occupation" in page.inner_text("#profile")
