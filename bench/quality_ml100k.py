@@ -325,18 +325,25 @@ class Pipeline:
                              for k, v in manifest["config"][sec].items()})
         finally:
             shutil.rmtree(store, ignore_errors=True)
-        best = max(history, key=lambda r: r.get("val_ndcg@10", -r["train_loss"]))
         keep = ("recall@10", "ndcg@10", "hr@10", "precision@10", "map@10", "coverage",
                 "n_users_evaluated", "train_violations", *NEW_METRICS)
         return {"settings": settings, "resolved": resolved,
                 **{k: metrics[k] for k in keep if k in metrics},
                 "featurize_s": featurize_s, "fit_s": run.wall_s,
                 "fit_cpu_s": run.cpu_s, "others_cores": run.others_cores,
-                "recommend_s": round(recommend_s, 3), "epochs": len(history),
-                "best_epoch": best["epoch"],
-                "fit_val": {k: best.get(f"val_{k}") for k in ("ndcg@10", "recall@10")},
-                "seconds_per_epoch": round(sum(r["train_seconds"] for r in history)
-                                           / len(history), 2)}
+                "recommend_s": round(recommend_s, 3), **epoch_summary(history)}
+
+
+def epoch_summary(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """Retrieval's epochs, best epoch, its validation figures and seconds per epoch, from a
+    fit's ``metrics.jsonl`` rows. Rows with a ``stage`` (the ranking stage's, its refit's)
+    are not retrieval epochs and carry no training loss: they are left out."""
+    epochs = [r for r in history if "stage" not in r]
+    best = max(epochs, key=lambda r: r.get("val_ndcg@10", -r["train_loss"]))
+    return {"epochs": len(epochs), "best_epoch": best["epoch"],
+            "fit_val": {k: best.get(f"val_{k}") for k in ("ndcg@10", "recall@10")},
+            "seconds_per_epoch": round(sum(r["train_seconds"] for r in epochs)
+                                       / len(epochs), 2)}
 
 
 def tune(pipe: Pipeline, protocol: str, split_dir: Path, base: dict[str, Any],

@@ -136,3 +136,23 @@ def test_render_rewrites_the_section_and_draws_the_chart(tmp_path: Path) -> None
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     quality_report.draw({**result, "protocols": {"temporal": result["protocols"]["temporal"]}},
                         png)  # one protocol draws too
+
+
+def test_epoch_summary_reads_retrieval_epochs_past_the_ranking_stage_rows() -> None:
+    """A default fit's metrics.jsonl ends with the ranking stage's rows (no training loss,
+    no epoch): the quality bench summarises retrieval's epochs only (it failed with
+    KeyError 'train_loss' once the ranker ran by default)."""
+    history = [
+        {"epoch": 1, "train_loss": 9.0, "train_seconds": 2.0, "val_ndcg@10": 0.15,
+         "val_recall@10": 0.2},
+        {"epoch": 2, "train_loss": 8.0, "train_seconds": 4.0, "val_ndcg@10": 0.18,
+         "val_recall@10": 0.22},
+        {"stage": "rank", "rank_epoch": 1, "rank_loss": 2.9, "val_rank_ndcg@10": 0.3},
+        {"stage": "rank_refit", "rank_epoch": 1, "rank_loss": 2.6},
+    ]
+    assert qm.epoch_summary(history) == {
+        "epochs": 2, "best_epoch": 2, "fit_val": {"ndcg@10": 0.18, "recall@10": 0.22},
+        "seconds_per_epoch": 3.0}
+    no_validation = [{k: v for k, v in r.items() if not k.startswith("val_")}
+                     for r in history]
+    assert qm.epoch_summary(no_validation)["best_epoch"] == 2  # the lowest loss
