@@ -76,7 +76,8 @@ def write_outputs(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
     best = max(state["history"], key=lambda r: selection_score(r, cfg.eval_k))
     summary = {"epochs": state["epoch"], "best_epoch": best["epoch"], "best": best,
                "n_users": inp.n_users - 1, "n_items": inp.n_items - 1, "dim": cfg.dim,
-               "refit_epochs": state.get("refit_epochs", 0)}
+               "refit_epochs": state.get("refit_epochs", 0),
+               "refit_parallel": bool(state.get("refit_parallel", False))}
     if ridge is not None:
         summary["new_item_map"] = {"ridge": round(ridge, 6), "scale": cfg.new_item_scale}
     if ranker is not None:

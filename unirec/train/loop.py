@@ -13,6 +13,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +43,7 @@ from unirec.train.data import ShardStream
 from unirec.train.losses import LOSSES
 from unirec.train.rank import fit_ranker, refit_ranker
 from unirec.train.refit import refit_epochs, refit_inputs
+from unirec.train.refit_ahead import RefitAhead, wanted
 from unirec.train.step import PositiveMask, Step, make_optimizer
 
 
@@ -181,9 +183,10 @@ def _stepper(model: TwoTower, opt: torch.optim.Optimizer, inp: Inputs, cfg: Trai
 
 
 def _train_epoch(net: Any, step: Step, stream: ShardStream, inp: Inputs, epoch: int,
-                 device: torch.device, world: int, progress: bool | None, desc: str
-                 ) -> tuple[float, int, float]:
-    """One pass over the stream: (summed loss, samples, seconds)."""
+                 device: torch.device, world: int, progress: bool | None, desc: str,
+                 abort: Callable[[], bool] | None = None) -> tuple[float, int, float]:
+    """One pass over the stream: (summed loss, samples, seconds); ``abort`` (asked before
+    each step) ends it early (``refit_ahead``: the epoch is not wanted any more)."""
     sequence, width = inp.sequence.to(device), inp.manifest["samples"]["history_length"]
     stream.set_epoch(epoch)
     started, seen, total = time.perf_counter(), 0, 0.0
@@ -191,6 +194,8 @@ def _train_epoch(net: Any, step: Step, stream: ShardStream, inp: Inputs, epoch: 
                disable=None if progress is None else not progress)
     with Join([net]) if world > 1 else contextlib.nullcontext():
         for batch in stream:
+            if abort is not None and abort():
+                break
             # histories by reference: gathered on the device before the step (and hide)
             batch["history"] = gather_history(sequence, batch["hend"].to(device),
                                               batch["hlen"].to(device), width)
@@ -250,6 +255,25 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
         stream = warm.WarmStream(stream, plan.start, cfg.warm_start.replay, cfg.seed,
                                  cfg.batch_size)
     last = cfg.warm_start.epochs if plan is not None else cfg.epochs
+    ahead = RefitAhead.start(st.path, cfg, out / "refit-ahead.safetensors") \
+        if wanted(cfg, device, world, resume, plan is not None, inp) else None
+    try:
+        return _train_and_refit(st, cfg, state, inp, model, opt, net, step, stream, plan,
+                                cold, ahead, out, ckpt, device, rank, world, last, progress,
+                                on_epoch)
+    finally:
+        if ahead is not None:
+            ahead.close()
+
+
+def _train_and_refit(st: Store, cfg: TrainConfig, state: dict[str, Any], inp: Inputs,
+                     model: TwoTower, opt: torch.optim.Optimizer, net: Any, step: Step,
+                     stream: Any, plan: Any,
+                     cold: Any, ahead: RefitAhead | None, out: Path, ckpt: Path,
+                     device: torch.device, rank: int, world: int, last: int,
+                     progress: bool | None,
+                     on_epoch: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+    """The early-stopped run, the ranker judged on it, the refit, the outputs."""
     for epoch in range(state["epoch"] + 1, last + 1):
         total, seen, train_s = _train_epoch(net, step, stream, inp, epoch, device, world,
                                             progress, f"epoch {epoch}")
@@ -266,6 +290,8 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
             state["bad_epochs"] = _bad_epochs(state, score, cfg.min_gain)
             state.update(epoch=epoch, best=score if improved else state["best"])
             state["history"].append(row)
+            if ahead is not None:
+                ahead.epoch(epoch, improved)
             if improved:
                 save_weights(out / "best.safetensors", model, {"epoch": str(epoch)})
             with open(out / "metrics.jsonl", "a") as f:
@@ -284,7 +310,8 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
     ranker = fit_ranker(st, model, inp, cfg, device, out, warm=plan is not None) \
         if rank == 0 and (out / "best.safetensors").is_file() else None
     if plan is None:  # a warm start continues the served model: no fresh refit
-        refit, inp = _refit(st, cfg, state, inp, device, rank, world, progress, model)
+        refit, inp = _refit(st, cfg, state, inp, device, rank, world, progress, model,
+                            ahead)
         if refit is not model and ranker is not None:
             ranker = refit_ranker(st, refit, inp, cfg, device, out, ranker)
         model = refit
@@ -299,24 +326,34 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
 
 def _refit(st: Store, cfg: TrainConfig, state: dict[str, Any], inp: Inputs,
            device: torch.device, rank: int, world: int, progress: bool | None,
-           model: TwoTower) -> tuple[TwoTower, Inputs]:
+           model: TwoTower, ahead: RefitAhead | None = None) -> tuple[TwoTower, Inputs]:
     """``train.refit``: a fresh model from the same seed on train + validation (and any
-    cold-slice items) for the kept epoch count, saved as the best weights; else as given."""
+    cold-slice items) for the kept epoch count, saved as the best weights; else as given.
+    With ``ahead`` (``train.refit_parallel``) that model was trained beside the first run:
+    its weights are taken from there."""
     epochs = torch.tensor([float(refit_epochs(state, cfg.refit, inp, cfg.eval_k)
                                  if rank == 0 else 0)])
     if world > 1:
         dist.broadcast(epochs, src=0)
     if not epochs.item():
+        if ahead is not None:
+            ahead.finish(0, model)
         return model, inp
     _seed(cfg.seed + rank)
     inp = refit_inputs(st, inp)
     model = TwoTower(inp.manifest, inp.users, inp.items, inp.text, inp.image,
                      inp.user_trained, cfg).to(device)
-    opt = make_optimizer(model.parameters(), cfg, device)
-    net, step, stream = _stepper(model, opt, inp, cfg, device, rank, world, None)
-    for epoch in range(1, int(epochs.item()) + 1):
-        _train_epoch(net, step, stream, inp, epoch, device, world, progress,
-                     f"refit {epoch}")
+    if ahead is not None and ahead.finish(int(epochs.item()), model):
+        state["refit_parallel"] = True
+    else:
+        if ahead is not None:
+            print(f"unirec: the refit's own process failed (exit code "
+                  f"{ahead.process.exitcode}); refitting in order", file=sys.stderr)
+        opt = make_optimizer(model.parameters(), cfg, device)
+        net, step, stream = _stepper(model, opt, inp, cfg, device, rank, world, None)
+        for epoch in range(1, int(epochs.item()) + 1):
+            _train_epoch(net, step, stream, inp, epoch, device, world, progress,
+                         f"refit {epoch}")
     state["refit_epochs"] = int(epochs.item())
     if rank == 0:
         save_weights(workdir.work_dir(st) / "best.safetensors", model,

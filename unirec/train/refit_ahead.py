@@ -1,0 +1,200 @@
+"""``train.refit_parallel``: the refit trained beside the early-stopped run, on other cores.
+
+Why: ``train.refit`` trains a fresh model (same seed) on train + validation for the epoch
+count early stopping keeps, after that run ends: on MovieLens-100K the two runs are ~40 of a
+fit's ~50 s. The refit needs nothing from the first run but *when* it stops, and with a
+constant learning rate training for e epochs is exactly the first e epochs of training for
+more. And on a CPU a step at batch 1,024 is bound by per-op overhead, not arithmetic: two
+threads run it no faster than one (28k samples/s on one thread, 26k on two, MovieLens-100K).
+So a child process trains the refit epoch by epoch on half the threads while the parent
+trains and validates on the other half. After each validated epoch the parent sends its
+verdict (a new best or not); the child keeps the weights of every epoch that may still be
+the kept one, and at the stop writes the kept epoch's (training on until it gets there).
+The served model is the one the refit would have trained in order, to the bit (same seed,
+same batches, same draws; ``tests/train/test_refit_parallel.py``), about one run sooner.
+"""
+
+from __future__ import annotations
+
+import queue
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.multiprocessing as mp
+
+from unirec.config import TrainConfig
+from unirec.model.checkpoint import load_weights, save_weights
+from unirec.model.inputs import Inputs, load_inputs
+from unirec.model.towers import TwoTower
+from unirec.store import Store
+from unirec.train.refit import refit_inputs
+
+_POLL_STEPS = 8  # steps between looks at the parent's messages inside an epoch
+# auto's floor: the child's start (a new interpreter importing torch) costs ~2 s, what a
+# refit of ~20k samples a few epochs long costs on two cores
+AUTO_MIN_SAMPLES = 20_000
+
+
+def wanted(cfg: TrainConfig, device: torch.device, world: int, resume: bool,
+           warm_start: bool, inp: Inputs) -> bool:
+    """Whether this fit refits in parallel: ``true``, or ``auto`` on a CPU with two threads
+    or more, one process (no torchrun), a fresh fit with a validation slice to stop on, and
+    at least ``AUTO_MIN_SAMPLES`` training samples."""
+    if not cfg.refit or world > 1 or resume or warm_start or not len(inp.val_users):
+        return False
+    if cfg.refit_parallel is True:
+        return device.type == "cpu"
+    samples = inp.manifest["shards"].get("train", {}).get("n_samples", 0)
+    return cfg.refit_parallel == "auto" and device.type == "cpu" and \
+        torch.get_num_threads() >= 2 and samples >= AUTO_MIN_SAMPLES
+
+
+@dataclass
+class RefitAhead:
+    """The parent's handle on the child training the refit."""
+
+    process: Any
+    messages: Any
+    out: Path
+    threads: int  # the parent's own thread count, restored when the child is done
+
+    @classmethod
+    def start(cls, store: Path, cfg: TrainConfig, out: Path) -> RefitAhead:
+        """Spawn the child on half the threads (at least one); the parent keeps the rest."""
+        threads = torch.get_num_threads()
+        child = max(1, threads // 2)
+        ctx = mp.get_context("spawn")  # never fork a process whose OpenMP pool is running
+        messages = ctx.Queue()
+        process = ctx.Process(target=_child, daemon=True, name="unirec-refit",
+                              args=(str(store), cfg.model_dump(mode="json"), child, messages,
+                                    str(out)))
+        process.start()
+        torch.set_num_threads(max(1, threads - child))
+        return cls(process, messages, out, threads)
+
+    def epoch(self, epoch: int, improved: bool) -> None:
+        """The parent validated ``epoch``: a new best (the child keeps it) or not."""
+        self.messages.put(("epoch", epoch, improved))
+
+    def finish(self, epochs: int, model: TwoTower) -> bool:
+        """Stop at ``epochs`` (0: no refit) and load the child's weights of that epoch into
+        ``model``; False when the child failed (the caller refits in order instead)."""
+        self.messages.put(("stop", epochs))
+        self.process.join()
+        self.close()
+        if self.process.exitcode != 0 or not epochs:
+            return False
+        load_weights(self.out, model)
+        self.out.unlink()
+        return True
+
+    def close(self) -> None:
+        """End the child if it still runs (an error or Ctrl-C in the parent) and give the
+        parent its threads back."""
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join()
+        torch.set_num_threads(self.threads)
+
+
+def _child(store: str, train: dict[str, Any], threads: int, messages: Any, out: str) -> None:
+    """The refit, as ``loop._refit`` trains it, keeping the epochs the parent may keep."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    torch.set_num_threads(threads)
+    from unirec.train import loop  # the parent's process has it; this one imports it here
+
+    cfg = TrainConfig.model_validate(train)
+    device = torch.device("cpu")
+    st = Store(store)
+    inp = refit_inputs(st, load_inputs(st))
+    loop._seed(cfg.seed)  # as loop._refit seeds, before the model
+    model = TwoTower(inp.manifest, inp.users, inp.items, inp.text, inp.image,
+                     inp.user_trained, cfg).to(device)
+    opt = loop.make_optimizer(model.parameters(), cfg, device)
+    net, step, stream = loop._stepper(model, opt, inp, cfg, device, 0, 1, None)
+    keep = _Keeper()
+
+    def look() -> bool:  # read what the parent sent; True once the kept epoch is written
+        keep.read(messages)
+        if keep.stop is None:
+            return False
+        if keep.stop == 0 or keep.stop in keep.snapshots:
+            if keep.stop:
+                model.load_state_dict(keep.snapshots[keep.stop])
+                save_weights(Path(out), model, {"epoch": str(keep.stop),
+                                                "refit": "train+val"})
+            return True
+        return False
+
+    done = 0
+    while not look():
+        if done >= cfg.epochs:  # the most the parent can keep: wait for its stop
+            keep.read(messages, block=True)
+            continue
+        done += 1
+        abort = _Abort(keep, messages, done)
+        loop._train_epoch(net, step, stream, inp, done, device, 1, False, f"refit {done}",
+                          abort=abort)
+        if not abort.aborted:
+            keep.add(done, model)
+
+
+class _Abort:
+    """Asked before each step of epoch ``running``: every few steps, whether the parent's
+    stop named an epoch already kept, so the rest of this one is not wanted."""
+
+    def __init__(self, keep: _Keeper, messages: Any, running: int) -> None:
+        self.keep, self.messages, self.running = keep, messages, running
+        self.calls, self.aborted = 0, False
+
+    def __call__(self) -> bool:
+        self.calls += 1
+        if self.calls % _POLL_STEPS == 0 and self.keep.stop_due(self.messages, self.running):
+            self.aborted = True
+        return self.aborted
+
+
+class _Keeper:
+    """The weights of each finished epoch that the parent's verdicts have not ruled out."""
+
+    def __init__(self) -> None:
+        self.snapshots: dict[int, dict[str, torch.Tensor]] = {}
+        self.best, self.stop = 0, None
+        self.ruled_out: set[int] = set()
+
+    def read(self, messages: Any, block: bool = False) -> None:
+        """Take in every message waiting (with ``block``, wait for one first)."""
+        while True:
+            try:
+                kind, *args = messages.get() if block else messages.get_nowait()
+            except queue.Empty:
+                return
+            block = False
+            if kind == "stop":
+                self.stop = int(args[0])
+            elif args[1]:  # a new best: every earlier epoch is out
+                self.ruled_out.update(range(1, args[0]))
+                self.best = args[0]
+            else:
+                self.ruled_out.add(args[0])
+            self._prune()
+
+    def stop_due(self, messages: Any, running: int) -> bool:
+        """Inside epoch ``running``: whether the stop came for an epoch already kept."""
+        self.read(messages)
+        return self.stop is not None and self.stop < running and \
+            (self.stop == 0 or self.stop in self.snapshots)
+
+    def add(self, epoch: int, model: TwoTower) -> None:
+        self.snapshots[epoch] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self._prune()
+
+    def _prune(self) -> None:
+        for epoch in [e for e in self.snapshots if e in self.ruled_out and e != self.stop]:
+            del self.snapshots[epoch]
+
+
+__all__ = ["RefitAhead", "wanted"]
