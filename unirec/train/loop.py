@@ -305,6 +305,8 @@ def _train_and_refit(st: Store, cfg: TrainConfig, state: dict[str, Any], inp: In
             dist.broadcast(stop, src=0)
         if stop.item():
             break
+    if ahead is not None:  # the refit's own process can stop at the kept epoch now
+        ahead.stop_at(refit_epochs(state, cfg.refit, inp, cfg.eval_k))
     # the ranker is trained and judged on the retrieval model before its refit: the
     # validation users that judge it are unseen by both (docs/ranking.md)
     ranker = fit_ranker(st, model, inp, cfg, device, out, warm=plan is not None) \

@@ -60,6 +60,7 @@ class RefitAhead:
     messages: Any
     out: Path
     threads: int  # the parent's own thread count, restored when the child is done
+    stopped: bool = False
 
     @classmethod
     def start(cls, store: Path, cfg: TrainConfig, out: Path) -> RefitAhead:
@@ -79,10 +80,17 @@ class RefitAhead:
         """The parent validated ``epoch``: a new best (the child keeps it) or not."""
         self.messages.put(("epoch", epoch, improved))
 
+    def stop_at(self, epochs: int) -> None:
+        """The first run is over: the child keeps ``epochs`` (0: none) and ends, as soon as
+        it has trained them (sent once, before the ranker trains, so no epoch is wasted)."""
+        if not self.stopped:
+            self.messages.put(("stop", epochs))
+            self.stopped = True
+
     def finish(self, epochs: int, model: TwoTower) -> bool:
-        """Stop at ``epochs`` (0: no refit) and load the child's weights of that epoch into
+        """Wait for the child and load its weights of ``epochs`` (0: no refit) into
         ``model``; False when the child failed (the caller refits in order instead)."""
-        self.messages.put(("stop", epochs))
+        self.stop_at(epochs)
         self.process.join()
         self.close()
         if self.process.exitcode != 0 or not epochs:
