@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 from conftest import copy_store, run_unirec
@@ -57,3 +59,24 @@ def test_an_early_best_epoch_is_kept_while_the_child_trains_on(synthetic_store,
     assert par["summary"]["refit_epochs"] < par["summary"]["epochs"], par["summary"]
     for f in ("user_embeddings", "item_embeddings"):
         assert np.array_equal(par[f], seq[f]), f
+
+
+def test_a_script_without_a_main_guard_runs_once(synthetic_store, tmp_path) -> None:
+    """A user's script calling ``unirec.fit`` at top level, with no ``if __name__ ==
+    "__main__"``: the refit's process is a fresh ``python -m``, so the script runs once
+    (multiprocessing's spawn would import it again in the child and fit twice)."""
+    store = copy_store(synthetic_store, tmp_path / "store")
+    marker = tmp_path / "runs.txt"
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import unirec\n"
+        "from unirec.config import load_config\n"
+        f"open({str(marker)!r}, 'a').write('run\\n')\n"
+        "cfg = load_config(overrides=['train.epochs=2', 'train.batch_size=256', "
+        "'train.dim=16', 'train.rank.enabled=false', 'train.refit_parallel=true'])\n"
+        f"print(unirec.fit({str(store)!r}, cfg, progress=False)['refit_parallel'])\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == "True", out.stdout
+    assert marker.read_text() == "run\n"

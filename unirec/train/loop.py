@@ -350,7 +350,7 @@ def _refit(st: Store, cfg: TrainConfig, state: dict[str, Any], inp: Inputs,
     else:
         if ahead is not None:
             print(f"unirec: the refit's own process failed (exit code "
-                  f"{ahead.process.exitcode}); refitting in order", file=sys.stderr)
+                  f"{ahead.exitcode}); refitting in order", file=sys.stderr)
         opt = make_optimizer(model.parameters(), cfg, device)
         net, step, stream = _stepper(model, opt, inp, cfg, device, rank, world, None)
         for epoch in range(1, int(epochs.item()) + 1):

@@ -16,14 +16,19 @@ same batches, same draws; ``tests/train/test_refit_parallel.py``), about one run
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import queue
 import signal
+import subprocess
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.multiprocessing as mp
 
 from unirec.config import TrainConfig
 from unirec.model.checkpoint import load_weights, save_weights
@@ -54,63 +59,92 @@ def wanted(cfg: TrainConfig, device: torch.device, world: int, resume: bool,
 
 @dataclass
 class RefitAhead:
-    """The parent's handle on the child training the refit."""
+    """The parent's handle on the child training the refit: its process and the pipe the
+    verdicts go down (one line each: ``epoch E 0|1``, ``stop E``)."""
 
-    process: Any
-    messages: Any
+    process: subprocess.Popen
     out: Path
     threads: int  # the parent's own thread count, restored when the child is done
     stopped: bool = False
 
     @classmethod
     def start(cls, store: Path, cfg: TrainConfig, out: Path) -> RefitAhead:
-        """Spawn the child on half the threads (at least one); the parent keeps the rest."""
+        """Start the child on half the threads (at least one); the parent keeps the rest.
+
+        A new interpreter (``python -m unirec.train.refit_ahead``), not multiprocessing:
+        its ``spawn`` would import the user's main script again in the child (a script
+        calling ``unirec.fit`` at top level would run twice), and ``fork`` would copy a
+        process whose OpenMP pool is running."""
         threads = torch.get_num_threads()
         child = max(1, threads // 2)
-        ctx = mp.get_context("spawn")  # never fork a process whose OpenMP pool is running
-        messages = ctx.Queue()
-        process = ctx.Process(target=_child, daemon=True, name="unirec-refit",
-                              args=(str(store), cfg.model_dump(mode="json"), child, messages,
-                                    str(out)))
-        process.start()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "unirec.train.refit_ahead", str(store), str(out),
+             str(child), json.dumps(cfg.model_dump(mode="json"))],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+            env={**os.environ, "OMP_NUM_THREADS": str(child)})
         torch.set_num_threads(max(1, threads - child))
-        return cls(process, messages, out, threads)
+        return cls(process, out, threads)
+
+    def _send(self, line: str) -> None:
+        with contextlib.suppress(BrokenPipeError, OSError):  # a dead child: finish says so
+            self.process.stdin.write(line + "\n")
+            self.process.stdin.flush()
 
     def epoch(self, epoch: int, improved: bool) -> None:
         """The parent validated ``epoch``: a new best (the child keeps it) or not."""
-        self.messages.put(("epoch", epoch, improved))
+        self._send(f"epoch {epoch} {int(improved)}")
 
     def stop_at(self, epochs: int) -> None:
         """The first run is over: the child keeps ``epochs`` (0: none) and ends, as soon as
         it has trained them (sent once, before the ranker trains, so no epoch is wasted)."""
         if not self.stopped:
-            self.messages.put(("stop", epochs))
+            self._send(f"stop {epochs}")
             self.stopped = True
 
     def finish(self, epochs: int, model: TwoTower) -> bool:
         """Wait for the child and load its weights of ``epochs`` (0: no refit) into
         ``model``; False when the child failed (the caller refits in order instead)."""
         self.stop_at(epochs)
-        self.process.join()
+        code = self.process.wait()
         self.close()
-        if self.process.exitcode != 0 or not epochs:
+        if code != 0 or not epochs or not self.out.is_file():
             return False
         load_weights(self.out, model)
         self.out.unlink()
         return True
 
+    @property
+    def exitcode(self) -> int | None:
+        return self.process.returncode
+
     def close(self) -> None:
         """End the child if it still runs (an error or Ctrl-C in the parent) and give the
         parent its threads back."""
-        if self.process.is_alive():
+        if self.process.poll() is None:
             self.process.terminate()
-            self.process.join()
+            self.process.wait()
+        with contextlib.suppress(OSError):
+            self.process.stdin.close()
         torch.set_num_threads(self.threads)
+
+
+def _reader(stream: Any) -> queue.Queue:
+    """The parent's lines, parsed, on a queue a background thread fills (the training loop
+    looks at it between steps without blocking)."""
+    messages: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        for line in stream:
+            kind, *args = line.split()
+            messages.put((kind, *(int(a) for a in args)))
+        messages.put(("eof",))  # the parent is gone (it closes stdin only after the end)
+
+    threading.Thread(target=read, daemon=True).start()
+    return messages
 
 
 def _child(store: str, train: dict[str, Any], threads: int, messages: Any, out: str) -> None:
     """The refit, as ``loop._refit`` trains it, keeping the epochs the parent may keep."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     torch.set_num_threads(threads)
     from unirec.train import loop  # the parent's process has it; this one imports it here
 
@@ -181,7 +215,9 @@ class _Keeper:
             except queue.Empty:
                 return
             block = False
-            if kind == "stop":
+            if kind == "eof":  # no verdict will come: end without writing anything
+                self.stop = 0 if self.stop is None else self.stop
+            elif kind == "stop":
                 self.stop = int(args[0])
             elif args[1]:  # a new best: every earlier epoch is out
                 self.ruled_out.update(range(1, args[0]))
@@ -205,4 +241,15 @@ class _Keeper:
             del self.snapshots[epoch]
 
 
+def main(argv: list[str]) -> None:
+    """``python -m unirec.train.refit_ahead STORE OUT THREADS TRAIN_JSON``; the parent's
+    verdicts come on stdin."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    store, out, threads, train = argv
+    _child(store, json.loads(train), int(threads), _reader(sys.stdin), out)
+
+
 __all__ = ["RefitAhead", "wanted"]
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
