@@ -255,75 +255,70 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
         stream = warm.WarmStream(stream, plan.start, cfg.warm_start.replay, cfg.seed,
                                  cfg.batch_size)
     last = cfg.warm_start.epochs if plan is not None else cfg.epochs
-    ahead = RefitAhead.start(st.path, cfg, out / "refit-ahead.safetensors") \
-        if wanted(cfg, device, world, resume, plan is not None, inp) else None
-    try:
-        return _train_and_refit(st, cfg, state, inp, model, opt, net, step, stream, plan,
-                                cold, ahead, out, ckpt, device, rank, world, last, progress,
-                                on_epoch)
-    finally:
-        if ahead is not None:
-            ahead.close()
-
-
-def _train_and_refit(st: Store, cfg: TrainConfig, state: dict[str, Any], inp: Inputs,
-                     model: TwoTower, opt: torch.optim.Optimizer, net: Any, step: Step,
-                     stream: Any, plan: Any,
-                     cold: Any, ahead: RefitAhead | None, out: Path, ckpt: Path,
-                     device: torch.device, rank: int, world: int, last: int,
-                     progress: bool | None,
-                     on_epoch: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
-    """The early-stopped run, the ranker judged on it, the refit, the outputs."""
-    for epoch in range(state["epoch"] + 1, last + 1):
-        total, seen, train_s = _train_epoch(net, step, stream, inp, epoch, device, world,
-                                            progress, f"epoch {epoch}")
-        stop = torch.zeros(1)
+    # train.refit_parallel: the refit's own process, ended on the way out whatever happens
+    with (RefitAhead.start(st.path, cfg, out / "refit-ahead.safetensors")
+          if wanted(cfg, device, world, resume, plan is not None, inp)
+          else contextlib.nullcontext()) as ahead:
+        for epoch in range(state["epoch"] + 1, last + 1):
+            total, seen, train_s = _train_epoch(net, step, stream, inp, epoch, device, world,
+                                                progress, f"epoch {epoch}")
+            stop = torch.zeros(1)
+            if rank == 0:
+                row = {"epoch": epoch, "train_loss": total / max(seen, 1), "samples": seen,
+                       "samples_per_s": seen * world / train_s, "train_seconds": round(train_s, 3),
+                       **validate(model, inp, cfg.eval_k, device)}
+                if cold is not None:
+                    row.update(validate_cold(model, cold, cfg.eval_k, device))
+                score = selection_score(row, cfg.eval_k)
+                # the first epoch always counts: -train_loss (no validation slice) is below -1
+                improved = not state["history"] or score > state["best"]
+                state["bad_epochs"] = _bad_epochs(state, score, cfg.min_gain)
+                state.update(epoch=epoch, best=score if improved else state["best"])
+                state["history"].append(row)
+                if ahead is not None:
+                    ahead.epoch(epoch, improved)
+                if improved:
+                    save_weights(out / "best.safetensors", model, {"epoch": str(epoch)})
+                with open(out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                save_checkpoint(ckpt, model, opt, state)
+                stop[0] = float(state["bad_epochs"] >= (cfg.patience if plan is None else
+                                                        cfg.warm_start.patience))
+                if on_epoch is not None:
+                    on_epoch(row)
+            if world > 1:
+                dist.broadcast(stop, src=0)
+            if stop.item():
+                break
+        if ahead is not None:  # the refit's own process can stop at the kept epoch now
+            ahead.stop_at(refit_epochs(state, cfg.refit, inp, cfg.eval_k))
+        # the ranker is trained and judged on the retrieval model before its refit: the
+        # validation users that judge it are unseen by both (docs/ranking.md)
+        ranker = fit_ranker(st, model, inp, cfg, device, out, warm=plan is not None) \
+            if rank == 0 and (out / "best.safetensors").is_file() else None
+        if plan is None:  # a warm start continues the served model: no fresh refit
+            refit, inp = _refit(st, cfg, state, inp, device, rank, world, progress, model,
+                                ahead)
+            if refit is not model and ranker is not None:
+                ranker = refit_ranker(st, refit, inp, cfg, device, out, ranker)
+            model = refit
+        summary: dict[str, Any] = {}
         if rank == 0:
-            row = {"epoch": epoch, "train_loss": total / max(seen, 1), "samples": seen,
-                   "samples_per_s": seen * world / train_s, "train_seconds": round(train_s, 3),
-                   **validate(model, inp, cfg.eval_k, device)}
-            if cold is not None:
-                row.update(validate_cold(model, cold, cfg.eval_k, device))
-            score = selection_score(row, cfg.eval_k)
-            # the first epoch always counts: -train_loss (no validation slice) is below -1
-            improved = not state["history"] or score > state["best"]
-            state["bad_epochs"] = _bad_epochs(state, score, cfg.min_gain)
-            state.update(epoch=epoch, best=score if improved else state["best"])
-            state["history"].append(row)
-            if ahead is not None:
-                ahead.epoch(epoch, improved)
-            if improved:
-                save_weights(out / "best.safetensors", model, {"epoch": str(epoch)})
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
-            save_checkpoint(ckpt, model, opt, state)
-            stop[0] = float(state["bad_epochs"] >= (cfg.patience if plan is None else
-                                                    cfg.warm_start.patience))
-            if on_epoch is not None:
-                on_epoch(row)
+            summary = write_outputs(st, model, inp, cfg, state, device, ranker)
         if world > 1:
-            dist.broadcast(stop, src=0)
-        if stop.item():
-            break
-    if ahead is not None:  # the refit's own process can stop at the kept epoch now
-        ahead.stop_at(refit_epochs(state, cfg.refit, inp, cfg.eval_k))
-    # the ranker is trained and judged on the retrieval model before its refit: the
-    # validation users that judge it are unseen by both (docs/ranking.md)
-    ranker = fit_ranker(st, model, inp, cfg, device, out, warm=plan is not None) \
-        if rank == 0 and (out / "best.safetensors").is_file() else None
-    if plan is None:  # a warm start continues the served model: no fresh refit
-        refit, inp = _refit(st, cfg, state, inp, device, rank, world, progress, model,
-                            ahead)
-        if refit is not model and ranker is not None:
-            ranker = refit_ranker(st, refit, inp, cfg, device, out, ranker)
-        model = refit
-    summary: dict[str, Any] = {}
-    if rank == 0:
-        summary = write_outputs(st, model, inp, cfg, state, device, ranker)
-    if world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
-    return summary
+            dist.barrier()
+            dist.destroy_process_group()
+        return summary
+
+
+def refit_model(st: Store, inp: Inputs, cfg: TrainConfig, device: torch.device,
+                rank: int = 0) -> tuple[TwoTower, Inputs]:
+    """The refit's fresh model and its train + validation inputs, seeded as every refit is
+    (here and in ``refit_ahead``'s process, which must build the same bits)."""
+    _seed(cfg.seed + rank)
+    inp = refit_inputs(st, inp)
+    return TwoTower(inp.manifest, inp.users, inp.items, inp.text, inp.image,
+                    inp.user_trained, cfg).to(device), inp
 
 
 def _refit(st: Store, cfg: TrainConfig, state: dict[str, Any], inp: Inputs,
@@ -341,10 +336,7 @@ def _refit(st: Store, cfg: TrainConfig, state: dict[str, Any], inp: Inputs,
         if ahead is not None:
             ahead.finish(0, model)
         return model, inp
-    _seed(cfg.seed + rank)
-    inp = refit_inputs(st, inp)
-    model = TwoTower(inp.manifest, inp.users, inp.items, inp.text, inp.image,
-                     inp.user_trained, cfg).to(device)
+    model, inp = refit_model(st, inp, cfg, device, rank)
     if ahead is not None and ahead.finish(int(epochs.item()), model):
         state["refit_parallel"] = True
     else:

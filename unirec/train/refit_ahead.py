@@ -35,7 +35,6 @@ from unirec.model.checkpoint import load_weights, save_weights
 from unirec.model.inputs import Inputs, load_inputs
 from unirec.model.towers import TwoTower
 from unirec.store import Store
-from unirec.train.refit import refit_inputs
 
 _POLL_STEPS = 8  # steps between looks at the parent's messages inside an epoch
 # auto's floor: the child's start (a new interpreter importing torch) costs ~2 s, what a
@@ -113,6 +112,12 @@ class RefitAhead:
         self.out.unlink()
         return True
 
+    def __enter__(self) -> RefitAhead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @property
     def exitcode(self) -> int | None:
         return self.process.returncode
@@ -151,10 +156,7 @@ def _child(store: str, train: dict[str, Any], threads: int, messages: Any, out: 
     cfg = TrainConfig.model_validate(train)
     device = torch.device("cpu")
     st = Store(store)
-    inp = refit_inputs(st, load_inputs(st))
-    loop._seed(cfg.seed)  # as loop._refit seeds, before the model
-    model = TwoTower(inp.manifest, inp.users, inp.items, inp.text, inp.image,
-                     inp.user_trained, cfg).to(device)
+    model, inp = loop.refit_model(st, load_inputs(st), cfg, device)
     opt = loop.make_optimizer(model.parameters(), cfg, device)
     net, step, stream = loop._stepper(model, opt, inp, cfg, device, 0, 1, None)
     keep = _Keeper()
@@ -204,7 +206,7 @@ class _Keeper:
 
     def __init__(self) -> None:
         self.snapshots: dict[int, dict[str, torch.Tensor]] = {}
-        self.best, self.stop = 0, None
+        self.stop: int | None = None
         self.ruled_out: set[int] = set()
 
     def read(self, messages: Any, block: bool = False) -> None:
@@ -221,7 +223,6 @@ class _Keeper:
                 self.stop = int(args[0])
             elif args[1]:  # a new best: every earlier epoch is out
                 self.ruled_out.update(range(1, args[0]))
-                self.best = args[0]
             else:
                 self.ruled_out.add(args[0])
             self._prune()
