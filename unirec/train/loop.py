@@ -162,9 +162,11 @@ def fit(store: str | Path = "unirec-store", config: Config | None = None, *,
 
 
 def _stepper(model: TwoTower, opt: torch.optim.Optimizer, inp: Inputs, cfg: TrainConfig,
-             device: torch.device, rank: int, world: int, held: torch.Tensor | None
-             ) -> tuple[Any, Step, ShardStream]:
-    """The (DDP/compiled) net, the step and the shard stream of one training run."""
+             device: torch.device, rank: int, world: int, held: torch.Tensor | None,
+             batched: bool = True) -> tuple[Any, Step, Any]:
+    """The (DDP/compiled) net, the step and the shard stream of one training run (the
+    first, the refit, and the refit's own process alike); ``batched=False``: a stream of
+    single samples, for a warm start to batch."""
     positives = PositiveMask(inp.positive_keys.to(device), inp.n_users, inp.n_items)
     n_neg = cfg.negatives if cfg.loss == "softmax" else cfg.negative_ratio
     sampler = Sampler(inp.items["popularity"].to(device), cfg, cfg.batch_size, n_neg)
@@ -178,7 +180,7 @@ def _stepper(model: TwoTower, opt: torch.optim.Optimizer, inp: Inputs, cfg: Trai
     step = Step(net, opt, sampler, LOSSES.get(cfg.loss)(), positives, cfg, device, bf16,
                 model=model, held=held, content=content)
     stream = ShardStream(inp.train_shards, rank=rank, world_size=world, seed=cfg.seed,
-                         batch_size=cfg.batch_size, drop_last=False)
+                         batch_size=cfg.batch_size if batched else None, drop_last=False)
     return net, step, stream
 
 
@@ -224,13 +226,6 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
     model = TwoTower(inp.manifest, inp.users, inp.items, inp.text, inp.image,
                      inp.user_trained, cfg).to(device)
     grown = warm.load_grown(model, plan, st, cfg) if plan is not None else {}
-    positives = PositiveMask(inp.positive_keys.to(device), inp.n_users, inp.n_items)
-    n_neg = cfg.negatives if cfg.loss == "softmax" else cfg.negative_ratio
-    sampler = Sampler(inp.items["popularity"].to(device), cfg, cfg.batch_size, n_neg)
-    loss_fn = LOSSES.get(cfg.loss)()
-    # without ids, items are content already; without content features there is no content
-    # path to train alone
-    content = cfg.content_loss > 0 and cfg.item_id and len(model.item.encoders) > 0
     opt = make_optimizer(model.parameters(), cfg if plan is None else
                          cfg.model_copy(update={"lr": cfg.warm_start.lr}), device)
     out = workdir.work_dir(st)
@@ -242,15 +237,9 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
     state["train"] = train
     if plan is not None:
         state["warm_start"] = warm.summary(plan, grown)
-    net: Any = DistributedDataParallel(model) if world > 1 else model
-    if cfg.compile is True or (cfg.compile == "auto" and device.type == "cuda"):
-        net = torch.compile(net)
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
-    step = Step(net, opt, sampler, loss_fn, positives, cfg, device, bf16, model=model,
-                held=held, content=content)
-    stream: Any = ShardStream(inp.train_shards, rank=rank, world_size=world, seed=cfg.seed,
-                              batch_size=cfg.batch_size if plan is None else None,
-                              drop_last=False)
+    # a warm start's stream is batched by WarmStream, which mixes in the replayed samples
+    net, step, stream = _stepper(model, opt, inp, cfg, device, rank, world, held,
+                                 batched=plan is None)
     if plan is not None:
         stream = warm.WarmStream(stream, plan.start, cfg.warm_start.replay, cfg.seed,
                                  cfg.batch_size)
