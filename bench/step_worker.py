@@ -52,7 +52,8 @@ def build(store: str, batch: int, compiled: bool, overrides: dict):
     opt = step.make_optimizer(model.parameters(), cfg, torch.device("cpu"))
     content = cfg.content_loss > 0 and cfg.item_id and len(model.item.encoders) > 0
     fn = step.Step(net, opt, sampler, LOSSES.get(cfg.loss)(), positives, cfg,
-                   torch.device("cpu"), False, model=model, content=content)
+                   torch.device("cpu"), cfg.precision == "bf16", model=model,
+                   content=content)
     width = inp.manifest["samples"]["history_length"]
     stream = ShardStream(inp.train_shards, seed=0, batch_size=batch, drop_last=True)
     batches = []
