@@ -18,6 +18,8 @@ the data is written inside the repository):
 ``run`` appends one JSON line to ``$UNIREC_EXP_RESULTS`` (default ``/tmp/new_items.jsonl``);
 with ``UNIREC_EXP_KEEP=1`` it keeps the fitted store (``/tmp/unirec-new-items/TAG``) for
 ``scale``, which refits only the new-item map (training is unchanged by it) and scores again.
+``$UNIREC_EXP_LAUNCH`` runs the fit under a launcher instead of this interpreter, e.g.
+``"torchrun --standalone --nproc-per-node 2"`` (data-parallel ranks, one thread each).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import csv
 import importlib.util
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -80,7 +83,8 @@ def run(split: Path, base: Path, tag: str, sets: list[str]) -> dict:
     shutil.copytree(base, store, ignore=shutil.ignore_patterns("model"))
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     t0 = time.time()
-    subprocess.run([sys.executable, "-m", "unirec", "fit", "--store", str(store), *sets],
+    launch = shlex.split(os.environ.get("UNIREC_EXP_LAUNCH", "")) or [sys.executable]
+    subprocess.run([*launch, "-m", "unirec", "fit", "--store", str(store), *sets],
                    env=env, check=True, capture_output=True)
     fit_s = time.time() - t0
     recs = store / "recs.csv"

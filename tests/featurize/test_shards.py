@@ -169,6 +169,19 @@ def test_fewer_shards_than_readers_split_blocks(store, world_size, num_workers, 
     assert np.array_equal(np.sort(union), np.sort(_concat(list(read_blocks(few)))["position"]))
 
 
+def test_few_shards_are_shared_out_by_blocks_evenly(store):
+    """Three shards on two ranks: a shard split would give one rank two shards and the other
+    one (and, under Join, keep it waiting); blocks split them to within one block."""
+    con, out, paths = store
+    few = paths["val"]
+    assert len(few) == 3
+    counts = [len(_positions(ShardStream(few, rank=r, world_size=2, epoch=1)))
+              for r in (0, 1)]
+    block = len(next(read_blocks(few))["position"])
+    assert abs(counts[0] - counts[1]) <= block, counts
+    assert sum(counts) == len(_concat(list(read_blocks(few)))["position"])
+
+
 def test_rebatching_keeps_every_sample(store):
     con, out, paths = store
     batches = list(ShardStream(paths["train"], batch_size=256, device="cpu"))

@@ -209,6 +209,10 @@ def _train_epoch(net: Any, step: Step, stream: ShardStream, inp: Inputs, epoch: 
             seen += n
             bar.update(n)
     bar.close()
+    if world > 1:  # every rank's samples: ranks' shares differ by up to a block or shard
+        sums = torch.tensor([total, seen], dtype=torch.float64, device=device)
+        dist.all_reduce(sums)
+        total, seen = float(sums[0]), int(sums[1])
     return total, seen, time.perf_counter() - started
 
 
@@ -254,7 +258,7 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
             stop = torch.zeros(1)
             if rank == 0:
                 row = {"epoch": epoch, "train_loss": total / max(seen, 1), "samples": seen,
-                       "samples_per_s": seen * world / train_s, "train_seconds": round(train_s, 3),
+                       "samples_per_s": seen / train_s, "train_seconds": round(train_s, 3),
                        **validate(model, inp, cfg.eval_k, device)}
                 if cold is not None:
                     row.update(validate_cold(model, cold, cfg.eval_k, device))
