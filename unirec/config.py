@@ -372,7 +372,11 @@ class TrainConfig(_Section):
     """The two-tower model and its training loop."""
 
     dim: int = Field(64, ge=4, description="Width of every feature token and of the final "
-                     "user/item vectors; 64 is plenty below a million items.")
+                     "user/item vectors; 64 is plenty below a million items. 32 trains 1.6x "
+                     "faster on CPU and ranks warm items as well (MovieLens-100K temporal "
+                     "NDCG@10 0.2546 against 0.2487, three seeds) but items without "
+                     "interactions worse (new_parity 0.45 -> 0.24 on the tuning carve): a "
+                     "choice for catalogues without new items (docs/quality.md section 20).")
     fusion: str = Field("simple", description="How a tower combines its feature tokens: "
                         "'simple' (concat + MLP) or 'attention' (transformer over tokens).")
     history: Literal["attention", "transformer", "mean", "none"] = Field(
