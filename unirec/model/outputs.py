@@ -82,7 +82,7 @@ def write_outputs(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
         summary["new_item_map"] = {"ridge": round(ridge, 6), "scale": cfg.new_item_scale}
     if ranker is not None:
         summary["rank"] = {k: ranker.meta.get(k) for k in ("model", "active", "best_epoch",
-                                                           "validation", "note")}
+                                                           "validation", "note", "rescore")}
     if "warm_start" in state:
         summary["warm_start"] = state["warm_start"]
     with workdir.publish(store, inp.manifest) as out:

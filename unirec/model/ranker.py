@@ -4,7 +4,9 @@
 validation figures and whether ``auto`` kept it), ``weights.npz`` (the net's parameters by
 their torch names) and ``user_part.npy`` / ``item_part.npy``, each entity's projected tower
 tokens (users with their latest history), computed once so a query pays only for the pair
-token and the interaction model over its candidates. The forwards below mirror
+token and the interaction model over its candidates. With ``train.rank.rescore`` it also
+holds ``rescore_user.npy`` / ``rescore_item.npy``, the served vectors of a second two-tower
+trained for items people met, whose scores re-order those candidates (``rescore_blend``). The forwards below mirror
 ``unirec.model.interactions`` op for op; a test holds them to torch's scores within 1e-5.
 
 Here (``unirec.model``), not in ``serve``, because ``train`` validates with the very same
@@ -113,8 +115,24 @@ def blend(outputs: dict[str, np.ndarray], score: np.ndarray, meta: dict[str, Any
     return out
 
 
+def rescore_blend(base: np.ndarray, rescore: np.ndarray, valid: np.ndarray, weight: float
+                  ) -> np.ndarray:
+    """``(1 - weight) z(base) + weight z(rescore)`` over (n, C) candidates, each score
+    standardised over a user's ``valid`` ones: the two models' scales differ (a ranking
+    logit or a cosine against a cosine at another temperature), their orders are what
+    count. Invalid slots get 0 (``top_by`` puts padding last anyway)."""
+    def z(x: np.ndarray) -> np.ndarray:
+        x = np.where(valid, np.asarray(x, np.float64), 0.0)
+        n = np.maximum(valid.sum(1, keepdims=True), 1)
+        mean = x.sum(1, keepdims=True) / n
+        std = np.sqrt((np.where(valid, x - mean, 0.0) ** 2).sum(1, keepdims=True) / n)
+        return np.where(valid, (x - mean) / np.maximum(std, 1e-12), 0.0)
+    return (1.0 - weight) * z(base) + weight * z(rescore)
+
+
 class Ranker:
-    """A fitted ranker: ``outputs`` (every head) and ``score`` (the blend) for candidates."""
+    """A fitted ranker: ``outputs`` (every head) and ``score`` (the blend) for candidates;
+    with a rescoring model, ``rescore_scores`` for known users' candidates."""
 
     def __init__(self, folder: Path) -> None:
         self.meta: dict[str, Any] = json.loads((folder / "rank.json").read_text())
@@ -124,6 +142,10 @@ class Ranker:
         self.item_part = np.load(folder / "item_part.npy", mmap_mode="r")
         trained = folder / "item_trained.npy"  # absent in a folder fit wrote before it
         self.item_trained: np.ndarray | None = np.load(trained) if trained.is_file() else None
+        self.rescore: dict[str, Any] = self.meta.get("rescore") or {}
+        ru, ri = folder / "rescore_user.npy", folder / "rescore_item.npy"
+        self.rescore_user = np.load(ru, mmap_mode="r") if ru.is_file() else None
+        self.rescore_item = np.load(ri, mmap_mode="r") if ri.is_file() else None
         self.body_w = {k[5:]: v for k, v in self.w.items() if k.startswith("body.")}
         name = self.meta["model"]
         if name in NUMPY_INTERACTIONS:
@@ -136,8 +158,25 @@ class Ranker:
 
     @property
     def active(self) -> bool:
-        """Whether ``fit`` kept it (``auto``: it beat retrieval on validation)."""
-        return bool(self.meta["active"])
+        """Whether ``fit`` kept any of the stage: the net or the rescoring model."""
+        return self.net_on(False) or self.rescore_on(False)
+
+    def net_on(self, forced: bool) -> bool:
+        """Whether a query runs the interaction model: ``fit`` kept it (``auto``: it beat
+        retrieval on validation), or the query asked for the ranking stage (``forced``)."""
+        return forced or bool(self.meta["active"])
+
+    def rescore_on(self, forced: bool) -> bool:
+        """Whether a query re-orders by the rescoring model: there is one, and ``fit`` kept
+        it or the query asked for the ranking stage."""
+        return self.rescore_user is not None and self.rescore_item is not None and \
+            (forced or bool(self.rescore.get("active")))
+
+    def rescore_scores(self, users: np.ndarray, cand: np.ndarray) -> np.ndarray:
+        """(n, C) the rescoring model's scores of candidate item indices for user indices."""
+        assert self.rescore_user is not None and self.rescore_item is not None
+        u = np.asarray(self.rescore_user[users], np.float32)
+        return np.einsum("nd,ncd->nc", u, np.asarray(self.rescore_item[cand], np.float32))
 
     @classmethod
     def load(cls, model_dir: Path) -> Ranker | None:
@@ -204,10 +243,13 @@ STAGES = ("auto", "rank", "retrieve")
 
 def rerank(ranker: Ranker, users: np.ndarray | None, idx: np.ndarray, retrieval: np.ndarray,
            u: np.ndarray, items: np.ndarray, k: int, block: int = 64,
-           user_part: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+           user_part: np.ndarray | None = None, forced: bool = False
+           ) -> tuple[np.ndarray, np.ndarray]:
     """Re-order retrieved ``idx`` (n, N; -1 pads, NaN scores) of user indices ``users`` (their
-    vectors ``u``; or new users' ``user_part``, ``Ranker.project_users``) by the ranker;
-    top ``k``. Blocks of users keep the (users x N x tokens) working set small."""
+    vectors ``u``; or new users' ``user_part``, ``Ranker.project_users``) by the ranker,
+    then by the rescoring model (known users only: new users have no vector in it); top
+    ``k``. The parts ``fit`` kept run, or all of them when ``forced`` (``--stage rank``).
+    Blocks of users keep the (users x N x tokens) working set small."""
     k = min(k, idx.shape[1])
     top = np.full((len(idx), k), -1, np.int64)
     out = np.full((len(idx), k), np.nan, np.float32)
@@ -218,7 +260,11 @@ def rerank(ranker: Ranker, users: np.ndarray | None, idx: np.ndarray, retrieval:
         score = np.where(valid, retrieval[sl], 0).astype(np.float32)
         s = ranker.score(None if users is None else users[sl], cand,
                          np.asarray(u[sl], np.float32), np.asarray(items[cand], np.float32),
-                         score, None if user_part is None else user_part[sl])
+                         score, None if user_part is None else user_part[sl]) \
+            if ranker.net_on(forced) else score.astype(np.float64)
+        if users is not None and ranker.rescore_on(forced):
+            s = rescore_blend(s, ranker.rescore_scores(users[sl], cand), valid,
+                              float(ranker.rescore["weight"]))
         top[sl], out[sl] = top_by(idx[sl], s, k, new_item_slots(ranker, idx[sl]))
     return top, out
 

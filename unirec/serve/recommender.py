@@ -213,7 +213,7 @@ class Recommender:
             raise QueryError(f"candidates_n must be at least 1, got {n}")
         idx, scores = self.rank(vectors, max(k, n), exclude, candidates, ann=ann)
         return rerank(ranker, users, idx, scores, vectors, self.items, check_k(k, self.n_items),
-                      user_part=user_part)
+                      user_part=user_part, forced=stage == "rank")
 
     def seen(self, users: np.ndarray) -> Csr:
         """CSR of the items each of ``users`` (indices, -1 = none) interacted with."""

@@ -32,6 +32,7 @@ from unirec.metrics import ranking_metrics, topk
 from unirec.model import workdir
 from unirec.model.checkpoint import save_checkpoint, save_weights
 from unirec.model.inputs import Inputs, gather_history, load_inputs
+from unirec.model.ranker import RankResult
 from unirec.model.outputs import selection_score, write_outputs
 from unirec.model.towers import TwoTower
 from unirec.store import Store
@@ -42,6 +43,7 @@ from unirec.train.coldval import carve, validate_cold
 from unirec.train.data import ShardStream
 from unirec.train.losses import LOSSES
 from unirec.train.rank import fit_ranker, refit_ranker
+from unirec.train.rank.rescore import Judge, fit_rescorer
 from unirec.train.refit import refit_epochs, refit_inputs
 from unirec.train.refit_ahead import RefitAhead, wanted
 from unirec.train.step import PositiveMask, Step, make_optimizer
@@ -289,12 +291,21 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
         # validation users that judge it are unseen by both (docs/ranking.md)
         ranker = fit_ranker(st, model, inp, cfg, device, out, warm=plan is not None) \
             if rank == 0 and (out / "best.safetensors").is_file() else None
+        # train.rank.rescore is judged on the same retrieval model, before its refit
+        rescoring = ranker is not None and cfg.rank.rescore is not False
+        judge = Judge.build(model, inp, cfg, device) \
+            if rescoring and plan is None and world == 1 else None
+        train_inp = inp
         if plan is None:  # a warm start continues the served model: no fresh refit
             refit, inp = _refit(st, cfg, state, inp, device, rank, world, progress, model,
                                 ahead)
             if refit is not model and ranker is not None:
                 ranker = refit_ranker(st, refit, inp, cfg, device, out, ranker)
             model = refit
+        if rescoring and ranker is not None:
+            _rescore(ranker, st, train_inp, cfg, device, out, judge, progress,
+                     None if plan is None and world == 1 else
+                     "fit --warm-start" if plan is not None else "torchrun")
         summary: dict[str, Any] = {}
         if rank == 0:
             summary = write_outputs(st, model, inp, cfg, state, device, ranker)
@@ -302,6 +313,21 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
             dist.barrier()
             dist.destroy_process_group()
         return summary
+
+
+def _rescore(ranker: RankResult, st: Store, inp: Inputs, cfg: TrainConfig,
+             device: torch.device, out: Path, judge: Judge | None, progress: bool | None,
+             skipped_by: str | None) -> None:
+    """``train.rank.rescore``: train its model and add it to the ranking stage's files; a
+    warm start or a data-parallel fit leaves it out, saying so in ``rank.json``."""
+    if skipped_by is not None:
+        ranker.meta["rescore"] = {"active": False, "note": f"{skipped_by} does not train the "
+                                  "rescoring model: a full single-process fit does"}
+        return
+    got = fit_rescorer(st, inp, cfg, device, out, judge, progress)
+    if got is not None:
+        ranker.meta["rescore"], vectors = got
+        ranker.arrays.update(vectors)
 
 
 def refit_model(st: Store, inp: Inputs, cfg: TrainConfig, device: torch.device,

@@ -1,0 +1,190 @@
+"""``train.rank.rescore``: a second two-tower, trained for the items people met, whose scores
+re-order the ranking stage's candidates (docs/ranking.md).
+
+Why: retrieval is trained to bring items nobody has met into the lists -- a content-only
+loss, a softer temperature, the new-item map -- and pays for it in precision among the items
+people did meet. On MovieLens-100K a two-tower without those parts, at temperature 0.15,
+ranks warm items ~7% better (temporal NDCG@10) and new items far worse. So retrieval keeps
+its job (the candidates, and the slots of items without interactions) and this model,
+trained without the content parts, re-orders the rest: ``(1 - w) z(stage) + w z(rescore)``
+over each user's candidates (``unirec.model.ranker.rescore_blend``).
+
+It is trained like retrieval -- early stopped on the validation slice, then refitted on
+train + validation for the kept epochs (beside it in a second process where
+``train.refit_parallel`` allows) -- and judged like the interaction model: the validation
+users' retrieval top-N (the retrieval model before its refit, which neither has seen) ranked
+by retrieval alone and re-ordered, ``auto`` keeping it at ``train.rank.min_z`` standard
+errors of gain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from unirec.config import TrainConfig
+from unirec.metrics import ndcg_per_user, ranking_metrics, topk
+from unirec.model.inputs import Inputs
+from unirec.model.outputs import embed_all, selection_score
+from unirec.model.ranker import rescore_blend, top_by
+from unirec.model.towers import TwoTower
+from unirec.store import Store, serving_histories
+from unirec.train.rank.data import frozen_items, user_side
+from unirec.train.rank.validate import gain_z
+from unirec.train.refit import refit_epochs
+from unirec.train.refit_ahead import RefitAhead, wanted
+from unirec.train.step import make_optimizer
+
+
+def rescore_config(cfg: TrainConfig) -> TrainConfig:
+    """Retrieval's settings without what serves new items: no content-only loss, no map,
+    no cold slice, at ``train.rank.rescore_temperature``."""
+    return cfg.model_copy(update={"temperature": cfg.rank.rescore_temperature,
+                                  "content_loss": 0.0, "new_item_map": False,
+                                  "cold_val_items": 0.0})
+
+
+@dataclass
+class Judge:
+    """The validation users' retrieval candidates, taken from the retrieval model before its
+    refit, and how retrieval alone ranks them: what the rescoring model is judged against."""
+
+    cand: np.ndarray  # (V, N) item indices, -1 pads
+    score: np.ndarray  # (V, N) retrieval scores
+    fixed: np.ndarray | None  # (V, N) items that keep their slot (no training sample)
+    base: np.ndarray  # per-user NDCG@K of retrieval alone
+    base_ndcg: float
+
+    @classmethod
+    @torch.no_grad()
+    def build(cls, model: TwoTower, inp: Inputs, cfg: TrainConfig, device: torch.device
+              ) -> Judge | None:
+        """None without validation users (``auto`` then cannot judge)."""
+        if len(inp.val_users) < 2:
+            return None
+        model.eval()
+        frozen = frozen_items(model, inp.items["popularity"], device)
+        allowed = frozen.allowed.cpu().numpy()
+        users = torch.from_numpy(inp.val_users).to(device)
+        u = user_side(model, users, torch.from_numpy(inp.val_history).to(device))[1]
+        full = (u @ frozen.item_vecs.T).cpu().numpy()
+        full[:, ~allowed] = -np.inf
+        cand = topk(full, cfg.rank.serve_candidates, exclude=inp.val_exclude)
+        score = np.take_along_axis(full, np.maximum(cand, 0), 1)
+        untrained = (inp.items["popularity"] <= 0).numpy()
+        fixed = untrained[np.maximum(cand, 0)] if cfg.rank.new_items == "retrieval" else None
+        base = ndcg_per_user(cand, *inp.val_truth, cfg.eval_k)
+        model.train()
+        return cls(cand, score, fixed, base, float(base.mean()) if len(base) else 0.0)
+
+    @torch.no_grad()
+    def __call__(self, rescorer: TwoTower, inp: Inputs, cfg: TrainConfig,
+                 device: torch.device) -> dict[str, float]:
+        """Validation NDCG/Recall@K re-ordered by ``rescorer`` and the paired gain's z."""
+        rescorer.eval()
+        users = torch.from_numpy(inp.val_users).to(device)
+        u = user_side(rescorer, users, torch.from_numpy(inp.val_history).to(device))[1]
+        v = frozen_items(rescorer, inp.items["popularity"], device).item_vecs
+        c = torch.from_numpy(np.maximum(self.cand, 0)).to(device)
+        rs = torch.einsum("vd,vnd->vn", u, v[c]).cpu().numpy()
+        valid = self.cand > 0
+        s = rescore_blend(np.where(valid, self.score, 0.0), rs, valid, cfg.rank.rescore_weight)
+        k = cfg.eval_k
+        recs = top_by(self.cand, s, k, self.fixed)[0]
+        m = ranking_metrics(recs, *inp.val_truth, k=k, n_items=inp.n_items - 1)
+        base = ranking_metrics(self.cand[:, :k], *inp.val_truth, k=k, n_items=inp.n_items - 1)
+        rescorer.train()
+        return {f"val_retrieval_ndcg@{k}": base[f"ndcg@{k}"],
+                f"val_retrieval_recall@{k}": base[f"recall@{k}"],
+                f"val_rescore_ndcg@{k}": m[f"ndcg@{k}"],
+                f"val_rescore_recall@{k}": m[f"recall@{k}"],
+                "val_rescore_gain_z": gain_z(ndcg_per_user(recs, *inp.val_truth, k)
+                                             - self.base)}
+
+
+def fit_rescorer(st: Store, inp: Inputs, cfg: TrainConfig, device: torch.device, work: Path,
+                 judge: Judge | None, progress: bool | None = None
+                 ) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+    """Train, judge and refit the rescoring model; (``rank.json``'s ``rescore`` entry, the
+    served user/item vectors) or None when ``train.rank.rescore`` is false."""
+    from unirec.train import loop  # the run's own helpers; loop imports this module
+
+    if cfg.rank.rescore is False:
+        return None
+    scfg, k = rescore_config(cfg), cfg.eval_k
+    loop._seed(scfg.seed)
+    model = TwoTower(inp.manifest, inp.users, inp.items, inp.text, inp.image,
+                     inp.user_trained, scfg).to(device)
+    opt = make_optimizer(model.parameters(), scfg, device)
+    net, step, stream = loop._stepper(model, opt, inp, scfg, device, 0, 1, None)
+    state: dict[str, Any] = {"best": -math.inf, "bad_epochs": 0, "history": []}
+    best: dict[str, torch.Tensor] | None = None
+    started = time.perf_counter()
+    parallel = wanted(scfg, device, 1, False, False, inp)
+    with (RefitAhead.start(st.path, scfg, work / "rescore-ahead.safetensors") if parallel
+          else contextlib.nullcontext()) as ahead:
+        for epoch in range(1, scfg.epochs + 1):
+            total, seen, secs = loop._train_epoch(net, step, stream, inp, epoch, device, 1,
+                                                  progress, f"rescore {epoch}")
+            row = {"stage": "rescore", "rescore_epoch": epoch, "train_loss":
+                   total / max(seen, 1), "rescore_train_seconds": round(secs, 3),
+                   **loop.validate(model, inp, k, device)}
+            score = selection_score(row, k)
+            improved = not state["history"] or score > state["best"]
+            state["bad_epochs"] = loop._bad_epochs(state, score, scfg.min_gain)
+            state.update(epoch=epoch, best=score if improved else state["best"])
+            state["history"].append({**row, "epoch": epoch})
+            if ahead is not None:
+                ahead.epoch(epoch, improved)
+            if improved:
+                best = {n: t.detach().clone() for n, t in model.state_dict().items()}
+            with open(work / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+            if state["bad_epochs"] >= scfg.patience:
+                break
+        assert best is not None
+        model.load_state_dict(best)
+        kept = int(max(state["history"], key=lambda r: selection_score(r, k))["epoch"])
+        figures = judge(model, inp, cfg, device) if judge is not None else {}
+        epochs = refit_epochs(state, scfg.refit, inp, k)
+        if ahead is not None:
+            ahead.stop_at(epochs)
+        served, refit = model, False
+        if epochs:
+            served, rinp = loop.refit_model(st, inp, scfg, device)
+            refit = ahead is not None and ahead.finish(epochs, served)
+            if not refit:
+                _train_in_order(loop, served, rinp, scfg, device, epochs, progress)
+    helps = bool(figures) and figures[f"val_rescore_ndcg@{k}"] > \
+        figures[f"val_retrieval_ndcg@{k}"] and figures["val_rescore_gain_z"] >= cfg.rank.min_z
+    meta: dict[str, Any] = {
+        "active": bool(cfg.rank.rescore is True or helps), "weight": cfg.rank.rescore_weight,
+        "temperature": scfg.temperature, "best_epoch": kept, "refit_epochs": epochs,
+        "refit_parallel": refit, "seconds": round(time.perf_counter() - started, 1),
+        "validation": figures}
+    if not figures and cfg.rank.rescore == "auto":
+        meta["note"] = "no validation slice: auto cannot compare, rescoring is off"
+    length = inp.manifest["samples"]["history_length"]
+    vectors = {"rescore_user": embed_all(served, inp.n_users, "user", device,
+                                         serving_histories(st, length)),
+               "rescore_item": embed_all(served, inp.n_items, "item", device)}
+    return meta, vectors
+
+
+def _train_in_order(loop: Any, model: TwoTower, rinp: Inputs, cfg: TrainConfig,
+                    device: torch.device, epochs: int, progress: bool | None) -> None:
+    """The refit without a second process: ``rinp`` (train + validation), ``epochs``
+    epochs, as ``loop._refit`` trains retrieval's."""
+    opt = make_optimizer(model.parameters(), cfg, device)
+    net, step, stream = loop._stepper(model, opt, rinp, cfg, device, 0, 1, None)
+    for epoch in range(1, epochs + 1):
+        loop._train_epoch(net, step, stream, rinp, epoch, device, 1, progress,
+                          f"rescore refit {epoch}")
