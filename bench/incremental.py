@@ -75,7 +75,9 @@ def _write_doc(frames: dict[str, pl.DataFrame], path: Path) -> Path:
 
 def _score(store: Path, split: Path) -> dict[str, float]:
     recs = store.parent / f"{store.name}-recs.csv"
-    recommend(store, split, recs)
+    # retrieval alone, both sides alike: a warm start trains no rescoring model
+    # (train.rank.rescore), so the served lists would compare two different stages
+    recommend(store, split, recs, stage=None)
     m = evaluate(split, recs)
     return {k: round(m[k], 4) for k in ("recall@10", "ndcg@10", "hr@10") if k in m}
 

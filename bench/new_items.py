@@ -88,7 +88,6 @@ def run(split: Path, base: Path, tag: str, sets: list[str]) -> dict:
                    env=env, check=True, capture_output=True)
     fit_s = time.time() - t0
     recs = store / "recs.csv"
-    recommend(store, split, recs)
     cmd = [sys.executable, str(PROTOCOL_DIR / "evaluate.py"), "--test", str(split / "test.csv"),
            "--train", str(split / "train.csv"), "--recs", str(recs), "--k", "10"]
     diag: dict = {}
@@ -97,6 +96,11 @@ def run(split: Path, base: Path, tag: str, sets: list[str]) -> dict:
     if (split / "new_items.csv").is_file():
         cmd += ["--new-items", str(split / "new_items.csv")]
         diag = new_item_ranks(store, split)
+    recommend(store, split, recs, stage=None)  # retrieval alone, from the embedding files
+    alone = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    diag.update({f"retrieve_{k}": alone[k] for k in ("ndcg@10", "recall@10", "new_parity")
+                 if k in alone})
+    recommend(store, split, recs)  # as served: the ranking stage where fit kept it
     metrics = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
     if (split / "new_items.csv").is_file():  # the new items alone, as cold_item ranks them
         metrics.update(cold_only(store, split))
@@ -123,7 +127,7 @@ def cold_only(store: Path, split: Path) -> dict[str, float]:
         keep = set(_ids(split / "new_items.csv").tolist())
         w.writerows(r for r in rows if int(r["item_id"]) in keep)
     recs = store / "recs_new.csv"
-    recommend(store, split, recs, candidates=split / "new_items.csv")
+    recommend(store, split, recs, candidates=split / "new_items.csv", stage=None)
     cmd = [sys.executable, str(PROTOCOL_DIR / "evaluate.py"), "--test", str(new),
            "--train", str(split / "train.csv"), "--recs", str(recs), "--k", "10",
            "--candidates", str(split / "new_items.csv")]
@@ -238,7 +242,7 @@ def scales(store: Path, split: Path, values: list[float]) -> None:
                 fit_new_item_map(model, scale)
             np.save(path, embed_all(model, len(saved), "item", torch.device("cpu")))
             recs = store / "recs.csv"
-            recommend(store, split, recs)
+            recommend(store, split, recs, stage=None)
             m = json.loads(subprocess.run(
                 [sys.executable, str(PROTOCOL_DIR / "evaluate.py"), "--test",
                  str(split / "test.csv"), "--train", str(split / "train.csv"), "--recs",

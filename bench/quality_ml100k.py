@@ -191,14 +191,19 @@ def _ids(path: Path) -> np.ndarray:
         return np.array(sorted(int(r["item_id"]) for r in csv.DictReader(f)), np.int64)
 
 
-def recommend(store: Path, split_dir: Path, out: Path, candidates: Path | None = None) -> int:
-    """Top-K per user from the embedding files into ``out`` (``user_id,item_id,rank``).
+def recommend(store: Path, split_dir: Path, out: Path, candidates: Path | None = None,
+              stage: str | None = "auto") -> int:
+    """Top-K per user into ``out`` (``user_id,item_id,rank``): what ``unirec recommend``
+    serves at ``stage`` (the ranking stage where fit kept it, by default), or with ``stage``
+    None, retrieval alone from the embedding files.
 
     Candidates are every catalogue item (cold_item: the cold items), columns in item-id order
     so ``topk``'s lower-index tie-break is the lower item id; train items are excluded.
     ``candidates`` (a CSV of item ids) overrides the candidate set. Returns the number of
     users given a list.
     """
+    if stage is not None:
+        return _served(store, split_dir, out, candidates, stage)
     con = duckdb.connect(str(store / "features.duckdb"), read_only=True)
     try:
         umap = con.execute("SELECT user_id, user_index FROM user_map").fetchnumpy()
@@ -231,6 +236,31 @@ def recommend(store: Path, split_dir: Path, out: Path, candidates: Path | None =
             for rank, c in enumerate(recs[r], start=1):
                 if c >= 0:
                     w.writerow([int(u), int(cand_ids[c]), rank])
+    return len(user_ids)
+
+
+def _served(store: Path, split_dir: Path, out: Path, candidates: Path | None,
+            stage: str) -> int:
+    """``recommend``'s served form: ``unirec.recommend`` for every user of the store, seen
+    (training) items excluded by the model, as a user's query would be."""
+    import unirec
+
+    con = duckdb.connect(str(store / "features.duckdb"), read_only=True)
+    try:
+        user_ids = np.sort(con.execute("SELECT user_id FROM user_map").fetchnumpy()["user_id"]
+                           .astype(np.int64))
+    finally:
+        con.close()
+    candidates = candidates or (split_dir / "cold_items.csv")
+    cand = [int(i) for i in _ids(candidates)] if candidates.is_file() else None
+    ids, scores = unirec.recommend([int(u) for u in user_ids], K, store=store,
+                                   candidates=cand, stage=stage)
+    with open(out, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["user_id", "item_id", "rank"])
+        for u, row, got in zip(user_ids, ids, scores, strict=True):
+            w.writerows([int(u), int(i), rank] for rank, (i, s) in
+                        enumerate(zip(row, got, strict=True), start=1) if not np.isnan(s))
     return len(user_ids)
 
 
