@@ -276,9 +276,11 @@ def test_refit_judges_the_ranker_before_and_serves_it_after(ranked_store) -> Non
 ])
 def test_auto_drops_a_ranker_that_does_not_help(tmp_path, synthetic_store, sets, why) -> None:
     """auto keeps the ranker only when the judged pass's per-user NDCG gain is at least
-    train.rank.min_z standard errors above zero; otherwise the model serves retrieval."""
+    train.rank.min_z standard errors above zero; otherwise the model serves retrieval
+    (the rescoring model, judged the same way, has its own test: test_rescore.py)."""
     store = copy_store(synthetic_store, tmp_path / "store")
     out = invoke("fit", "--store", store, "--epochs", "3", "--set", "train.dim=32",
+                 "--set", "train.rank.rescore=false",
                  "--set", "train.batch_size=256", "--set", "train.rank.fit_on=train",
                  "--set", "train.rank.batch_size=256", "--set", "train.rank.epochs=2",
                  *[a for x in sets for a in ("--set", x)])

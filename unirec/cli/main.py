@@ -196,6 +196,24 @@ def fit(store: Path, config_file: Path | None, overrides: tuple[str, ...], epoch
         state = "in use" if rank["active"] else f"not used ({why})"
         click.echo(f"ranking stage ({rank['model']}, epoch {rank['best_epoch']}){figures}; "
                    f"{state}")
+        _echo_rescore(rank.get("rescore"), k, cfg.train.rank.min_z)
+
+
+def _echo_rescore(rescore: dict | None, k: int, min_z: float) -> None:
+    """The fit summary's line for train.rank.rescore, when it ran or was left out."""
+    if not rescore:
+        return
+    val = rescore.get("validation") or {}
+    figures = (f": validation NDCG@{k} {val[f'val_rescore_ndcg@{k}']:.4f} against "
+               f"{val[f'val_retrieval_ndcg@{k}']:.4f} for retrieval alone "
+               f"({val.get('val_rescore_gain_z', 0.0):+.1f} standard errors)"
+               if f"val_rescore_ndcg@{k}" in val else "")
+    why = rescore.get("note") or f"it did not beat retrieval by train.rank.min_z ({min_z:g}) " \
+        "standard errors"
+    epoch = f", epoch {rescore['best_epoch']}" if "best_epoch" in rescore else ""
+    state = "in use" if rescore["active"] else f"not used ({why})"
+    click.echo(f"rescoring model (temperature {rescore.get('temperature', '?')}{epoch})"
+               f"{figures}; {state}")
 
 
 @cli.command()
