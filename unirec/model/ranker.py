@@ -6,8 +6,9 @@ their torch names) and ``user_part.npy`` / ``item_part.npy``, each entity's proj
 tokens (users with their latest history), computed once so a query pays only for the pair
 token and the interaction model over its candidates. With ``train.rank.rescore`` it also
 holds ``rescore_user.npy`` / ``rescore_item.npy``, the served vectors of a second two-tower
-trained for items people met, whose scores re-order those candidates (``rescore_blend``). The forwards below mirror
-``unirec.model.interactions`` op for op; a test holds them to torch's scores within 1e-5.
+trained for items people met, whose scores re-order those candidates (``rescore_blend``).
+The forwards below mirror ``unirec.model.interactions`` op for op; a test holds them to
+torch's scores within 1e-5.
 
 Here (``unirec.model``), not in ``serve``, because ``train`` validates with the very same
 blend and ordering (``blend``, ``top_by``) and writes the folder (``RankResult``). A custom

@@ -32,8 +32,8 @@ from unirec.metrics import ranking_metrics, topk
 from unirec.model import workdir
 from unirec.model.checkpoint import save_checkpoint, save_weights
 from unirec.model.inputs import Inputs, gather_history, load_inputs
-from unirec.model.ranker import RankResult
 from unirec.model.outputs import selection_score, write_outputs
+from unirec.model.ranker import RankResult
 from unirec.model.towers import TwoTower
 from unirec.store import Store
 from unirec.store.csr import csr_rows
