@@ -248,6 +248,10 @@ def test_onnx_export_covers_the_ranker(ranked_store, tmp_path) -> None:
                              "score": s})
     want = ranker.outputs(users, cand, u, v, s)
     assert spec["outputs"] == ["rank", "interaction_type"]
+    rescore = spec["rescore"]  # ranked_store trains the rescoring model (auto)
+    assert rescore["weight"] == ranker.rescore["weight"] and \
+        rescore["active"] == ranker.rescore_on(False)
+    assert (ranked_store / rescore["user"]).is_file() and (ranked_store / rescore["item"]).is_file()
     for name, value in zip(spec["outputs"], got, strict=True):
         np.testing.assert_allclose(value, want[name], atol=1e-5, rtol=0)
 

@@ -190,4 +190,18 @@ def _export_ranker(ranker: Ranker, out: Path) -> dict[str, Any]:
         "meaning": "the served score is 'rank' plus the blend terms (rank.json's stats)",
         "new_items": meta["config"].get("new_items", "ranker"),
         "new_items_meaning": "'retrieval': candidates that model/rank/item_trained.npy marks "
-        "False keep their retrieval slot; the others fill the remaining slots by score"}
+        "False keep their retrieval slot; the others fill the remaining slots by score",
+        "active": bool(meta["active"]), **_rescore_spec(ranker)}
+
+
+def _rescore_spec(ranker: Ranker) -> dict[str, Any]:
+    """How a deployment reproduces ``train.rank.rescore`` (no graph: two dot products)."""
+    if ranker.rescore_user is None:
+        return {}
+    return {"rescore": {
+        "active": ranker.rescore_on(False), "weight": ranker.rescore["weight"],
+        "user": "model/rank/rescore_user.npy", "item": "model/rank/rescore_item.npy",
+        "meaning": "for a known user's candidates: s = the score above where 'active', "
+        "else u . v; r = rescore_user[user] . rescore_item[candidate]; served score "
+        "(1 - weight) z(s) + weight z(r), z standardising over the user's candidates; "
+        "new items keep their slots as above"}}
