@@ -175,6 +175,10 @@ def test_warm_start_continues_the_ranker_and_ranks_new_items(fitted_a, tmp_path)
     assert meta["warm_start"]["continued"] == meta["warm_start"]["of"] > 0
     assert "val_rank_ndcg@10" in meta["validation"] and meta["active"]
     assert len(np.load(store / "model" / "rank" / "item_part.npy")) == n_before + len(NEW)
+    # the rescoring model is not warm-started: left out, and the fit says so
+    assert not meta["rescore"]["active"] and "--warm-start" in meta["rescore"]["note"]
+    assert not (store / "model" / "rank" / "rescore_user.npy").exists()
+    assert "rescoring model" in out.stdout and "fit --warm-start does not train" in out.stdout
     met = {r["user_id"] for r in json.loads(fitted_a[2].read_text())["interactions"]
            if r["item_id"] >= 1000}
     own = other = 0

@@ -210,10 +210,12 @@ def _echo_rescore(rescore: dict | None, k: int, min_z: float) -> None:
                if f"val_rescore_ndcg@{k}" in val else "")
     why = rescore.get("note") or f"it did not beat retrieval by train.rank.min_z ({min_z:g}) " \
         "standard errors"
-    epoch = f", epoch {rescore['best_epoch']}" if "best_epoch" in rescore else ""
     state = "in use" if rescore["active"] else f"not used ({why})"
-    click.echo(f"rescoring model (temperature {rescore.get('temperature', '?')}{epoch})"
-               f"{figures}; {state}")
+    if "best_epoch" not in rescore:  # not trained (a warm start, torchrun)
+        click.echo(f"rescoring model: {state}")
+        return
+    click.echo(f"rescoring model (temperature {rescore['temperature']}, epoch "
+               f"{rescore['best_epoch']}){figures}; {state}")
 
 
 @cli.command()
