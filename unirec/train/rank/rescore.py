@@ -31,14 +31,14 @@ import numpy as np
 import torch
 
 from unirec.config import TrainConfig
-from unirec.metrics import ndcg_per_user, ranking_metrics, topk
+from unirec.metrics import ndcg_per_user, ranking_metrics
 from unirec.model.inputs import Inputs
 from unirec.model.outputs import embed_all, selection_score
 from unirec.model.ranker import rescore_blend, top_by
 from unirec.model.towers import TwoTower
 from unirec.store import Store, serving_histories
 from unirec.train.rank.data import frozen_items, user_side
-from unirec.train.rank.validate import gain_z
+from unirec.train.rank.validate import gain_z, retrieval_top
 from unirec.train.refit import refit_epochs
 from unirec.train.refit_ahead import RefitAhead, wanted
 from unirec.train.step import make_optimizer
@@ -72,13 +72,9 @@ class Judge:
             return None
         model.eval()
         frozen = frozen_items(model, inp.items["popularity"], device)
-        allowed = frozen.allowed.cpu().numpy()
-        users = torch.from_numpy(inp.val_users).to(device)
-        u = user_side(model, users, torch.from_numpy(inp.val_history).to(device))[1]
-        full = (u @ frozen.item_vecs.T).cpu().numpy()
-        full[:, ~allowed] = -np.inf
-        cand = topk(full, cfg.rank.serve_candidates, exclude=inp.val_exclude)
-        score = np.take_along_axis(full, np.maximum(cand, 0), 1)
+        top = [(c, s) for _, _, c, s in
+               retrieval_top(model, inp, frozen, cfg.rank.serve_candidates, device)]
+        cand, score = np.concatenate([c for c, _ in top]), np.concatenate([s for _, s in top])
         untrained = (inp.items["popularity"] <= 0).numpy()
         fixed = untrained[np.maximum(cand, 0)] if cfg.rank.new_items == "retrieval" else None
         base = ndcg_per_user(cand, *inp.val_truth, cfg.eval_k)
@@ -87,14 +83,17 @@ class Judge:
 
     @torch.no_grad()
     def __call__(self, rescorer: TwoTower, inp: Inputs, cfg: TrainConfig,
-                 device: torch.device) -> dict[str, float]:
+                 device: torch.device, chunk: int = 256) -> dict[str, float]:
         """Validation NDCG/Recall@K re-ordered by ``rescorer`` and the paired gain's z."""
         rescorer.eval()
-        users = torch.from_numpy(inp.val_users).to(device)
-        u = user_side(rescorer, users, torch.from_numpy(inp.val_history).to(device))[1]
         v = frozen_items(rescorer, inp.items["popularity"], device).item_vecs
-        c = torch.from_numpy(np.maximum(self.cand, 0)).to(device)
-        rs = torch.einsum("vd,vnd->vn", u, v[c]).cpu().numpy()
+        rs = np.empty(self.cand.shape, np.float32)
+        for s in range(0, len(inp.val_users), chunk):  # (users x N x dim) kept small
+            e = min(s + chunk, len(inp.val_users))
+            users = torch.from_numpy(inp.val_users[s:e]).to(device)
+            u = user_side(rescorer, users, torch.from_numpy(inp.val_history[s:e]).to(device))[1]
+            c = torch.from_numpy(np.maximum(self.cand[s:e], 0)).to(device)
+            rs[s:e] = torch.einsum("vd,vnd->vn", u, v[c]).cpu().numpy()
         valid = self.cand > 0
         s = rescore_blend(np.where(valid, self.score, 0.0), rs, valid, cfg.rank.rescore_weight)
         k = cfg.eval_k

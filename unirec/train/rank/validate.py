@@ -5,6 +5,7 @@ on the validation interactions that carry its field (rating/weight RMSE, type ac
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,26 @@ def gain_z(diff: np.ndarray) -> float:
     return mean / se if se > 0 else float(np.clip(mean * 1e6, -1e6, 1e6))
 
 
+@torch.no_grad()
+def retrieval_top(model: TwoTower, inp: Inputs, frozen: Frozen, n: int, device: torch.device,
+                  chunk: int = 1024
+                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]]:
+    """The validation users' retrieval top-``n`` (their training items excluded), ``chunk``
+    users at a time (a (users x catalogue) score matrix at once would not fit a big store):
+    (user tokens, user vectors, candidates (c, n) with -1 pads, their retrieval scores)."""
+    allowed = frozen.allowed.cpu().numpy()
+    indptr, indices = inp.val_exclude
+    for s in range(0, len(inp.val_users), chunk):
+        e = min(s + chunk, len(inp.val_users))
+        users = torch.from_numpy(inp.val_users[s:e]).to(device)
+        tok, u = user_side(model, users, torch.from_numpy(inp.val_history[s:e]).to(device))
+        full = (u @ frozen.item_vecs.T).cpu().numpy()
+        full[:, ~allowed] = -np.inf
+        sub = (indptr[s:e + 1] - indptr[s], indices[indptr[s]:indptr[e]])
+        cand = topk(full, n, exclude=sub)
+        yield tok, u, cand, np.take_along_axis(full, np.maximum(cand, 0), 1)
+
+
 class Validation:
     """Built once (retrieval is frozen); called with the net after each epoch."""
 
@@ -42,21 +63,9 @@ class Validation:
         self.empty = not len(inp.val_users)
         if self.empty:
             return
-        toks, us, cands, scores = [], [], [], []
-        allowed = frozen.allowed.cpu().numpy()
-        indptr, indices = inp.val_exclude
-        for s in range(0, len(inp.val_users), chunk):
-            e = min(s + chunk, len(inp.val_users))
-            users = torch.from_numpy(inp.val_users[s:e]).to(device)
-            tok, u = user_side(model, users, torch.from_numpy(inp.val_history[s:e]).to(device))
-            full = (u @ frozen.item_vecs.T).cpu().numpy()
-            full[:, ~allowed] = -np.inf
-            sub = (indptr[s:e + 1] - indptr[s], indices[indptr[s]:indptr[e]])
-            cand = topk(full, cfg.rank.serve_candidates, exclude=sub)
-            toks.append(tok)
-            us.append(u)
-            cands.append(cand)
-            scores.append(np.take_along_axis(full, np.maximum(cand, 0), 1))
+        toks, us, cands, scores = zip(*retrieval_top(model, inp, frozen,
+                                                      cfg.rank.serve_candidates, device, chunk),
+                                      strict=True)
         self.tok, self.u = torch.cat(toks), torch.cat(us)
         self.cand, self.score = np.concatenate(cands), np.concatenate(scores)
         self.base = self._metrics(self.cand, "retrieval")
