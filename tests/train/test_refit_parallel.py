@@ -80,3 +80,22 @@ def test_a_script_without_a_main_guard_runs_once(synthetic_store, tmp_path) -> N
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-1] == "True", out.stdout
     assert marker.read_text() == "run\n"
+
+
+def test_the_rescoring_models_parallel_refit_is_its_refit_in_order(synthetic_store,
+                                                                   tmp_path) -> None:
+    """train.rank.rescore refits its model beside its first run the same way: the served
+    rescoring vectors are the same bits either way."""
+    sets = ("--epochs", "3", "--set", "train.rank.enabled=true", "--set",
+            "train.rank.rescore=true", "--set", "train.rank.epochs=1", "--set",
+            "train.rank.fit_on=train")
+    got = {}
+    for mode in ("true", "false"):
+        fit = _fit(synthetic_store, tmp_path / mode, *sets, "--set",
+                   f"train.refit_parallel={mode}")
+        rank = fit["store"] / "model" / "rank"
+        meta = json.loads((rank / "rank.json").read_text())["rescore"]
+        assert meta["refit_parallel"] is (mode == "true") and meta["refit_epochs"] >= 1
+        got[mode] = [np.load(rank / f"rescore_{side}.npy") for side in ("user", "item")]
+    for par, seq in zip(got["true"], got["false"], strict=True):
+        assert np.array_equal(par, seq)
