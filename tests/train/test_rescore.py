@@ -104,3 +104,17 @@ def test_rescoring_off_trains_no_second_model(tmp_path, holdout_store, setting) 
     assert not (store / "model" / "rank" / "rescore_user.npy").exists()
     rows = (store / "model" / "metrics.jsonl").read_text()
     assert '"stage": "rescore"' not in rows
+
+
+def test_without_a_validation_slice_auto_trains_no_rescoring_model(tmp_path,
+                                                                   holdout_store) -> None:
+    """auto has nothing to judge the second model on: it is not trained, and the fit says
+    why."""
+    data = holdout_store.parent / "data.json"
+    store = tmp_path / "store"
+    out = invoke("featurize", data, "--store", store, "--set", "split.val_fraction=0")
+    assert out.exit_code == 0, out.output
+    stdout = _fit(store)
+    assert "rescoring model: not used (no validation slice" in stdout, stdout
+    assert '"stage": "rescore"' not in (store / "model" / "metrics.jsonl").read_text()
+    assert not (store / "model" / "rank" / "rescore_user.npy").exists()

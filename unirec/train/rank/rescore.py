@@ -118,6 +118,9 @@ def fit_rescorer(st: Store, inp: Inputs, cfg: TrainConfig, device: torch.device,
 
     if cfg.rank.rescore is False:
         return None
+    if judge is None and cfg.rank.rescore == "auto":  # nothing to judge it on: not trained
+        return {"active": False, "note": "no validation slice: auto cannot compare, "
+                "rescoring is off"}, {}
     scfg, k = rescore_config(cfg), cfg.eval_k
     loop._seed(scfg.seed)
     model = TwoTower(inp.manifest, inp.users, inp.items, inp.text, inp.image,
@@ -169,8 +172,6 @@ def fit_rescorer(st: Store, inp: Inputs, cfg: TrainConfig, device: torch.device,
         "temperature": scfg.temperature, "best_epoch": kept, "refit_epochs": epochs,
         "refit_parallel": refit, "seconds": round(time.perf_counter() - started, 1),
         "validation": figures}
-    if not figures and cfg.rank.rescore == "auto":
-        meta["note"] = "no validation slice: auto cannot compare, rescoring is off"
     length = inp.manifest["samples"]["history_length"]
     vectors = {"rescore_user": embed_all(served, inp.n_users, "user", device,
                                          serving_histories(st, length)),
