@@ -102,6 +102,20 @@ def _positive_mask(keys: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
     return keys[pos] == q
 
 
+def epoch_verdict(state: dict[str, Any], row: dict[str, Any], k: int, min_gain: float
+                  ) -> bool:
+    """Early stopping's bookkeeping for one validated epoch (``row``, with its ``epoch``):
+    the best score, the epochs without a gain worth one, the history; True for a new best
+    (the caller keeps its weights). The rescoring model's run stops by the same rule."""
+    score = selection_score(row, k)
+    # the first epoch always counts: -train_loss (no validation slice) is below -1
+    improved = not state["history"] or score > state["best"]
+    state["bad_epochs"] = _bad_epochs(state, score, min_gain)
+    state.update(epoch=row["epoch"], best=score if improved else state["best"])
+    state["history"].append(row)
+    return improved
+
+
 def _bad_epochs(state: dict[str, Any], score: float, min_gain: float) -> int:
     """Epochs since the last gain worth an epoch: a score at least ``min_gain`` x |score| above
     the last one that counted. Smaller gains still keep the best weights (the caller saves
@@ -264,12 +278,7 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
                        **validate(model, inp, cfg.eval_k, device)}
                 if cold is not None:
                     row.update(validate_cold(model, cold, cfg.eval_k, device))
-                score = selection_score(row, cfg.eval_k)
-                # the first epoch always counts: -train_loss (no validation slice) is below -1
-                improved = not state["history"] or score > state["best"]
-                state["bad_epochs"] = _bad_epochs(state, score, cfg.min_gain)
-                state.update(epoch=epoch, best=score if improved else state["best"])
-                state["history"].append(row)
+                improved = epoch_verdict(state, row, cfg.eval_k, cfg.min_gain)
                 if ahead is not None:
                     ahead.epoch(epoch, improved)
                 if improved:
@@ -293,8 +302,10 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
             if rank == 0 and (out / "best.safetensors").is_file() else None
         # train.rank.rescore is judged on the same retrieval model, before its refit
         rescoring = ranker is not None and cfg.rank.rescore is not False
+        skipped_by = "fit --warm-start" if plan is not None else "torchrun" if world > 1 \
+            else None
         judge = Judge.build(model, inp, cfg, device) \
-            if rescoring and plan is None and world == 1 else None
+            if rescoring and skipped_by is None else None
         train_inp = inp
         if plan is None:  # a warm start continues the served model: no fresh refit
             refit, inp = _refit(st, cfg, state, inp, device, rank, world, progress, model,
@@ -303,9 +314,7 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
                 ranker = refit_ranker(st, refit, inp, cfg, device, out, ranker)
             model = refit
         if rescoring and ranker is not None:
-            _rescore(ranker, st, train_inp, cfg, device, out, judge, progress,
-                     None if plan is None and world == 1 else
-                     "fit --warm-start" if plan is not None else "torchrun")
+            _rescore(ranker, st, train_inp, cfg, device, out, judge, progress, skipped_by)
         summary: dict[str, Any] = {}
         if rank == 0:
             summary = write_outputs(st, model, inp, cfg, state, device, ranker)
@@ -340,6 +349,26 @@ def refit_model(st: Store, inp: Inputs, cfg: TrainConfig, device: torch.device,
                     inp.user_trained, cfg).to(device), inp
 
 
+def train_refit(st: Store, inp: Inputs, cfg: TrainConfig, device: torch.device, epochs: int,
+                rank: int = 0, world: int = 1, progress: bool | None = None,
+                ahead: RefitAhead | None = None, desc: str = "refit"
+                ) -> tuple[TwoTower, Inputs, bool]:
+    """The refit's model trained ``epochs`` epochs on train + validation: taken from
+    ``ahead``'s process when it trained it beside the first run, else trained here in
+    order. (model, its inputs, whether it came from the second process)."""
+    model, inp = refit_model(st, inp, cfg, device, rank)
+    if ahead is not None and ahead.finish(epochs, model):
+        return model, inp, True
+    if ahead is not None:
+        print(f"unirec: the refit's own process failed (exit code {ahead.exitcode}); "
+              "refitting in order", file=sys.stderr)
+    opt = make_optimizer(model.parameters(), cfg, device)
+    net, step, stream = _stepper(model, opt, inp, cfg, device, rank, world, None)
+    for epoch in range(1, epochs + 1):
+        _train_epoch(net, step, stream, inp, epoch, device, world, progress, f"{desc} {epoch}")
+    return model, inp, False
+
+
 def _refit(st: Store, cfg: TrainConfig, state: dict[str, Any], inp: Inputs,
            device: torch.device, rank: int, world: int, progress: bool | None,
            model: TwoTower, ahead: RefitAhead | None = None) -> tuple[TwoTower, Inputs]:
@@ -355,18 +384,10 @@ def _refit(st: Store, cfg: TrainConfig, state: dict[str, Any], inp: Inputs,
         if ahead is not None:
             ahead.finish(0, model)
         return model, inp
-    model, inp = refit_model(st, inp, cfg, device, rank)
-    if ahead is not None and ahead.finish(int(epochs.item()), model):
+    model, inp, parallel = train_refit(st, inp, cfg, device, int(epochs.item()), rank, world,
+                                       progress, ahead)
+    if parallel:
         state["refit_parallel"] = True
-    else:
-        if ahead is not None:
-            print(f"unirec: the refit's own process failed (exit code "
-                  f"{ahead.exitcode}); refitting in order", file=sys.stderr)
-        opt = make_optimizer(model.parameters(), cfg, device)
-        net, step, stream = _stepper(model, opt, inp, cfg, device, rank, world, None)
-        for epoch in range(1, int(epochs.item()) + 1):
-            _train_epoch(net, step, stream, inp, epoch, device, world, progress,
-                         f"refit {epoch}")
     state["refit_epochs"] = int(epochs.item())
     if rank == 0:
         save_weights(workdir.work_dir(st) / "best.safetensors", model,

@@ -31,14 +31,14 @@ import numpy as np
 import torch
 
 from unirec.config import TrainConfig
-from unirec.metrics import ndcg_per_user, ranking_metrics
+from unirec.metrics import ndcg_per_user
 from unirec.model.inputs import Inputs
 from unirec.model.outputs import embed_all, selection_score
 from unirec.model.ranker import rescore_blend, top_by
 from unirec.model.towers import TwoTower
 from unirec.store import Store, serving_histories
 from unirec.train.rank.data import frozen_items, user_side
-from unirec.train.rank.validate import gain_z, retrieval_top
+from unirec.train.rank.validate import gain_z, retrieval_top, stage_metrics
 from unirec.train.refit import refit_epochs
 from unirec.train.refit_ahead import RefitAhead, wanted
 from unirec.train.step import make_optimizer
@@ -61,7 +61,6 @@ class Judge:
     score: np.ndarray  # (V, N) retrieval scores
     fixed: np.ndarray | None  # (V, N) items that keep their slot (no training sample)
     base: np.ndarray  # per-user NDCG@K of retrieval alone
-    base_ndcg: float
 
     @classmethod
     @torch.no_grad()
@@ -70,6 +69,7 @@ class Judge:
         """None without validation users (``auto`` then cannot judge)."""
         if len(inp.val_users) < 2:
             return None
+        was = model.training
         model.eval()
         frozen = frozen_items(model, inp.items["popularity"], device)
         top = [(c, s) for _, _, c, s in
@@ -78,13 +78,14 @@ class Judge:
         untrained = (inp.items["popularity"] <= 0).numpy()
         fixed = untrained[np.maximum(cand, 0)] if cfg.rank.new_items == "retrieval" else None
         base = ndcg_per_user(cand, *inp.val_truth, cfg.eval_k)
-        model.train()
-        return cls(cand, score, fixed, base, float(base.mean()) if len(base) else 0.0)
+        model.train(was)
+        return cls(cand, score, fixed, base)
 
     @torch.no_grad()
     def __call__(self, rescorer: TwoTower, inp: Inputs, cfg: TrainConfig,
                  device: torch.device, chunk: int = 256) -> dict[str, float]:
         """Validation NDCG/Recall@K re-ordered by ``rescorer`` and the paired gain's z."""
+        was = rescorer.training
         rescorer.eval()
         v = frozen_items(rescorer, inp.items["popularity"], device).item_vecs
         rs = np.empty(self.cand.shape, np.float32)
@@ -98,13 +99,9 @@ class Judge:
         s = rescore_blend(np.where(valid, self.score, 0.0), rs, valid, cfg.rank.rescore_weight)
         k = cfg.eval_k
         recs = top_by(self.cand, s, k, self.fixed)[0]
-        m = ranking_metrics(recs, *inp.val_truth, k=k, n_items=inp.n_items - 1)
-        base = ranking_metrics(self.cand[:, :k], *inp.val_truth, k=k, n_items=inp.n_items - 1)
-        rescorer.train()
-        return {f"val_retrieval_ndcg@{k}": base[f"ndcg@{k}"],
-                f"val_retrieval_recall@{k}": base[f"recall@{k}"],
-                f"val_rescore_ndcg@{k}": m[f"ndcg@{k}"],
-                f"val_rescore_recall@{k}": m[f"recall@{k}"],
+        rescorer.train(was)
+        return {**stage_metrics(self.cand, inp, k, "retrieval"),
+                **stage_metrics(recs, inp, k, "rescore"),
                 "val_rescore_gain_z": gain_z(ndcg_per_user(recs, *inp.val_truth, k)
                                              - self.base)}
 
@@ -139,11 +136,7 @@ def fit_rescorer(st: Store, inp: Inputs, cfg: TrainConfig, device: torch.device,
             row = {"stage": "rescore", "rescore_epoch": epoch, "train_loss":
                    total / max(seen, 1), "rescore_train_seconds": round(secs, 3),
                    **loop.validate(model, inp, k, device)}
-            score = selection_score(row, k)
-            improved = not state["history"] or score > state["best"]
-            state["bad_epochs"] = loop._bad_epochs(state, score, scfg.min_gain)
-            state.update(epoch=epoch, best=score if improved else state["best"])
-            state["history"].append({**row, "epoch": epoch})
+            improved = loop.epoch_verdict(state, {**row, "epoch": epoch}, k, scfg.min_gain)
             if ahead is not None:
                 ahead.epoch(epoch, improved)
             if improved:
@@ -161,10 +154,9 @@ def fit_rescorer(st: Store, inp: Inputs, cfg: TrainConfig, device: torch.device,
             ahead.stop_at(epochs)
         served, refit = model, False
         if epochs:
-            served, rinp = loop.refit_model(st, inp, scfg, device)
-            refit = ahead is not None and ahead.finish(epochs, served)
-            if not refit:
-                _train_in_order(loop, served, rinp, scfg, device, epochs, progress)
+            served, _, refit = loop.train_refit(st, inp, scfg, device, epochs,
+                                                progress=progress, ahead=ahead,
+                                                desc="rescore refit")
     helps = bool(figures) and figures[f"val_rescore_ndcg@{k}"] > \
         figures[f"val_retrieval_ndcg@{k}"] and figures["val_rescore_gain_z"] >= cfg.rank.min_z
     meta: dict[str, Any] = {
@@ -178,13 +170,3 @@ def fit_rescorer(st: Store, inp: Inputs, cfg: TrainConfig, device: torch.device,
                "rescore_item": embed_all(served, inp.n_items, "item", device)}
     return meta, vectors
 
-
-def _train_in_order(loop: Any, model: TwoTower, rinp: Inputs, cfg: TrainConfig,
-                    device: torch.device, epochs: int, progress: bool | None) -> None:
-    """The refit without a second process: ``rinp`` (train + validation), ``epochs``
-    epochs, as ``loop._refit`` trains retrieval's."""
-    opt = make_optimizer(model.parameters(), cfg, device)
-    net, step, stream = loop._stepper(model, opt, rinp, cfg, device, 0, 1, None)
-    for epoch in range(1, epochs + 1):
-        loop._train_epoch(net, step, stream, rinp, epoch, device, 1, progress,
-                          f"rescore refit {epoch}")

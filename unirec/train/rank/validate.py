@@ -51,6 +51,13 @@ def retrieval_top(model: TwoTower, inp: Inputs, frozen: Frozen, n: int, device: 
         yield tok, u, cand, np.take_along_axis(full, np.maximum(cand, 0), 1)
 
 
+def stage_metrics(recs: np.ndarray, inp: Inputs, k: int, stage: str) -> dict[str, float]:
+    """``val_{stage}_ndcg@K`` and ``val_{stage}_recall@K`` of the validation users' lists
+    ``recs`` (best first; only the first K count)."""
+    m = ranking_metrics(recs[:, :k], *inp.val_truth, k=k, n_items=inp.n_items - 1)
+    return {f"val_{stage}_{name}@{k}": m[f"{name}@{k}"] for name in ("ndcg", "recall")}
+
+
 class Validation:
     """Built once (retrieval is frozen); called with the net after each epoch."""
 
@@ -75,10 +82,7 @@ class Validation:
         self.device = device
 
     def _metrics(self, recs: np.ndarray, stage: str) -> dict[str, float]:
-        m = ranking_metrics(recs[:, :self.k], *self.inp.val_truth, k=self.k,
-                            n_items=self.inp.n_items - 1)
-        return {f"val_{stage}_{name}@{self.k}": m[f"{name}@{self.k}"]
-                for name in ("ndcg", "recall")}
+        return stage_metrics(recs, self.inp, self.k, stage)
 
     @torch.no_grad()
     def _outputs(self, net: RankNet, rows: np.ndarray, cand: np.ndarray, score: np.ndarray
