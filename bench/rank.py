@@ -17,7 +17,6 @@ Usage: python -m bench.rank [--splits DIR] [--protocol temporal ...] [--work DIR
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from bench.quality_ml100k import evaluate as protocol_evaluate
+from bench.quality_ml100k import recommend
 
 ROOT = Path(__file__).resolve().parent.parent
 # the mixed protocol's new-item figures (``evaluate.py --new-items``): re-ranking must not
@@ -54,20 +54,6 @@ def with_ratings(src: Path, dst: Path) -> None:
         if kind.startswith("rating_"):
             row["rating"] = float(kind.split("_", 1)[1])
     dst.write_text(json.dumps(doc))
-
-
-def write_recs(store: Path, stage: str, out: Path) -> None:
-    import unirec
-
-    rec = unirec.Recommender.load(store)
-    users = rec.user_ids(np.arange(1, rec.n_users + 1))
-    ids, _ = unirec.recommend(list(users), 10, store=store, stage=stage)
-    with open(out, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["user_id", "item_id", "rank"])
-        for u, row in zip(users, ids, strict=True):
-            for r, i in enumerate(row, start=1):
-                w.writerow([int(u), int(i), r])
 
 
 def latency(store: Path, n: int = 200) -> dict[str, Any]:
@@ -113,7 +99,7 @@ def run_ml100k(split: Path, work: Path, sets: list[str]) -> dict[str, Any]:
     # rank: the whole stage forced on; auto: what fit kept of it, as a user is served
     for stage in ("retrieve", "rank", "auto"):
         recs = work / f"recs_{stage}.csv"
-        write_recs(store, stage, recs)
+        recommend(store, split, recs, stage=stage)
         got = protocol_evaluate(split, recs)
         out[stage] = {k: got[k] for k in ("recall@10", "ndcg@10", "hr@10", "coverage",
                                           *NEW_ITEMS) if k in got}
