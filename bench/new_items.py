@@ -224,7 +224,9 @@ def title_info(store: Path) -> dict[str, float]:
 
 def scales(store: Path, split: Path, values: list[float]) -> None:
     """Mixed-protocol metrics of one kept fit with the new-item map at each scale (and off):
-    ``fit_new_item_map`` on the restored model, item vectors rewritten, scored as ``run``."""
+    ``fit_new_item_map`` on the restored model, item vectors rewritten, scored as ``run``:
+    retrieval alone and as served (the ranking stage, where fit kept it, re-orders warm
+    candidates; new items keep the slots the scale gives them)."""
     import torch
 
     from unirec.model.newitems import fit_new_item_map
@@ -241,17 +243,20 @@ def scales(store: Path, split: Path, values: list[float]) -> None:
             else:
                 fit_new_item_map(model, scale)
             np.save(path, embed_all(model, len(saved), "item", torch.device("cpu")))
-            recs = store / "recs.csv"
-            recommend(store, split, recs, stage=None)
-            m = json.loads(subprocess.run(
-                [sys.executable, str(PROTOCOL_DIR / "evaluate.py"), "--test",
-                 str(split / "test.csv"), "--train", str(split / "train.csv"), "--recs",
-                 str(recs), "--k", "10", "--new-items", str(split / "new_items.csv")],
-                capture_output=True, text=True, check=True).stdout)
-            m.update(cold_only(store, split))
-            print(json.dumps({"scale": scale, **{k: round(m[k], 4) for k in (
-                "ndcg@10", "recall@10", "new_parity", "new_share_of_recs",
-                "cold_recall@10")}}), flush=True)
+            cold = cold_only(store, split)
+            for stage in (None, "auto"):
+                recs = store / "recs.csv"
+                recommend(store, split, recs, stage=stage)
+                m = json.loads(subprocess.run(
+                    [sys.executable, str(PROTOCOL_DIR / "evaluate.py"), "--test",
+                     str(split / "test.csv"), "--train", str(split / "train.csv"), "--recs",
+                     str(recs), "--k", "10", "--new-items", str(split / "new_items.csv")],
+                    capture_output=True, text=True, check=True).stdout)
+                m.update(cold)
+                print(json.dumps({"scale": scale, "stage": stage or "retrieve",
+                                  **{k: round(m[k], 4) for k in (
+                                      "ndcg@10", "recall@10", "new_parity",
+                                      "new_share_of_recs", "cold_recall@10")}}), flush=True)
     finally:
         np.save(path, saved)
 

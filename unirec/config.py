@@ -310,11 +310,15 @@ class RankConfig(_Section):
         "against +6.0% from validation). Without a validation slice: train.")
     holdout_share: float = Field(0.5, gt=0.0, lt=1.0, description="fit_on validation: the "
                                  "share of validation users whose slices train the ranker.")
-    new_items: Literal["retrieval", "ranker"] = Field(
-        "retrieval", description="Items no training sample had (new items): 'retrieval' "
-        "keeps each in the slot retrieval gave it and re-orders the others around them; "
-        "'ranker' lets the ranker place them, which it learnt from popularity and ids to "
-        "put last (MovieLens-100K mixed new_parity 0.34 -> 0.0).")
+    new_items: Literal["last", "retrieval", "ranker"] = Field(
+        "last", description="Items no training sample had (new items): retrieval decides "
+        "which enter the top k (train.new_item_scale). 'last' puts them after the warm ones "
+        "(a new item, ranked from content alone, is hit less often than a warm item in any "
+        "slot of the top 10: MovieLens-100K mixed tuning carve, three seeds, NDCG@10 +4% "
+        "with the same items and new_parity; docs/ranking.md); 'retrieval' keeps each in the "
+        "slot retrieval gave it and re-orders the others around them; 'ranker' lets the "
+        "ranker place them, which it learnt from popularity and ids to put out of the top k "
+        "(MovieLens-100K mixed new_parity 0.34 -> 0.0).")
     popularity: bool = Field(True, description="Give the ranker one more item token: the "
                              "item's training interactions, overall and in the last 10% of "
                              "the training period (log, standardised), which retrieval's "
@@ -457,12 +461,13 @@ class TrainConfig(_Section):
         "new-item-only Recall@10 0.117 -> 0.132 and ~+0.008 mixed NDCG@10 at equal "
         "new_parity (docs/quality.md section 13). Off: the content-only vector, unit length.")
     new_item_scale: float = Field(
-        0.95, gt=0.0, le=1.0, description="Length of a new item's mapped vector (warm items' "
+        0.97, gt=0.0, le=1.0, description="Length of a new item's mapped vector (warm items' "
         "are 1): its scores are this share of a warm item's in the same direction, a "
         "discount for a guess from content. A policy, not a maximum: lower trades new "
-        "items' slots for warm accuracy (MovieLens-100K tuning carve, three seeds: 0.95 gives "
-        "new_parity 0.45 at 15% of the slots, 0.88 0.32 at 9% and NDCG@10 +0.011, 0.98 "
-        "0.51 at 17% and NDCG@10 -0.006; docs/quality.md section 16).")
+        "items' slots for warm accuracy. MovieLens-100K tuning carve, three seeds, as served "
+        "(train.rank.new_items 'last'): 0.97 gives new_parity 0.47 at 16% of the slots, 0.95 "
+        "0.44 at 15% and NDCG@10 +0.002, 0.90 0.35 at 11% and +0.006, 1.0 0.55 at 19% and "
+        "-0.004 (docs/quality.md section 21).")
     cold_val_items: float = Field(
         0.0, ge=0.0, lt=1.0, description="Share of the items with >= 5 training samples held "
         "out of training as if new, ranked among themselves each epoch (val_cold_recall@K, "

@@ -18,6 +18,7 @@ import polars as pl
 import pytest
 from conftest import invoke
 
+from unirec.config import TrainConfig
 from unirec.datasets import synthesize, write_document
 
 pytestmark = pytest.mark.slow
@@ -133,7 +134,7 @@ def test_new_items_are_served_the_mapped_vector(world) -> None:
 
     _fit_and_recommend(world, "defaults")
     _fit_and_recommend(world, "no_map", new_item_map=False)
-    scale = 0.95  # the default of train.new_item_scale
+    scale = TrainConfig().new_item_scale  # the default
     for name, new_len in (("defaults", scale), ("no_map", 1.0)):
         store = world["root"] / name
         rec = Recommender.load(store)
@@ -187,7 +188,7 @@ def test_new_item_map_shrinks_towards_the_content_vector(world) -> None:
     store = world["root"] / "defaults"
     summary = json.loads((store / "model" / "config.json").read_text())["summary"]
     chosen = summary["new_item_map"]["ridge"]
-    assert chosen > 0 and summary["new_item_map"]["scale"] == 0.95
+    assert chosen > 0 and summary["new_item_map"]["scale"] == TrainConfig().new_item_scale
     model = load_model(store)
     tower = model.item
     new = torch.from_numpy(Recommender.load(store).item_index(world["new"].tolist()))

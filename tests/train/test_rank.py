@@ -331,20 +331,22 @@ def test_new_users_given_as_records_are_ranked(ranked_store) -> None:
     np.testing.assert_allclose(ranker.project_users(tokens), want, atol=1e-5)
 
 
-def test_new_items_keep_their_retrieval_slots_after_ranking(tmp_path) -> None:
-    """Items no training sample had (the mixed protocol's new items) are placed by
+@pytest.mark.parametrize("rule", ["last", "retrieval"])
+def test_new_items_are_placed_by_retrieval_after_ranking(tmp_path, rule) -> None:
+    """Items no training sample had (the mixed protocol's new items) are chosen by
     retrieval's content path, not by the ranker (which learnt popularity and ids and would
-    put them last): with the default train.rank.new_items = "retrieval", every new item in
-    a user's retrieved top-10 keeps its slot in the ranked top-10, and the warm items around
-    it are re-ordered."""
+    put them out of the list). Every new item in a user's retrieved top-10 stays in the
+    ranked top-10: with train.rank.new_items = "retrieval" in its slot, with the default
+    "last" after the warm items (in retrieval's order); the warm items are re-ordered."""
     out = invoke("datasets", "synthetic", "--users", "200", "--items", "120",
                  "--interactions", "5000", "--holdout-items", "0.2", "--out", tmp_path / "d")
     assert out.exit_code == 0, out.output
     store = tmp_path / "store"
     assert invoke("featurize", tmp_path / "d" / "data.json", "--store", store).exit_code == 0
+    sets = [] if rule == "last" else ["--set", f"train.rank.new_items={rule}"]
     out = invoke("fit", "--store", store, "--epochs", "2", "--set", "train.dim=16",
                  "--set", "train.rank.enabled=true", "--set", "train.rank.epochs=2",
-                 "--set", "train.rank.fit_on=train")
+                 "--set", "train.rank.fit_on=train", *sets)
     assert out.exit_code == 0, out.output
     new = {int(x) for x in (tmp_path / "d" / "new_items.csv").read_text().split()[1:]}
     rec = unirec.Recommender.load(store)
@@ -353,11 +355,17 @@ def test_new_items_keep_their_retrieval_slots_after_ranking(tmp_path) -> None:
     retrieved, _ = unirec.recommend(users, 10, store=store, stage="retrieve")
     slots = [[(j, int(i)) for j, i in enumerate(row) if int(i) in new] for row in retrieved]
     assert sum(map(len, slots)) >= 20, "retrieval recommends new items here"
+    assert any(0 < len(kept) < 10 and kept[0][0] < 10 - len(kept) for kept in slots), \
+        "some list has a new item before a warm one in retrieval's order"
     for row, kept in zip(ranked, slots, strict=True):
-        assert [(j, int(row[j])) for j, _ in kept] == kept
+        if rule == "retrieval":
+            assert [(j, int(row[j])) for j, _ in kept] == kept
+        else:
+            assert [int(i) for i in row[10 - len(kept):]] == [i for _, i in kept]
+            assert not {int(i) for i in row[:10 - len(kept)]} & new
     assert (ranked != retrieved).any(), "the warm items are re-ordered"
     meta = json.loads((store / "model" / "rank" / "rank.json").read_text())
-    assert meta["config"]["new_items"] == "retrieval"
+    assert meta["config"]["new_items"] == rule
 
 
 def test_prepared_user_side_equals_the_per_batch_one(ranked_store, tmp_path,

@@ -34,7 +34,7 @@ from unirec.config import TrainConfig
 from unirec.metrics import ndcg_per_user
 from unirec.model.inputs import Inputs
 from unirec.model.outputs import embed_all, selection_score
-from unirec.model.ranker import rescore_blend, top_by
+from unirec.model.ranker import new_item_rule, rescore_blend, top_by
 from unirec.model.towers import TwoTower
 from unirec.store import Store, serving_histories
 from unirec.train.rank.data import frozen_items, user_side
@@ -59,7 +59,8 @@ class Judge:
 
     cand: np.ndarray  # (V, N) item indices, -1 pads
     score: np.ndarray  # (V, N) retrieval scores
-    fixed: np.ndarray | None  # (V, N) items that keep their slot (no training sample)
+    fixed: np.ndarray | None  # (V, N) items placed by retrieval (no training sample)
+    last: bool  # those items after the others (train.rank.new_items = "last")
     base: np.ndarray  # per-user NDCG@K of retrieval alone
 
     @classmethod
@@ -75,11 +76,11 @@ class Judge:
         top = [(c, s) for _, _, c, s in
                retrieval_top(model, inp, frozen, cfg.rank.serve_candidates, device)]
         cand, score = np.concatenate([c for c, _ in top]), np.concatenate([s for _, s in top])
-        untrained = (inp.items["popularity"] <= 0).numpy()
-        fixed = untrained[np.maximum(cand, 0)] if cfg.rank.new_items == "retrieval" else None
+        fixed, last = new_item_rule(cfg.rank.new_items,
+                                    (inp.items["popularity"] > 0).numpy(), cand)
         base = ndcg_per_user(cand, *inp.val_truth, cfg.eval_k)
         model.train(was)
-        return cls(cand, score, fixed, base)
+        return cls(cand, score, fixed, last, base)
 
     @torch.no_grad()
     def __call__(self, rescorer: TwoTower, inp: Inputs, cfg: TrainConfig,
@@ -98,7 +99,7 @@ class Judge:
         valid = self.cand > 0
         s = rescore_blend(np.where(valid, self.score, 0.0), rs, valid, cfg.rank.rescore_weight)
         k = cfg.eval_k
-        recs = top_by(self.cand, s, k, self.fixed)[0]
+        recs = top_by(self.cand, s, k, self.fixed, self.last)[0]
         rescorer.train(was)
         return {**stage_metrics(self.cand, inp, k, "retrieval"),
                 **stage_metrics(recs, inp, k, "rescore"),

@@ -15,7 +15,7 @@ from unirec.config import TrainConfig
 from unirec.metrics import ndcg_per_user, ranking_metrics, topk
 from unirec.model.inputs import Inputs
 from unirec.model.interactions import RankNet
-from unirec.model.ranker import blend, top_by
+from unirec.model.ranker import blend, new_item_rule, top_by
 from unirec.model.towers import TwoTower
 from unirec.train.rank.data import Frozen, Samples, user_side
 
@@ -64,9 +64,9 @@ class Validation:
     def __init__(self, model: TwoTower, inp: Inputs, frozen: Frozen, val: Samples,
                  cfg: TrainConfig, device: torch.device, chunk: int = 1024) -> None:
         self.k, self.inp, self.frozen, self.val = cfg.eval_k, inp, frozen, val
-        # judged as served: items no training sample had keep their retrieval slot
-        self.untrained = (inp.items["popularity"] <= 0).numpy()
-        self.keep_new = cfg.rank.new_items == "retrieval"
+        # judged as served: items no training sample had are placed by new_item_rule
+        self.trained = (inp.items["popularity"] > 0).numpy()
+        self.new_items = cfg.rank.new_items
         self.empty = not len(inp.val_users)
         if self.empty:
             return
@@ -106,8 +106,7 @@ class Validation:
             score = np.where(cand > 0, self.score[rows], 0.0)
             out = self._outputs(net, rows, cand, score)
             recs.append(top_by(cand, blend(out, score, meta), self.k,
-                               self.untrained[np.maximum(cand, 0)] if self.keep_new
-                               else None)[0])
+                               *new_item_rule(self.new_items, self.trained, cand))[0])
         recs = np.concatenate(recs)
         row = {**self.base, **self._metrics(recs, "rank"),
                "val_rank_gain_z": gain_z(ndcg_per_user(recs, *self.inp.val_truth, self.k)
