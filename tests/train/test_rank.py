@@ -18,7 +18,7 @@ from conftest import copy_store, invoke, run_unirec
 
 import unirec
 from unirec.model.interactions import INTERACTIONS, RankNet
-from unirec.model.ranker import Ranker
+from unirec.model.ranker import Ranker, new_item_rule, top_by
 from unirec.model.restore import load_model
 from unirec.store import Store, serving_histories
 from unirec.train.rank.data import frozen_items, item_signals, user_side
@@ -248,6 +248,7 @@ def test_onnx_export_covers_the_ranker(ranked_store, tmp_path) -> None:
                              "score": s})
     want = ranker.outputs(users, cand, u, v, s)
     assert spec["outputs"] == ["rank", "interaction_type"]
+    assert spec["new_items"] == "last" and "'last'" in spec["new_items_meaning"]
     rescore = spec["rescore"]  # ranked_store trains the rescoring model (auto)
     assert rescore["weight"] == ranker.rescore["weight"] and \
         rescore["active"] == ranker.rescore_on(False)
@@ -329,6 +330,23 @@ def test_new_users_given_as_records_are_ranked(ranked_store) -> None:
     with torch.no_grad():
         want = net.user_part(torch.from_numpy(tokens)).numpy()
     np.testing.assert_allclose(ranker.project_users(tokens), want, atol=1e-5)
+
+
+def test_top_by_places_new_items_in_their_slots_or_last() -> None:
+    """``top_by`` with retrieval-placed (``fixed``) items: they keep their slot, or with
+    ``last`` follow the others in retrieval order; padding stays at the end either way."""
+    idx = np.array([[5, 7, 3, 9, 4, -1], [2, 8, -1, -1, -1, -1]])
+    s = np.array([[0.1, 0.9, 0.5, 0.0, 0.3, 0.0], [0.2, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    trained = np.ones(10, bool)
+    trained[[7, 4, 8]] = False  # items 7, 4 and 8 had no training sample
+    for rule, want in (("retrieval", [[3, 7, 5, 9, 4], [2, 8, -1, -1, -1]]),
+                       ("last", [[3, 5, 9, 7, 4], [2, 8, -1, -1, -1]]),
+                       ("ranker", [[7, 3, 4, 5, 9], [2, 8, -1, -1, -1]])):
+        top, score = top_by(idx, s, 5, *new_item_rule(rule, trained, idx))
+        assert top.tolist() == want, rule
+        assert np.isnan(score[top < 0]).all() and not np.isnan(score[top > 0]).any()
+    top, _ = top_by(idx, s, 2, *new_item_rule("last", trained, idx))
+    assert top.tolist() == [[3, 7], [2, 8]]  # 7 holds retrieval's slot 2 and is its last
 
 
 @pytest.mark.parametrize("rule", ["last", "retrieval"])

@@ -188,9 +188,11 @@ def _export_ranker(ranker: Ranker, out: Path) -> dict[str, Any]:
         {"name": "score", "shape": ["batch", "candidates"], "meaning": "u . v"}],
         "outputs": graph.names, "blend": meta["config"]["blend"],
         "meaning": "the served score is 'rank' plus the blend terms (rank.json's stats)",
-        "new_items": meta["config"].get("new_items", "ranker"),
-        "new_items_meaning": "'retrieval': candidates that model/rank/item_trained.npy marks "
-        "False keep their retrieval slot; the others fill the remaining slots by score",
+        "new_items": meta["config"].get("new_items", "retrieval"),
+        "new_items_meaning": "candidates that model/rank/item_trained.npy marks False "
+        "(new items) are placed by retrieval: 'retrieval': each keeps its retrieval slot and "
+        "the others fill the remaining slots by score; 'last': the same top k, with the new "
+        "items after the others in retrieval order; 'ranker': by score like the others",
         "active": bool(meta["active"]), **_rescore_spec(ranker)}
 
 
@@ -204,4 +206,4 @@ def _rescore_spec(ranker: Ranker) -> dict[str, Any]:
         "meaning": "for a known user's candidates: s = the score above where 'active', "
         "else u . v; r = rescore_user[user] . rescore_item[candidate]; served score "
         "(1 - weight) z(s) + weight z(r), z standardising over the user's candidates; "
-        "new items keep their slots as above"}}
+        "new items are placed as above"}}
