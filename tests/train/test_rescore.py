@@ -76,6 +76,25 @@ def test_rescoring_orders_warm_candidates_and_new_items_follow_them(
     assert any(int(i) in new for row in served for i in row), "new items are still served"
 
 
+def test_both_models_are_judged_against_retrieval_with_new_items_placed(
+        tmp_path, holdout_store) -> None:
+    """Moving new items after the warm ones (train.rank.new_items = "last") gains on its
+    own, so each model is judged against retrieval with new items so placed: against
+    retrieval's raw order, auto would keep either model for the placement's gain. The same
+    fit under "retrieval" (new items in their slots, the raw order) judges against another
+    baseline, from the same retrieval model."""
+    metas = {}
+    for rule in ("last", "retrieval"):
+        store = copy_store(holdout_store, tmp_path / rule)
+        _fit(store, "train.rank.enabled=true", "train.rank.rescore=true",
+             f"train.rank.new_items={rule}")
+        metas[rule] = json.loads((store / "model" / "rank" / "rank.json").read_text())
+        assert metas[rule]["config"]["new_items"] == rule
+    for part in (lambda m: m["validation"], lambda m: m["rescore"]["validation"]):
+        last, raw = part(metas["last"]), part(metas["retrieval"])
+        assert last["val_retrieval_ndcg@10"] != raw["val_retrieval_ndcg@10"], (last, raw)
+
+
 def test_auto_drops_the_rescoring_model_that_does_not_help(tmp_path, holdout_store) -> None:
     """auto keeps it only at train.rank.min_z standard errors of gain on the judging users;
     dropped, the model serves retrieval (the interaction model dropped too), and the CLI

@@ -38,7 +38,7 @@ from unirec.model.ranker import new_item_rule, rescore_blend, top_by
 from unirec.model.towers import TwoTower
 from unirec.store import Store, serving_histories
 from unirec.train.rank.data import frozen_items, user_side
-from unirec.train.rank.validate import gain_z, retrieval_top, stage_metrics
+from unirec.train.rank.validate import gain_z, placed_retrieval, retrieval_top, stage_metrics
 from unirec.train.refit import refit_epochs
 from unirec.train.refit_ahead import RefitAhead, wanted
 from unirec.train.step import make_optimizer
@@ -55,13 +55,15 @@ def rescore_config(cfg: TrainConfig) -> TrainConfig:
 @dataclass
 class Judge:
     """The validation users' retrieval candidates, taken from the retrieval model before its
-    refit, and how retrieval alone ranks them: what the rescoring model is judged against."""
+    refit, and how retrieval alone ranks them (new items placed as served): what the
+    rescoring model is judged against."""
 
     cand: np.ndarray  # (V, N) item indices, -1 pads
     score: np.ndarray  # (V, N) retrieval scores
     fixed: np.ndarray | None  # (V, N) items placed by retrieval (no training sample)
     last: bool  # those items after the others (train.rank.new_items = "last")
-    base: np.ndarray  # per-user NDCG@K of retrieval alone
+    placed: np.ndarray  # (V, K) retrieval's lists, new items placed (placed_retrieval)
+    base: np.ndarray  # per-user NDCG@K of those
 
     @classmethod
     @torch.no_grad()
@@ -76,11 +78,12 @@ class Judge:
         top = [(c, s) for _, _, c, s in
                retrieval_top(model, inp, frozen, cfg.rank.serve_candidates, device)]
         cand, score = np.concatenate([c for c, _ in top]), np.concatenate([s for _, s in top])
-        fixed, last = new_item_rule(cfg.rank.new_items,
-                                    (inp.items["popularity"] > 0).numpy(), cand)
-        base = ndcg_per_user(cand, *inp.val_truth, cfg.eval_k)
+        trained = (inp.items["popularity"] > 0).numpy()
+        fixed, last = new_item_rule(cfg.rank.new_items, trained, cand)
+        placed = placed_retrieval(cand, score, cfg.eval_k, cfg.rank.new_items, trained)
         model.train(was)
-        return cls(cand, score, fixed, last, base)
+        return cls(cand, score, fixed, last, placed,
+                   ndcg_per_user(placed, *inp.val_truth, cfg.eval_k))
 
     @torch.no_grad()
     def __call__(self, rescorer: TwoTower, inp: Inputs, cfg: TrainConfig,
@@ -101,7 +104,7 @@ class Judge:
         k = cfg.eval_k
         recs = top_by(self.cand, s, k, self.fixed, self.last)[0]
         rescorer.train(was)
-        return {**stage_metrics(self.cand, inp, k, "retrieval"),
+        return {**stage_metrics(self.placed, inp, k, "retrieval"),
                 **stage_metrics(recs, inp, k, "rescore"),
                 "val_rescore_gain_z": gain_z(ndcg_per_user(recs, *inp.val_truth, k)
                                              - self.base)}

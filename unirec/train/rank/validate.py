@@ -51,6 +51,16 @@ def retrieval_top(model: TwoTower, inp: Inputs, frozen: Frozen, n: int, device: 
         yield tok, u, cand, np.take_along_axis(full, np.maximum(cand, 0), 1)
 
 
+def placed_retrieval(cand: np.ndarray, score: np.ndarray, k: int, rule: str,
+                     trained: np.ndarray) -> np.ndarray:
+    """(V, k) retrieval's lists with items no training sample had placed by ``rule``
+    (``train.rank.new_items``): what the stage serves when neither of its models re-orders,
+    and so the baseline each model is judged against (with 'last', retrieval's own order
+    would credit a model with what the placement alone gains)."""
+    return top_by(cand, np.where(cand > 0, score, 0.0), k,
+                  *new_item_rule(rule, trained, cand))[0]
+
+
 def stage_metrics(recs: np.ndarray, inp: Inputs, k: int, stage: str) -> dict[str, float]:
     """``val_{stage}_ndcg@K`` and ``val_{stage}_recall@K`` of the validation users' lists
     ``recs`` (best first; only the first K count)."""
@@ -75,8 +85,9 @@ class Validation:
                                       strict=True)
         self.tok, self.u = torch.cat(toks), torch.cat(us)
         self.cand, self.score = np.concatenate(cands), np.concatenate(scores)
-        self.base = self._metrics(self.cand, "retrieval")
-        self.base_users = ndcg_per_user(self.cand, *inp.val_truth, self.k)
+        placed = placed_retrieval(self.cand, self.score, self.k, self.new_items, self.trained)
+        self.base = self._metrics(placed, "retrieval")
+        self.base_users = ndcg_per_user(placed, *inp.val_truth, self.k)
         # head metrics: each validation interaction, its user as of the validation start
         self.rows = np.searchsorted(inp.val_users, val.user)
         self.device = device
