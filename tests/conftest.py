@@ -7,6 +7,7 @@ import copy
 import hashlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -79,6 +80,16 @@ def run_unirec(*args: str | Path, **kwargs) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "unirec", *map(str, args)],
         capture_output=True, text=True, **kwargs,
     )
+
+
+def popen_unirec(*args: str | Path) -> subprocess.Popen:
+    """``python -m unirec`` as a running process (pipes, text) that a test can Ctrl-C:
+    SIGINT at its default in the child. A shell that starts ``make test`` in the background
+    (``&``, nohup) hands its children SIGINT ignored, and a Python started so never raises
+    KeyboardInterrupt: the Ctrl-C tests would then test the launcher, not unirec."""
+    return subprocess.Popen([sys.executable, "-m", "unirec", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 @contextlib.contextmanager

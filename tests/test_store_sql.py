@@ -7,14 +7,12 @@ import io
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import invoke, run_unirec, write_doc
+from conftest import invoke, popen_unirec, run_unirec, write_doc
 
 from unirec import Store, StoreError
 
@@ -69,8 +67,7 @@ def test_ctrl_c_inside_a_query_aborts_without_a_traceback(store) -> None:
     # tune`'s Ctrl-C in CI). The signal goes once the process has burnt more CPU than its
     # imports take (~0.6 s), so it lands inside the query.
     query = "SELECT sum(hash(range)) FROM range(1000000000000)"  # hours of streaming work
-    proc = subprocess.Popen([sys.executable, "-m", "unirec", "sql", query, "--store", str(store)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = popen_unirec("sql", query, "--store", store)
     try:
         deadline = time.monotonic() + 120
         while proc.poll() is None and _cpu_seconds(proc.pid) < 2.5:

@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import copy_store, invoke
+from conftest import copy_store, invoke, popen_unirec
 
 from unirec.config import TrainConfig, load_config
 from unirec.errors import ConfigError
@@ -68,10 +66,8 @@ def test_tune_beats_or_matches_the_defaults_and_round_trips_through_fit(
 def test_ctrl_c_stops_cleanly_and_keeps_the_best_so_far(tmp_path, holdout_store) -> None:
     store = copy_store(holdout_store, tmp_path / "store")
     out = tmp_path / "best.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "unirec", "tune", "--store", str(store), "--trials", "500",
-         "--no-prune", *SMALL, "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = popen_unirec("tune", "--store", store, "--trials", "500", "--no-prune", *SMALL,
+                        "--out", out)
     try:
         deadline = time.monotonic() + 240
         while not out.exists() and proc.poll() is None and time.monotonic() < deadline:
