@@ -27,8 +27,9 @@ from unirec.model.encoders import (
 from unirec.model.inputs import gather_history, load_inputs
 from unirec.model.towers import Tower, TwoTower
 from unirec.train.data import ShardStream
-from unirec.train.loop import Sampler, _bad_epochs, _positive_mask
+from unirec.train.loop import Sampler, _positive_mask
 from unirec.train.losses import LOSSES
+from unirec.train.selection import _bad_epochs
 from unirec.train.step import PositiveMask, Step, make_optimizer
 
 

@@ -28,24 +28,22 @@ from tqdm import tqdm
 
 from unirec.config import Config, TrainConfig
 from unirec.errors import ConfigError
-from unirec.metrics import ranking_metrics, topk
 from unirec.model import workdir
 from unirec.model.checkpoint import save_checkpoint, save_weights
 from unirec.model.inputs import Inputs, gather_history, load_inputs
-from unirec.model.outputs import selection_score, write_outputs
-from unirec.model.ranker import RankResult
+from unirec.model.outputs import write_outputs
 from unirec.model.towers import TwoTower
 from unirec.store import Store
-from unirec.store.csr import csr_rows
 from unirec.store.guard import resolve_store, store_lock
 from unirec.train import warm
 from unirec.train.coldval import carve, validate_cold
 from unirec.train.data import ShardStream
 from unirec.train.losses import LOSSES
 from unirec.train.rank import fit_ranker, refit_ranker
-from unirec.train.rank.rescore import Judge, fit_rescorer
+from unirec.train.rank.rescore import Judge, add_rescorer
 from unirec.train.refit import refit_epochs, refit_inputs
 from unirec.train.refit_ahead import RefitAhead, wanted
+from unirec.train.selection import epoch_verdict, validate
 from unirec.train.step import PositiveMask, Step, make_optimizer
 
 
@@ -100,58 +98,6 @@ def _positive_mask(keys: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
     q = users.unsqueeze(1) * n_items + items.unsqueeze(0)
     pos = torch.searchsorted(keys, q).clamp(max=len(keys) - 1)
     return keys[pos] == q
-
-
-def epoch_verdict(state: dict[str, Any], row: dict[str, Any], k: int, min_gain: float
-                  ) -> bool:
-    """Early stopping's bookkeeping for one validated epoch (``row``, with its ``epoch``):
-    the best score, the epochs without a gain worth one, the history; True for a new best
-    (the caller keeps its weights). The rescoring model's run stops by the same rule."""
-    score = selection_score(row, k)
-    # the first epoch always counts: -train_loss (no validation slice) is below -1
-    improved = not state["history"] or score > state["best"]
-    state["bad_epochs"] = _bad_epochs(state, score, min_gain)
-    state.update(epoch=row["epoch"], best=score if improved else state["best"])
-    state["history"].append(row)
-    return improved
-
-
-def _bad_epochs(state: dict[str, Any], score: float, min_gain: float) -> int:
-    """Epochs since the last gain worth an epoch: a score at least ``min_gain`` x |score| above
-    the last one that counted. Smaller gains still keep the best weights (the caller saves
-    any improvement); they just buy no more patience, so a flat curve stops."""
-    ref = state.get("best_counted", state["best"]) if state["history"] else None
-    if ref is None or score > ref + min_gain * abs(ref):
-        state["best_counted"] = score
-        return 0
-    return state["bad_epochs"] + 1
-
-
-@torch.no_grad()
-def validate(model: TwoTower, inp: Inputs, k: int, device: torch.device, chunk: int = 1024
-             ) -> dict[str, float]:
-    """Full-ranking Recall/NDCG@K over every warm item for users with a validation slice."""
-    if not len(inp.val_users):
-        return {}
-    model.eval()
-    items = torch.arange(inp.n_items, device=device)
-    # warm validation ranks the items training saw: new items (no training sample) are
-    # rarely in a validation slice, so ranking them would make early stopping reward hiding
-    # them; the cold slice (train.cold_val_items) is what measures new items
-    warm = (inp.items["popularity"] > 0).numpy()
-    item_vecs = torch.cat([model.item(items[i:i + chunk]) for i in range(0, len(items), chunk)])
-    recs = []
-    for s in range(0, len(inp.val_users), chunk):
-        users = torch.from_numpy(inp.val_users[s:s + chunk]).to(device)
-        hist = torch.from_numpy(inp.val_history[s:s + chunk]).to(device)
-        scores = (model.user(users, hist) @ item_vecs.T).float().cpu().numpy()
-        scores[:, ~warm] = -np.inf  # the padding item, and items no training sample has
-        rows = np.arange(s, min(s + chunk, len(inp.val_users)))
-        recs.append(topk(scores, k, exclude=csr_rows(inp.val_exclude, rows)))
-    model.train()
-    m = ranking_metrics(np.concatenate(recs), *inp.val_truth, k=k, n_items=inp.n_items - 1)
-    return {f"val_{name}": value for name, value in m.items() if "@" in name or
-            name == "coverage"}
 
 
 def fit(store: str | Path = "unirec-store", config: Config | None = None, *,
@@ -314,7 +260,7 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
                 ranker = refit_ranker(st, refit, inp, cfg, device, out, ranker)
             model = refit
         if rescoring and ranker is not None:
-            _rescore(ranker, st, train_inp, cfg, device, out, judge, progress, skipped_by)
+            add_rescorer(ranker, st, train_inp, cfg, device, out, judge, progress, skipped_by)
         summary: dict[str, Any] = {}
         if rank == 0:
             summary = write_outputs(st, model, inp, cfg, state, device, ranker)
@@ -322,21 +268,6 @@ def _fit(st: Store, cfg: TrainConfig, resume: bool, progress: bool | None, rank:
             dist.barrier()
             dist.destroy_process_group()
         return summary
-
-
-def _rescore(ranker: RankResult, st: Store, inp: Inputs, cfg: TrainConfig,
-             device: torch.device, out: Path, judge: Judge | None, progress: bool | None,
-             skipped_by: str | None) -> None:
-    """``train.rank.rescore``: train its model and add it to the ranking stage's files; a
-    warm start or a data-parallel fit leaves it out, saying so in ``rank.json``."""
-    if skipped_by is not None:
-        ranker.meta["rescore"] = {"active": False, "note": f"{skipped_by} does not train the "
-                                  "rescoring model: a full single-process fit does"}
-        return
-    got = fit_rescorer(st, inp, cfg, device, out, judge, progress)
-    if got is not None:
-        ranker.meta["rescore"], vectors = got
-        ranker.arrays.update(vectors)
 
 
 def refit_model(st: Store, inp: Inputs, cfg: TrainConfig, device: torch.device,

@@ -34,13 +34,14 @@ from unirec.config import TrainConfig
 from unirec.metrics import ndcg_per_user
 from unirec.model.inputs import Inputs
 from unirec.model.outputs import embed_all, selection_score
-from unirec.model.ranker import new_item_rule, rescore_blend, top_by
+from unirec.model.ranker import RankResult, new_item_rule, rescore_blend, top_by
 from unirec.model.towers import TwoTower
 from unirec.store import Store, serving_histories
 from unirec.train.rank.data import frozen_items, user_side
 from unirec.train.rank.validate import gain_z, placed_retrieval, retrieval_top, stage_metrics
 from unirec.train.refit import refit_epochs
 from unirec.train.refit_ahead import RefitAhead, wanted
+from unirec.train.selection import epoch_verdict, validate
 from unirec.train.step import make_optimizer
 
 
@@ -139,8 +140,8 @@ def fit_rescorer(st: Store, inp: Inputs, cfg: TrainConfig, device: torch.device,
                                                   progress, f"rescore {epoch}")
             row = {"stage": "rescore", "rescore_epoch": epoch, "train_loss":
                    total / max(seen, 1), "rescore_train_seconds": round(secs, 3),
-                   **loop.validate(model, inp, k, device)}
-            improved = loop.epoch_verdict(state, {**row, "epoch": epoch}, k, scfg.min_gain)
+                   **validate(model, inp, k, device)}
+            improved = epoch_verdict(state, {**row, "epoch": epoch}, k, scfg.min_gain)
             if ahead is not None:
                 ahead.epoch(epoch, improved)
             if improved:
@@ -174,3 +175,17 @@ def fit_rescorer(st: Store, inp: Inputs, cfg: TrainConfig, device: torch.device,
                "rescore_item": embed_all(served, inp.n_items, "item", device)}
     return meta, vectors
 
+
+def add_rescorer(ranker: RankResult, st: Store, inp: Inputs, cfg: TrainConfig,
+                 device: torch.device, out: Path, judge: Judge | None,
+                 progress: bool | None, skipped_by: str | None) -> None:
+    """``train.rank.rescore``: train its model and add it to the ranking stage's files; a
+    warm start or a data-parallel fit leaves it out, saying so in ``rank.json``."""
+    if skipped_by is not None:
+        ranker.meta["rescore"] = {"active": False, "note": f"{skipped_by} does not train the "
+                                  "rescoring model: a full single-process fit does"}
+        return
+    got = fit_rescorer(st, inp, cfg, device, out, judge, progress)
+    if got is not None:
+        ranker.meta["rescore"], vectors = got
+        ranker.arrays.update(vectors)
