@@ -261,13 +261,14 @@ class RankConfig(_Section):
         "temperature (rescore_temperature), no content-only loss, no new-item map, early "
         "stopped and refitted like retrieval. Its score, blended with the stage's by "
         "rescore_weight, re-orders the candidates that have training interactions; items "
-        "without keep retrieval's slots (new_items). Retrieval is tuned to bring new items "
-        "in, which costs warm precision; this gives it back without moving them "
-        "(MovieLens-100K, three seeds: temporal test NDCG@10 +7.0%, the mixed tuning carve "
-        "+3.9% with new items in the same slots; docs/ranking.md). 'auto' keeps it if it "
-        "raises validation NDCG@K over retrieval by min_z standard errors. It costs two more "
-        "training runs (the refit beside the first on a second core where "
-        "train.refit_parallel allows); not trained by fit --warm-start or torchrun.")
+        "without are placed by new_items. Retrieval is tuned to bring new items in, which "
+        "costs warm precision; this gives it back without changing which new items are "
+        "recommended (MovieLens-100K, three seeds: temporal test NDCG@10 +7.0%, the mixed "
+        "tuning carve +3.9%; docs/ranking.md). 'auto' keeps it if it raises validation "
+        "NDCG@K over retrieval (its new items placed the same way) by min_z standard "
+        "errors. It costs two more training runs (the refit beside the first on a second "
+        "core where train.refit_parallel allows); not trained by fit --warm-start or "
+        "torchrun.")
     rescore_temperature: float = Field(
         0.15, gt=0.0, description="The rescoring model's softmax temperature (retrieval's: "
         "train.temperature).")

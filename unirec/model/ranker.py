@@ -301,9 +301,6 @@ def top_by(idx: np.ndarray, s: np.ndarray, k: int, fixed: np.ndarray | None = No
     return top, np.where(top > 0, out, np.nan).astype(np.float32)
 
 
-NEW_ITEM_RULES = ("last", "retrieval", "ranker")
-
-
 def new_item_rule(setting: str, trained: np.ndarray | None, cand: np.ndarray
                   ) -> tuple[np.ndarray | None, bool]:
     """How the stage places items no training sample had (``train.rank.new_items``), as

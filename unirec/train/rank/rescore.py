@@ -5,16 +5,18 @@ Why: retrieval is trained to bring items nobody has met into the lists -- a cont
 loss, a softer temperature, the new-item map -- and pays for it in precision among the items
 people did meet. On MovieLens-100K a two-tower without those parts, at temperature 0.15,
 ranks warm items ~7% better (temporal NDCG@10) and new items far worse. So retrieval keeps
-its job (the candidates, and the slots of items without interactions) and this model,
-trained without the content parts, re-orders the rest: ``(1 - w) z(stage) + w z(rescore)``
+its job (the candidates, and which items without interactions enter the list; where they
+go is ``train.rank.new_items``) and this model, trained without the content parts,
+re-orders the rest: ``(1 - w) z(stage) + w z(rescore)``
 over each user's candidates (``unirec.model.ranker.rescore_blend``).
 
 It is trained like retrieval -- early stopped on the validation slice, then refitted on
 train + validation for the kept epochs (beside it in a second process where
 ``train.refit_parallel`` allows) -- and judged like the interaction model: the validation
 users' retrieval top-N (the retrieval model before its refit, which neither has seen) ranked
-by retrieval alone and re-ordered, ``auto`` keeping it at ``train.rank.min_z`` standard
-errors of gain.
+by retrieval alone and re-ordered, new items placed the same way in both
+(``unirec.train.rank.validate.placed_retrieval``), ``auto`` keeping it at
+``train.rank.min_z`` standard errors of gain.
 """
 
 from __future__ import annotations
