@@ -136,12 +136,16 @@ def check_embed(m: dict) -> None:
     import numpy as np
     import pyarrow.parquet as pq
 
+    summary = json.loads((m["store"] / "model" / "config.json").read_text())["summary"]
+    extra = summary["new_item_affinity"]["columns"]  # the category affinity's (tags)
     for side, n in (("users", 60), ("items", 30)):
         path = m["root"] / f"{side}.parquet"
         assert invoke("embed", side, "--out", path, "--store", m["store"]).exit_code == 0
         vectors = np.stack(pq.read_table(path).column("embedding").to_numpy(zero_copy_only=False))
-        assert vectors.shape == (n, 16)
-        assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
+        assert vectors.shape == (n, 16 + extra)
+        assert np.allclose(np.linalg.norm(vectors[:, :16], axis=1), 1, atol=1e-4)
+        if side == "items":  # every item is trained here: their affinity columns are zero
+            assert not vectors[:, 16:].any()
 
 
 def check_score(m: dict) -> None:

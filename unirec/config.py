@@ -462,13 +462,23 @@ class TrainConfig(_Section):
         "new-item-only Recall@10 0.117 -> 0.132 and ~+0.008 mixed NDCG@10 at equal "
         "new_parity (docs/quality.md section 13). Off: the content-only vector, unit length.")
     new_item_scale: float = Field(
-        0.97, gt=0.0, le=1.0, description="Length of a new item's mapped vector (warm items' "
+        0.84, gt=0.0, le=1.0, description="Length of a new item's mapped vector (warm items' "
         "are 1): its scores are this share of a warm item's in the same direction, a "
         "discount for a guess from content. A policy, not a maximum: lower trades new "
-        "items' slots for warm accuracy. MovieLens-100K tuning carve, three seeds, as served "
-        "(train.rank.new_items 'last'): 0.97 gives new_parity 0.47 at 16% of the slots, 0.95 "
-        "0.44 at 15% and NDCG@10 +0.002, 0.90 0.35 at 11% and +0.006, 1.0 0.55 at 19% and "
-        "-0.004 (docs/quality.md section 21).")
+        "items' slots for warm accuracy. Chosen with train.new_item_affinity, whose columns "
+        "spread new items' scores: MovieLens-100K tuning carve, three seeds, as served "
+        "(train.rank.new_items 'last'), affinity 0.2: 0.84 gives new_parity 0.47 at 15% of "
+        "the slots, 0.82 0.42 at 14% and NDCG@10 +0.002, 0.85 0.49 at 16% and -0.001 "
+        "(docs/quality.md sections 21 and 22).")
+    new_item_affinity: float = Field(
+        0.2, ge=0.0, description="Weight of the category affinity for items without "
+        "training interactions (unirec.model.affinity): served vectors gain a column per "
+        "value of each multi-valued categorical item field (genres, tags), so a new item "
+        "scores higher for users whose history holds its values more often than the "
+        "catalogue does. In units of the spread of the towers' scores. MovieLens-100K: "
+        "new-item-only Recall@10 on the mixed tuning carve 0.130 -> 0.141, cold_item test "
+        "Recall@10 +0.013, mixed NDCG@10 unchanged at equal new_parity (docs/quality.md "
+        "section 22). 0 turns it off; it needs item ids and the user history.")
     cold_val_items: float = Field(
         0.0, ge=0.0, lt=1.0, description="Share of the items with >= 5 training samples held "
         "out of training as if new, ranked among themselves each epoch (val_cold_recall@K, "

@@ -77,16 +77,18 @@ def test_known_user_record_with_history_is_fits_vector_without_the_id(fitted_sto
     records = [_with_history(rec, r, histories) for r in doc["user_data"]]
     got = embed_records(fitted_store, "user", records)
     assert got.shape == (len(records), rec.users.shape[1]) and got.dtype == np.float32
-    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
-    idx = rec.user_index([r["user_id"] for r in records])
     model = load_model(fitted_store)  # exactly the tower with the id token zeroed
+    d = model.item_table.embedding_dim  # unit length; the category affinity's columns follow
+    np.testing.assert_allclose(np.linalg.norm(got[:, :d], axis=1), 1.0, atol=1e-5)
+    idx = rec.user_index([r["user_id"] for r in records])
     with torch.no_grad():
         t = torch.from_numpy(idx)
         no_id = model.user.encode(model.user.gather(t), None, torch.from_numpy(histories[idx]))
     np.testing.assert_allclose(got, no_id.numpy(), atol=1e-5)
     # Close to what fit computed with the id, which is one token of eight here. Measured on
     # this 3-epoch dim-32 model: mean cosine 0.96, 5th percentile 0.89, min 0.78.
-    cos = (got * rec.users[idx]).sum(1)
+    cos = (got[:, :d] * rec.users[idx, :d]).sum(1)
+    np.testing.assert_allclose(got[:, d:], rec.users[idx, d:], atol=1e-5)  # same history
     assert cos.mean() > 0.93 and np.percentile(cos, 5) > 0.8, np.sort(cos)[:10]
     # the history matters: without it the vectors move away from fit's (measured mean 0.88)
     bare = embed_records(fitted_store, "user", doc["user_data"])

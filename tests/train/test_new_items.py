@@ -126,6 +126,7 @@ def test_new_items_are_served_the_mapped_vector(world) -> None:
     their content, at length train.new_item_scale (warm items: 1), the same through the
     restored towers and as new item records; off, they keep the content-only unit vector."""
     import torch
+    from safetensors import safe_open
 
     from unirec import explain
     from unirec.model.restore import load_model
@@ -142,10 +143,12 @@ def test_new_items_are_served_the_mapped_vector(world) -> None:
         model = load_model(store)
         trained = model.item.ids.trained.numpy() > 0  # by item index; row 0 is padding
         assert not trained[new].any() and trained.sum() > len(trained) / 2
-        norms = np.linalg.norm(rec.items, axis=1)
+        d = model.item_table.embedding_dim  # the towers' own columns; the affinity's follow
+        norms = np.linalg.norm(rec.items[:, :d], axis=1)
         np.testing.assert_allclose(norms[1:][~trained[1:]], new_len, atol=1e-5)
         np.testing.assert_allclose(norms[trained], 1.0, atol=1e-5)
-        assert (store / "model" / "new_items.safetensors").is_file() == (name == "defaults")
+        with safe_open(str(store / "model" / "new_items.safetensors"), "pt") as f:
+            assert ("map" in f.keys()) == (name == "defaults")  # the affinity is in both
         with torch.no_grad():  # the restored towers reproduce the served vectors
             got = model.item(torch.from_numpy(new)).numpy()
         np.testing.assert_allclose(got, rec.items[new], atol=1e-5)
@@ -161,7 +164,49 @@ def test_new_items_are_served_the_mapped_vector(world) -> None:
     # the map moves new items: not the content-only direction
     a = Recommender.load(world["root"] / "defaults").items[new]
     b = Recommender.load(world["root"] / "no_map").items[new]
-    assert np.mean(np.sum(a * b, 1) / scale) < 0.999
+    d = TrainConfig().dim
+    assert np.mean(np.sum(a[:, :d] * b[:, :d], 1) / scale) < 0.999
+
+
+def test_category_affinity_ranks_new_items_by_the_users_tags(world) -> None:
+    """train.new_item_affinity (default): served vectors gain a column per value of the
+    multi-valued categorical item fields (here tags). Trained items' are zero; a new item's
+    are its tags' shares minus the catalogue's mean; a user's, how much more often than in
+    the catalogue each tag occurs in their history, times the fitted weight. It is fitted
+    after training, so a fit with it off has the same towers; among new items, the lists
+    with it find more of the new items users went on to meet (measured: Recall@10 0.813 ->
+    0.830, one run)."""
+    from unirec.model.restore import load_model
+    from unirec.serve.recommender import Recommender
+
+    on_recs = _fit_and_recommend(world, "defaults", candidates=True)
+    off_recs = _fit_and_recommend(world, "no_affinity", candidates=True, new_item_affinity=0.0)
+    on, off = (Recommender.load(world["root"] / n) for n in ("defaults", "no_affinity"))
+    d = off.items.shape[1]
+    summary = json.loads((world["root"] / "defaults" / "model" / "config.json").read_text())
+    aff = summary["summary"]["new_item_affinity"]
+    assert aff["fields"] == ["categorical.tags"] and aff["weight"] > 0
+    assert d == TrainConfig().dim and on.items.shape[1] == d + aff["columns"]
+    np.testing.assert_allclose(on.items[:, :d], off.items[:, :d], atol=1e-5)
+    np.testing.assert_allclose(on.users[:, :d], off.users[:, :d], atol=1e-5)
+    model = load_model(world["root"] / "defaults")
+    trained = model.item.ids.trained.numpy() > 0
+    new = on.item_index(world["new"].tolist())
+    assert not on.items[trained, d:].any() and (np.abs(on.items[new, d:]).sum(1) > 0).all()
+    tags = model.item.gather(torch_tensor(new))["categorical.tags"].numpy()
+    shares = np.stack([np.bincount(t[t > 0], minlength=aff["columns"]) / (t > 0).sum()
+                       for t in tags])  # each new item's tags, 1/n each
+    np.testing.assert_allclose(np.diff(on.items[new, d:] - shares, axis=0), 0, atol=1e-5)
+    test = world["test"].filter(pl.col("item_id").is_in(world["new"].tolist()))
+    got, base = _recall(on_recs, test), _recall(off_recs, test)
+    print(f"new-item recall@10: affinity {got:.3f}, off {base:.3f}")
+    assert got > base, (got, base)
+
+
+def torch_tensor(x: np.ndarray):
+    import torch
+
+    return torch.from_numpy(np.asarray(x))
 
 
 def test_drop_features_names_unknown_feature(world, tmp_path: Path) -> None:
@@ -190,6 +235,7 @@ def test_new_item_map_shrinks_towards_the_content_vector(world) -> None:
     chosen = summary["new_item_map"]["ridge"]
     assert chosen > 0 and summary["new_item_map"]["scale"] == TrainConfig().new_item_scale
     model = load_model(store)
+    model.set_affinity(None)  # the map alone: the towers' own columns
     tower = model.item
     new = torch.from_numpy(Recommender.load(store).item_index(world["new"].tolist()))
     warm = torch.nonzero(tower.ids.trained > 0).squeeze(1)

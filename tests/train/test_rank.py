@@ -127,8 +127,10 @@ def test_numpy_ranker_equals_torch(tmp_path, synthetic_store, model) -> None:
                                    ranker.item_part, atol=1e-5)
         u = torch.from_numpy(np.asarray(rec.users[users]))
         v = torch.from_numpy(np.asarray(rec.items[cand]))
-        s = (u.unsqueeze(1) * v).sum(-1)
-        want = net(up, net.item_part(frozen.item_tokens[torch.from_numpy(cand)]), u, v, s)
+        s = (u.unsqueeze(1) * v).sum(-1)  # the served score: every column
+        d = tower.item_table.embedding_dim  # the net reads the towers' own columns
+        want = net(up, net.item_part(frozen.item_tokens[torch.from_numpy(cand)]), u[:, :d],
+                   v[..., :d], s)
     got = ranker.outputs(users, cand, np.asarray(rec.users[users]), np.asarray(rec.items[cand]),
                          s.numpy())
     assert set(got) == {"rank", "interaction_type"}
@@ -243,9 +245,11 @@ def test_onnx_export_covers_the_ranker(ranked_store, tmp_path) -> None:
     u, v = np.asarray(rec.users[users]), np.asarray(rec.items[cand])
     s = np.einsum("nd,nkd->nk", u, v).astype(np.float32)
     session = ort.InferenceSession(str(tmp_path / "onnx" / spec["file"]))
+    d = spec["inputs"][2]["shape"][1]  # the graph reads the vectors' first d columns
+    assert spec["inputs"][2]["name"] == "u" and d < u.shape[1]  # (the affinity's follow)
     got = session.run(None, {"user_part": np.asarray(ranker.user_part[users]),
-                             "item_part": np.asarray(ranker.item_part[cand]), "u": u, "v": v,
-                             "score": s})
+                             "item_part": np.asarray(ranker.item_part[cand]), "u": u[:, :d],
+                             "v": v[..., :d], "score": s})
     want = ranker.outputs(users, cand, u, v, s)
     assert spec["outputs"] == ["rank", "interaction_type"]
     assert spec["new_items"] == "last" and "'last'" in spec["new_items_meaning"]

@@ -174,7 +174,8 @@ def test_fit_through_the_cli(tmp_path, synthetic_store) -> None:
         assert (model / name).is_file(), name
     assert (model / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     emb = Store(store).sql("SELECT count(*) AS n, min(len(embedding)) AS d FROM item_embeddings")
-    assert emb.row(0) == (150, 16)
+    extra = json.loads((model / "config.json").read_text())["summary"]["new_item_affinity"]
+    assert emb.row(0) == (150, 16 + extra["columns"])  # the category affinity's columns
     assert json.loads((model / "config.json").read_text())["train"]["loss"] == "bpr"
     bad = invoke("fit", "--store", store, "--loss", "sofmax")
     assert bad.exit_code == 1 and "did you mean 'softmax'" in bad.stderr

@@ -183,6 +183,11 @@ def fit(store: Path, config_file: Path | None, overrides: tuple[str, ...], epoch
     how = "warm-started and trained" if warm_start else "trained"
     click.echo(f"{how} {summary['epochs']} epochs; best epoch {summary['best_epoch']}: "
                f"{metrics or 'no validation slice'}; model in {store / 'model'}")
+    aff = summary.get("new_item_affinity")
+    if aff:
+        click.echo(f"new items: category affinity from {', '.join(aff['fields'])} "
+                   f"({aff['columns']} columns after the towers' {summary['dim']}, "
+                   "unirec.model.affinity)")
     rank = summary.get("rank")
     if rank:
         val = rank.get("validation") or {}

@@ -23,11 +23,14 @@ the cold-start path agree.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from unirec.model.affinity import Affinity
 from unirec.model.towers import TwoTower, affine
 
 FILE = "new_items.safetensors"
@@ -92,9 +95,10 @@ def _design(tower: torch.nn.Module, idx: torch.Tensor, chunk: int
     """``[c, 1]`` (content-only vectors) and ``v`` (served vectors) of items ``idx``."""
     xs, ys = [], []
     for s in range(0, len(idx), chunk):
-        rows = tower.gather(idx[s:s + chunk])
-        xs.append(affine(tower.encode(rows, None)).double())
-        ys.append(tower.encode(rows, idx[s:s + chunk]).double())
+        rows, sub = tower.gather(idx[s:s + chunk]), idx[s:s + chunk]
+        # vectors, not encode: the map is fitted in the towers' own width (no affinity)
+        xs.append(affine(tower.vectors(tower.tokens(rows, None))).double())
+        ys.append(tower.vectors(tower.tokens(rows, sub), sub).double())
     return torch.cat(xs), torch.cat(ys)
 
 
@@ -128,16 +132,34 @@ def _loo_ridge(x: torch.Tensor, y: torch.Tensor, prior: torch.Tensor,
 
 
 def save_new_item_map(model: TwoTower, folder: Path) -> None:
-    """``folder/new_items.safetensors`` when the item tower has a map installed."""
-    tower = model.item
+    """``folder/new_items.safetensors`` with what is installed: the map, the affinity."""
+    tower, out, meta = model.item, {}, {}
     if tower.new_map.numel():
-        save_file({"map": tower.new_map.detach().cpu().contiguous(),
-                   "scale": torch.tensor([tower.new_scale])}, str(folder / FILE))
+        out.update({"map": tower.new_map.detach().cpu().contiguous(),
+                    "scale": torch.tensor([tower.new_scale])})
+    if tower.affinity is not None:
+        aff = tower.affinity
+        out.update({"affinity.base": aff.base.cpu(), "affinity.mean": aff.mean.cpu(),
+                    "affinity.weight": torch.tensor([aff.weight])})
+        meta["affinity_fields"] = json.dumps(aff.fields)
+    if out:
+        save_file(out, str(folder / FILE), metadata=meta or None)
 
 
 def load_new_item_map(model: TwoTower, folder: Path) -> None:
     """Install ``folder/new_items.safetensors`` when fit wrote one (older models: none)."""
     path = folder / FILE
-    if path.is_file():
-        t = load_file(str(path), device=str(model.item_table.weight.device))
+    if not path.is_file():
+        return
+    t = load_file(str(path), device=str(model.item_table.weight.device))
+    if "map" in t:
         model.item.set_new_item_map(t["map"], float(t["scale"][0]))
+    if "affinity.base" in t:
+        with safe_open(str(path), "pt") as f:
+            fields = [(name, int(size)) for name, size in
+                      json.loads((f.metadata() or {})["affinity_fields"])]
+        tower = model.item
+        rows = tower.gather(torch.arange(tower.ids.trained.shape[0],
+                                         device=model.item_table.weight.device))
+        model.set_affinity(Affinity(fields, rows, t["affinity.base"], t["affinity.mean"],
+                                    float(t["affinity.weight"][0])))

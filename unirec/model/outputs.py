@@ -14,6 +14,7 @@ import torch
 from unirec.config import TrainConfig
 from unirec.errors import StoreError
 from unirec.model import workdir
+from unirec.model.affinity import fit_affinity
 from unirec.model.bundle import write_bundle
 from unirec.model.checkpoint import load_weights, save_weights
 from unirec.model.inputs import Inputs
@@ -37,7 +38,7 @@ def selection_score(row: dict[str, Any], k: int) -> float:
 @torch.no_grad()
 def embed_all(model: TwoTower, n: int, side: str, device: torch.device,
               history: np.ndarray | None = None, chunk: int = 4096) -> np.ndarray:
-    """(n, dim) float32 vectors for entity indices 0..n-1 (row 0 = padding)."""
+    """(n, served width) float32 vectors for entity indices 0..n-1 (row 0 = padding)."""
     model.eval()
     out = []
     tower = model.user if side == "user" else model.item
@@ -71,8 +72,14 @@ def write_outputs(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
     load_weights(work / "best.safetensors", model)
     ridge = fit_new_item_map(model, cfg.new_item_scale) if cfg.new_item_map else None
     length = inp.manifest["samples"]["history_length"]
-    users = embed_all(model, inp.n_users, "user", device, serving_histories(store, length))
+    histories = serving_histories(store, length)
+    users = embed_all(model, inp.n_users, "user", device, histories)
     items = embed_all(model, inp.n_items, "item", device)
+    affinity = fit_affinity(model, inp.manifest, users, items, histories,
+                            cfg.new_item_affinity, cfg.seed)
+    if affinity is not None:  # the towers now append its columns: embed again
+        users = embed_all(model, inp.n_users, "user", device, histories)
+        items = embed_all(model, inp.n_items, "item", device)
     best = max(state["history"], key=lambda r: selection_score(r, cfg.eval_k))
     summary = {"epochs": state["epoch"], "best_epoch": best["epoch"], "best": best,
                "n_users": inp.n_users - 1, "n_items": inp.n_items - 1, "dim": cfg.dim,
@@ -80,6 +87,10 @@ def write_outputs(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
                "refit_parallel": bool(state.get("refit_parallel", False))}
     if ridge is not None:
         summary["new_item_map"] = {"ridge": round(ridge, 6), "scale": cfg.new_item_scale}
+    if affinity is not None:
+        summary["new_item_affinity"] = {"fields": [name for name, _ in affinity.fields],
+                                        "columns": affinity.width,
+                                        "weight": round(affinity.weight, 6)}
     if ranker is not None:
         summary["rank"] = {k: ranker.meta.get(k) for k in ("model", "active", "best_epoch",
                                                            "validation", "note", "rescore")}

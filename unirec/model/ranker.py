@@ -205,6 +205,8 @@ class Ranker:
         ``user_part`` (n, Tu, dim) replaces the users' precomputed rows (``users`` unused)."""
         n, c = cand.shape
         w = self.w
+        d = w["pair.weight"].shape[1] - 1  # the towers' width: served vectors may be wider
+        u, v = u[..., :d], v[..., :d]  # (the category affinity's columns, model.affinity)
         pair = _linear(w, "pair", np.concatenate(
             [u[:, None, :] * v, score[..., None].astype(np.float32)], axis=-1))
         up = np.asarray(self.user_part[users]) if user_part is None else user_part

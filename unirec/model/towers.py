@@ -14,6 +14,7 @@ from torch import nn
 
 from unirec.config import TrainConfig
 from unirec.errors import ConfigError
+from unirec.model.affinity import Affinity
 from unirec.model.encoders import ENCODERS, HistoryEncoder, IdEncoder, Rows, Shared
 from unirec.model.fusion import FUSIONS
 
@@ -42,6 +43,8 @@ class Tower(nn.Module):
         # (unirec.model.newitems); empty while training, not part of the weights
         self.register_buffer("new_map", torch.zeros(0), persistent=False)
         self.new_scale = 1.0
+        # the category affinity's columns (unirec.model.affinity), installed after training
+        self.affinity: Affinity | None = None
 
     def set_new_item_map(self, m: torch.Tensor | None, scale: float) -> None:
         """Install (or with None, remove) the new-item map ``unirec.model.newitems`` fitted."""
@@ -58,9 +61,27 @@ class Tower(nn.Module):
         """(B, dim) unit vectors from feature rows (and ids/history where the tower has them).
 
         ``idx`` None (a new entity, e.g. a cold-start record) skips the id embedding. With a
-        new-item map installed (after training), entities without a trained id get it.
+        new-item map installed (after training), entities without a trained id get it; with
+        an affinity installed, its columns follow (``served``).
         """
-        return self.vectors(self.tokens(rows, idx, history), idx)
+        return self.served(self.vectors(self.tokens(rows, idx, history), idx), rows, idx,
+                           history)
+
+    def served(self, vectors: torch.Tensor, rows: Rows, idx: torch.Tensor | None = None,
+               history: torch.Tensor | None = None) -> torch.Tensor:
+        """``vectors`` (B, dim) as served: with the category affinity installed, its columns
+        appended (items: nonzero only without a trained id, every row when ``idx`` is None;
+        users: from ``history``). The one place they are added, so the served files, new
+        records and the ONNX graphs agree."""
+        if self.affinity is None:
+            return vectors
+        if self.side == "item":
+            new = torch.ones_like(vectors[:, 0], dtype=torch.bool) if idx is None \
+                else self.ids.trained[idx] == 0
+            part = self.affinity.item_part(rows, new)
+        else:
+            part = self.affinity.user_part(history, len(vectors), vectors.device)
+        return torch.cat([vectors, part.to(vectors.dtype)], dim=1)
 
     def vectors(self, tokens: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
         """(B, dim) served vectors of (B, T, dim) ``tokens``: fused to unit length, and with
@@ -173,6 +194,17 @@ class TwoTower(nn.Module):
         self.item = Tower("item", [f for f in feats if f["side"] == "item"], items, cfg,
                           shared, item_ids, None)
         self.shared = shared
+
+    def set_affinity(self, affinity: Affinity | None) -> None:
+        """Install (or with None, remove) the category affinity in both towers."""
+        self.user.affinity = affinity
+        self.item.affinity = affinity
+
+    @property
+    def served_dim(self) -> int:
+        """Width of the served vectors: ``train.dim`` plus the affinity's columns."""
+        extra = self.item.affinity.width if self.item.affinity is not None else 0
+        return int(self.item_table.embedding_dim) + extra
 
     def forward(self, user: torch.Tensor, history: torch.Tensor, item: torch.Tensor,
                 negatives: torch.Tensor | None, content: bool = False, distinct: bool = False

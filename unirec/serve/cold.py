@@ -63,7 +63,8 @@ class ColdEncoder:
 
     @property
     def dim(self) -> int:
-        return int(self.model.item_table.embedding_dim)
+        """Width of the served vectors (``TwoTower.served_dim``)."""
+        return self.model.served_dim
 
     # ---- public --------------------------------------------------------------------
     def embed(self, side: str, records: list[dict[str, Any]]) -> np.ndarray:
@@ -79,7 +80,8 @@ class ColdEncoder:
             raise QueryError(f"records are of users or items, not {side!r}")
         self.compiler.check(side, records)
         if not records:
-            return np.zeros((0, self.dim), np.float32), np.zeros((0, 0, self.dim), np.float32)
+            width = int(self.model.item_table.embedding_dim)
+            return np.zeros((0, self.dim), np.float32), np.zeros((0, 0, width), np.float32)
         tower = self.model.user if side == "user" else self.model.item
         if not len(tower.encoders) and tower.history is None:
             raise QueryError(f"the {side} tower reads only ids: new {side}s need features "
@@ -99,7 +101,8 @@ class ColdEncoder:
                 if compiled.new_image is not None:
                     shared.image = torch.cat([base_image, self._tensor(compiled.new_image)])
                 tokens = tower.tokens(rows, None, hist)
-                vectors = tower.vectors(tokens)  # a new item: its mapped vector
+                # a new item: its mapped vector; both: the affinity's columns (if any)
+                vectors = tower.served(tower.vectors(tokens), rows, None, hist)
             finally:
                 shared.text, shared.image = base_text, base_image
         return vectors.float().cpu().numpy(), tokens.float().cpu().numpy()

@@ -117,8 +117,13 @@ def export_onnx(store: str | Path, out: str | Path) -> dict[str, Any]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     spec: dict[str, Any] = {"format": FORMAT, "exporter": "torch.onnx.export (TorchScript)",
-                            "opset": OPSET, "dim": int(model.item_table.embedding_dim),
-                            "towers": {}}
+                            "opset": OPSET, "dim": model.served_dim, "towers": {}}
+    if model.item.affinity is not None:
+        spec["affinity_columns"] = {
+            "first": int(model.item_table.embedding_dim), "count": model.item.affinity.width,
+            "fields": [name for name, _ in model.item.affinity.fields],
+            "meaning": "the category affinity's columns (unirec.model.affinity), inside the "
+                       "graphs: the served vectors are the unit vector then these"}
     for side, tower in (("user", model.user), ("item", model.item)):
         idx = torch.tensor([1, 0])  # any entity, and the padding row: traced once
         hist = torch.zeros(len(idx), length, dtype=torch.long) if length else None
@@ -130,7 +135,8 @@ def export_onnx(store: str | Path, out: str | Path) -> dict[str, Any]:
         spec["towers"][side] = {"file": file, "inputs": [i for i in inputs if i["name"] in used],
                                 "output": {"name": "embedding", "dtype": "float32",
                                            "shape": ["batch", spec["dim"]],
-                                           "meaning": "L2-normalised vector; score = dot"}}
+                                           "meaning": "the L2-normalised vector (then "
+                                           "the affinity's columns, if any); score = dot"}}
     ranker = Ranker.load(Path(store) / "model")
     if ranker is not None:
         spec["ranker"] = _export_ranker(ranker, out)
@@ -182,10 +188,12 @@ def _export_ranker(ranker: Ranker, out: Path) -> dict[str, Any]:
          "meaning": "model/rank/user_part.npy rows of the users"},
         {"name": "item_part", "shape": ["batch", "candidates", ti, h],
          "meaning": "model/rank/item_part.npy rows of the candidates"},
-        {"name": "u", "shape": ["batch", d], "meaning": "the users' retrieval vectors"},
+        {"name": "u", "shape": ["batch", d],
+         "meaning": "the users' retrieval vectors (their first d columns)"},
         {"name": "v", "shape": ["batch", "candidates", d],
-         "meaning": "the candidates' retrieval vectors"},
-        {"name": "score", "shape": ["batch", "candidates"], "meaning": "u . v"}],
+         "meaning": "the candidates' retrieval vectors (their first d columns)"},
+        {"name": "score", "shape": ["batch", "candidates"],
+         "meaning": "the retrieval score: the dot product of the whole served vectors"}],
         "outputs": graph.names, "blend": meta["config"]["blend"],
         "meaning": "the served score is 'rank' plus the blend terms (rank.json's stats)",
         "new_items": meta["config"].get("new_items", "retrieval"),

@@ -18,6 +18,7 @@ from unirec.store.layout import SIDES
 from unirec.store.sql import ident
 
 _VALUE_CHARS = 60
+AFFINITY = "category_affinity"  # the item token name the affinity's term is reported as
 
 
 @dataclass
@@ -115,6 +116,13 @@ class Explainer:
         baseline = torch.einsum("bd,bkd->bk", uvar[:, tu + 1], ivar[:, :, ti + 1])
         interaction = full - baseline - user_delta.sum(-1) - item_delta.sum(-1)
         hist_delta, attention = self._history(tok, h, ivar[:, :, 0], full)
+        item_names, item_values = it.token_names, item_values.reshape(b * k, -1)
+        if it.affinity is not None:  # additive: its leave-one-out delta is the term itself
+            aff = self._affinity(h, flat).view(b, k)
+            full = full + aff
+            item_delta = torch.cat([item_delta, aff[..., None]], dim=-1)
+            item_names = [*item_names, AFFINITY]
+            item_values = np.concatenate([item_values, self._affinity_values(item_values)], 1)
         vec = np.asarray(self.rec.items)
         sim = np.einsum("bld,bkd->bkl", vec[hist], vec[np.maximum(items, 0)])
         sim[np.isnan(hist_delta)] = np.nan
@@ -124,8 +132,25 @@ class Explainer:
             recomputed=full.numpy(), baseline=baseline.numpy(), interaction=interaction.numpy(),
             user_delta=user_delta.numpy(), item_delta=item_delta.numpy(), history=hist,
             history_delta=hist_delta, similarity=sim.astype(np.float32), attention=attention,
-            user_tokens=ut.token_names, item_tokens=it.token_names, user_values=user_values,
+            user_tokens=ut.token_names, item_tokens=item_names, user_values=user_values,
             item_values=item_values.reshape(b, k, -1))
+
+    def _affinity(self, h: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+        """(B*K,) the category affinity's term (``unirec.model.affinity``) of each pair."""
+        it, aff = self.model.item, self.model.item.affinity
+        upart = aff.user_part(h, len(h), h.device)
+        ipart = aff.item_part(it.gather(flat), it.ids.trained[flat] == 0)
+        k = len(flat) // len(h)
+        return (upart.repeat_interleave(k, 0) * ipart).sum(1)
+
+    def _affinity_values(self, item_values: np.ndarray) -> np.ndarray:
+        """(B*K, 1) the affinity token's readable value: its fields' values."""
+        names = self.model.item.token_names
+        cols = [names.index(name) for name, _ in self.model.item.affinity.fields
+                if name in names]
+        out = np.empty((len(item_values), 1), object)
+        out[:, 0] = ["; ".join(str(v) for v in row) for row in item_values[:, cols]]
+        return out
 
     def _history(self, tok: torch.Tensor, h: torch.Tensor, v: torch.Tensor, full: torch.Tensor
                  ) -> tuple[np.ndarray, np.ndarray | None]:
