@@ -68,8 +68,8 @@ class ColdEncoder:
 
     # ---- public --------------------------------------------------------------------
     def embed(self, side: str, records: list[dict[str, Any]]) -> np.ndarray:
-        """(n, dim) float32 vectors of new ``side`` records (ids, if any, unused): unit
-        length, items ``train.new_item_scale`` (``unirec.model.newitems``)."""
+        """(n, width) float32 vectors of new ``side`` records (ids, if any, unused), as
+        ``embed_records`` says."""
         return self.embed_tokens(side, records)[0]
 
     def embed_tokens(self, side: str, records: list[dict[str, Any]]
@@ -197,8 +197,10 @@ def cold_encoder(store: str | Path) -> ColdEncoder:
 
 
 def embed_records(store: str | Path, side: str, records: list[dict[str, Any]]) -> np.ndarray:
-    """(n, dim) float32 vectors for new ``side`` ("user"/"item") records: users unit length,
-    items the length of a new item in the store (``train.new_item_scale``).
+    """(n, width) float32 vectors for new ``side`` ("user"/"item") records, as the model's
+    served files hold them: the towers' vector (users unit length, items the length of a new
+    item in the store, ``train.new_item_scale``), then the category affinity's columns where
+    fit made them (``unirec.model.affinity``; users: from their ``history``).
 
     Records use the input document's format (``categorical``, ``continuous``, ``text``,
     ``image``, ``temporal``; users also ``history``: known item ids, most recent last).

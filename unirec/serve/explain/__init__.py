@@ -12,7 +12,10 @@ recent history, fused), ``v`` the item tower's. For each recommended item this m
 - **features** (``user_feature`` / ``item_feature``): which feature tokens matter most.
   ``contribution`` is the leave-one-token-out delta: the score minus the score with that
   token zeroed before fusion. A zeroed categorical token is exactly what a missing value
-  (vocabulary index 0) encodes, so for those the delta is "what this value adds".
+  (vocabulary index 0) encodes, so for those the delta is "what this value adds". With the
+  category affinity (``unirec.model.affinity``), one more item token, ``category_affinity``:
+  its term, exactly (it is added after fusion), non-zero only for items without training
+  interactions; its value is the item's categories.
 
 How the deltas relate to the score (checked by the tests; ``explain``'s dicts carry every
 term, the long rows of the CLI and the ``explanations`` table the ``--top`` largest): with
