@@ -161,6 +161,12 @@ def test_new_items_are_served_the_mapped_vector(world) -> None:
         user = int(world["test"]["user_id"][0])  # explanations add up to the served score
         why = explain(user, [int(world["new"][0])], store=store)[0]
         assert abs(why["recomputed"] - why["score"]) < 1e-4, why
+        feats = {f["name"]: f for f in why["item_features"]}  # the affinity's term, exactly
+        aff = feats["category_affinity"]
+        d = model.item_table.embedding_dim
+        u = rec.users[rec.user_index([user])[0]]
+        assert abs(aff["contribution"] - float(u[d:] @ rec.items[new[0], d:])) < 1e-5, aff
+        assert aff["contribution"] != 0 and aff["value"] == feats["categorical.tags"]["value"]
     # the map moves new items: not the content-only direction
     a = Recommender.load(world["root"] / "defaults").items[new]
     b = Recommender.load(world["root"] / "no_map").items[new]

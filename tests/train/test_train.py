@@ -168,6 +168,7 @@ def test_fit_through_the_cli(tmp_path, synthetic_store) -> None:
                     "--loss", "bpr")
     assert result.exit_code == 0, result.output
     assert "trained 2 epochs" in result.stdout
+    assert "new items: category affinity from categorical.tags" in result.stdout
     model = store / "model"
     for name in ("model.safetensors", "config.json", "metrics.jsonl", "metrics.png",
                  "user_embeddings.npy", "item_embeddings.npy"):
