@@ -200,13 +200,33 @@ def test_category_affinity_ranks_new_items_by_the_users_tags(world) -> None:
     new = on.item_index(world["new"].tolist())
     assert not on.items[trained, d:].any() and (np.abs(on.items[new, d:]).sum(1) > 0).all()
     tags = model.item.gather(torch_tensor(new))["categorical.tags"].numpy()
-    shares = np.stack([np.bincount(t[t > 0], minlength=aff["columns"]) / (t > 0).sum()
+    col = model.item.affinity.remap(0).numpy()  # tag -> its column (most frequent first)
+    assert sorted(col[col > 0]) == list(range(1, aff["columns"]))  # every tag has one here
+    shares = np.stack([np.bincount(col[t[t > 0]], minlength=aff["columns"]) / (t > 0).sum()
                        for t in tags])  # each new item's tags, 1/n each
     np.testing.assert_allclose(np.diff(on.items[new, d:] - shares, axis=0), 0, atol=1e-5)
     test = world["test"].filter(pl.col("item_id").is_in(world["new"].tolist()))
     got, base = _recall(on_recs, test), _recall(off_recs, test)
     print(f"new-item recall@10: affinity {got:.3f}, off {base:.3f}")
     assert got > base, (got, base)
+
+
+def test_category_affinity_keeps_a_fields_most_frequent_values() -> None:
+    """A field's columns are its most frequent values in the catalogue (at most
+    ``max_values``; a tags field of 100k values must not add 100k columns to every served
+    vector): rarer values, and the missing index 0, count nowhere."""
+    import torch
+
+    from unirec.model.affinity import Affinity
+
+    ids = torch.tensor([[0, 0], [1, 2], [2, 3], [2, 4], [3, 0], [5, 0]])  # row 0: padding
+    aff = Affinity([("tags", 6)], {"tags": ids}, max_values=2)
+    assert aff.width == 3 and aff.remap(0).tolist() == [0, 0, 1, 2, 0, 0]  # 2, then 3
+    got = aff.counts([torch.tensor([[2, 3], [4, 5], [1, 0]])])
+    assert got.tolist() == [[0, 1, 1], [0, 0, 0], [0, 0, 0]]
+    shares = aff.item_part({"tags": torch.tensor([[2, 3], [4, 0]])}, torch.tensor([True, True]))
+    np.testing.assert_allclose(shares[0, 1:] - shares[1, 1:], [0.5, 0.5], atol=1e-6)
+    assert not aff.item_part({"tags": torch.tensor([[2, 3]])}, torch.tensor([False])).any()
 
 
 def torch_tensor(x: np.ndarray):

@@ -9,7 +9,8 @@ adding the user's genre lift raised new-item-only Recall@10 on the mixed tuning 
 mixed NDCG@10 unchanged at equal new_parity (docs/quality.md section 22).
 
 What: for every multi-valued categorical item field (the manifest's ``categorify`` with
-``multi``), served vectors gain one column per vocabulary value. An item without training
+``multi``), served vectors gain one column per vocabulary value (the ``MAX_VALUES`` most
+frequent in the catalogue, plus one that stays zero). An item without training
 interactions gets its values' shares (1/n for each of its n values) minus the catalogue's
 mean share; a trained item gets zeros (its id carries its audience). A user gets, per value,
 how much more often than in the catalogue it occurs among the items of their history
@@ -35,6 +36,21 @@ from torch import nn
 EPS = 1e-3  # added to a value's catalogue share: rare values' lift stays finite
 SAMPLE_USERS = 2048  # users and items whose score spreads set the weight (seeded)
 SAMPLE_ITEMS = 20_000
+MAX_VALUES = 256  # columns a field gets at most: its most frequent values (a tags field of
+# 100k values would otherwise add 100k columns to every served vector)
+
+
+def _top_values(ids: torch.Tensor, size: int, max_values: int) -> torch.Tensor:
+    """(size,) vocabulary index -> column: the ``max_values`` values most items of the
+    catalogue ``ids`` (n, max_len) hold get columns 1.. (most frequent first, ties by index);
+    the rest, and index 0, none."""
+    n = torch.bincount(ids.long().flatten(), minlength=size)[:size]
+    n[0] = 0
+    order = torch.argsort(-n, stable=True)[:max_values]
+    order = order[n[order] > 0]
+    remap = torch.zeros(size, dtype=torch.long, device=ids.device)
+    remap[order] = torch.arange(1, len(order) + 1, device=ids.device)
+    return remap
 
 
 def affinity_fields(manifest: dict[str, Any], columns: list[str]) -> list[tuple[str, int]]:
@@ -48,12 +64,17 @@ class Affinity(nn.Module):
     """The columns both towers append once installed (``TwoTower.set_affinity``)."""
 
     def __init__(self, fields: list[tuple[str, int]], item_columns: dict[str, torch.Tensor],
-                 base: torch.Tensor | None = None, mean: torch.Tensor | None = None,
-                 weight: float = 1.0) -> None:
+                 remaps: list[torch.Tensor] | None = None, base: torch.Tensor | None = None,
+                 mean: torch.Tensor | None = None, weight: float = 1.0,
+                 max_values: int = MAX_VALUES) -> None:
         super().__init__()
         self.fields = list(fields)
-        for i, (name, _) in enumerate(self.fields):  # the item table's (n_items, max_len)
-            self.register_buffer(f"_ids{i}", item_columns[name], persistent=False)
+        for i, (name, size) in enumerate(self.fields):  # the item table's (n_items, max_len)
+            ids = item_columns[name]
+            self.register_buffer(f"_ids{i}", ids, persistent=False)
+            remap = remaps[i] if remaps is not None else _top_values(ids[1:], size, max_values)
+            self.register_buffer(f"_remap{i}", remap.long().to(ids.device), persistent=False)
+        self.widths = [int(self.remap(i).max()) + 1 for i in range(len(self.fields))]
         if base is None or mean is None:  # from the catalogue (row 0 is padding)
             counts = self.counts([getattr(self, f"_ids{i}")[1:] for i in range(len(fields))])
             base = torch.cat([c.sum(0) / c.sum().clamp(min=1) for c in self._split(counts)])
@@ -62,23 +83,27 @@ class Affinity(nn.Module):
         self.register_buffer("mean", mean.float(), persistent=False)
         self.weight = float(weight)
 
+    def remap(self, i: int) -> torch.Tensor:
+        """Field ``i``'s vocabulary index -> its column in the field's block (0: none)."""
+        return getattr(self, f"_remap{i}")
+
     @property
     def width(self) -> int:
-        return sum(size for _, size in self.fields)
+        return sum(self.widths)
 
     def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return torch.split(x, [size for _, size in self.fields], dim=-1)
+        return torch.split(x, self.widths, dim=-1)
 
     def counts(self, ids: list[torch.Tensor]) -> torch.Tensor:
-        """(B, width) how often each value occurs in ``ids`` (one (B, ...) tensor of
-        vocabulary indices per field; 0, missing, counts nowhere)."""
+        """(B, width) how often each value with a column occurs in ``ids`` (one (B, ...)
+        tensor of vocabulary indices per field; 0, missing, counts nowhere)."""
         out = []
-        for (_, size), x in zip(self.fields, ids, strict=True):
-            x = x.long().flatten(1)
+        for i, (size, x) in enumerate(zip(self.widths, ids, strict=True)):
+            x = self.remap(i)[x.long().flatten(1)]
             # zeros shaped from x, not from len(x): the batch stays symbolic in ONNX graphs
             c = torch.zeros_like(x[:, :1], dtype=torch.float32).repeat(1, size)
             c = c.scatter_add(1, x, torch.ones_like(x, dtype=torch.float32))
-            out.append(c * (torch.arange(size, device=c.device) > 0))  # 0 counts nowhere
+            out.append(c * (torch.arange(size, device=c.device) > 0))  # column 0 is no value
         return torch.cat(out, dim=1)
 
     def _shares(self, counts: torch.Tensor) -> torch.Tensor:

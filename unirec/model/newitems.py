@@ -140,7 +140,9 @@ def save_new_item_map(model: TwoTower, folder: Path) -> None:
     if tower.affinity is not None:
         aff = tower.affinity
         out.update({"affinity.base": aff.base.cpu(), "affinity.mean": aff.mean.cpu(),
-                    "affinity.weight": torch.tensor([aff.weight])})
+                    "affinity.weight": torch.tensor([aff.weight]),
+                    **{f"affinity.remap{i}": aff.remap(i).cpu()
+                       for i in range(len(aff.fields))}})
         meta["affinity_fields"] = json.dumps(aff.fields)
     if out:
         save_file(out, str(folder / FILE), metadata=meta or None)
@@ -161,5 +163,6 @@ def load_new_item_map(model: TwoTower, folder: Path) -> None:
         tower = model.item
         rows = tower.gather(torch.arange(tower.ids.trained.shape[0],
                                          device=model.item_table.weight.device))
-        model.set_affinity(Affinity(fields, rows, t["affinity.base"], t["affinity.mean"],
-                                    float(t["affinity.weight"][0])))
+        remaps = [t[f"affinity.remap{i}"] for i in range(len(fields))]
+        model.set_affinity(Affinity(fields, rows, remaps, t["affinity.base"],
+                                    t["affinity.mean"], float(t["affinity.weight"][0])))
