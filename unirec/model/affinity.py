@@ -27,6 +27,7 @@ records and the ONNX graphs agree.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -130,32 +131,60 @@ class Affinity(nn.Module):
         return self.weight * self.lift(history, n, device)
 
 
+def catalogue_rows(tower: nn.Module) -> dict[str, torch.Tensor]:
+    """The item table's rows of every item (row 0 padding): what ``Affinity`` reads."""
+    return tower.gather(torch.arange(tower.ids.trained.shape[0],
+                                     device=tower.ids.trained.device))
+
+
+def saved(aff: Affinity) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """What ``unirec.model.newitems`` writes of ``aff``: tensors and header metadata."""
+    return ({"affinity.base": aff.base.cpu(), "affinity.mean": aff.mean.cpu(),
+             "affinity.weight": torch.tensor([aff.weight]),
+             **{f"affinity.remap{i}": aff.remap(i).cpu() for i in range(len(aff.fields))}},
+            {"affinity_fields": json.dumps(aff.fields)})
+
+
+def restore(model: nn.Module, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
+    """Install the affinity ``saved`` wrote (nothing when it wrote none)."""
+    if "affinity.base" not in tensors:
+        return
+    fields = [(name, int(size)) for name, size in json.loads(meta["affinity_fields"])]
+    remaps = [tensors[f"affinity.remap{i}"] for i in range(len(fields))]
+    model.set_affinity(Affinity(fields, catalogue_rows(model.item), remaps,
+                                tensors["affinity.base"], tensors["affinity.mean"],
+                                float(tensors["affinity.weight"][0])))
+
+
 @torch.no_grad()
-def fit_affinity(model: nn.Module, manifest: dict[str, Any], users: np.ndarray,
-                 items: np.ndarray, histories: np.ndarray, weight: float,
-                 seed: int = 0) -> Affinity | None:
-    """Fit the affinity of ``model`` (``users``/``items``: its served vectors, row 0
-    padding; ``histories``: the users' serving histories) and install it; None (nothing
-    installed) when the setting is 0, the item tower has no id (no item is new) or no
-    multi-valued categorical field, the user tower reads no history, or the lift does not
-    vary."""
+def fit_affinity(model: nn.Module, manifest: dict[str, Any], histories: np.ndarray,
+                 weight: float, seed: int = 0) -> Affinity | None:
+    """Fit the affinity of ``model`` (``histories``: the users' serving histories, row 0
+    padding) and install it; None (nothing installed) when the setting is 0, the item tower
+    has no id (no item is new) or no multi-valued categorical field, the user tower reads no
+    history, or the lift does not vary. The weight compares spreads over a seeded sample of
+    users and items, scored by the towers themselves (before the columns exist)."""
+    model.set_affinity(None)
     tower = model.item
     fields = affinity_fields(manifest, tower.columns)
     if weight <= 0 or tower.ids is None or model.user.history is None or not fields:
         return None
-    device = model.item_table.weight.device
-    rows = tower.gather(torch.arange(tower.ids.trained.shape[0], device=device))
+    was = model.training
+    model.eval()
+    rows = catalogue_rows(tower)
+    device = tower.ids.trained.device
     aff = Affinity(fields, rows)
     rng = np.random.default_rng(seed)
-    u = rng.permutation(np.arange(1, len(users)))[:SAMPLE_USERS]
-    i = rng.permutation(np.arange(1, len(items)))[:SAMPLE_ITEMS]
-    lift = aff.lift(torch.from_numpy(histories[u]).to(device), len(u), device)
+    u = torch.from_numpy(rng.permutation(np.arange(1, len(histories)))[:SAMPLE_USERS])
+    i = torch.from_numpy(rng.permutation(np.arange(1, len(tower.ids.trained)))[:SAMPLE_ITEMS])
+    u, i, hist = u.to(device), i.to(device), torch.from_numpy(histories).to(device)[u]
     every = torch.ones(len(i), dtype=torch.bool, device=device)
-    part = aff.item_part({k: v[torch.from_numpy(i).to(device)] for k, v in rows.items()}, every)
-    spread = (lift @ part.T).std(1, correction=0).mean().item()
+    part = aff.item_part({k: v[i] for k, v in rows.items()}, every)
+    spread = (aff.lift(hist, len(u), device) @ part.T).std(1, correction=0).mean().item()
+    scores = (model.user(u, hist) @ model.item(i).T).float()
+    model.train(was)
     if not spread > 0:
         return None
-    scores = users[u] @ items[i].T
-    aff.weight = weight * float(scores.std(1).mean()) / spread
+    aff.weight = weight * scores.std(1, correction=0).mean().item() / spread
     model.set_affinity(aff)
     return aff

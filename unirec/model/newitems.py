@@ -23,14 +23,13 @@ the cold-start path agree.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from unirec.model.affinity import Affinity
+from unirec.model import affinity
 from unirec.model.towers import TwoTower, affine
 
 FILE = "new_items.safetensors"
@@ -138,12 +137,8 @@ def save_new_item_map(model: TwoTower, folder: Path) -> None:
         out.update({"map": tower.new_map.detach().cpu().contiguous(),
                     "scale": torch.tensor([tower.new_scale])})
     if tower.affinity is not None:
-        aff = tower.affinity
-        out.update({"affinity.base": aff.base.cpu(), "affinity.mean": aff.mean.cpu(),
-                    "affinity.weight": torch.tensor([aff.weight]),
-                    **{f"affinity.remap{i}": aff.remap(i).cpu()
-                       for i in range(len(aff.fields))}})
-        meta["affinity_fields"] = json.dumps(aff.fields)
+        tensors, meta = affinity.saved(tower.affinity)
+        out.update(tensors)
     if out:
         save_file(out, str(folder / FILE), metadata=meta or None)
 
@@ -156,13 +151,5 @@ def load_new_item_map(model: TwoTower, folder: Path) -> None:
     t = load_file(str(path), device=str(model.item_table.weight.device))
     if "map" in t:
         model.item.set_new_item_map(t["map"], float(t["scale"][0]))
-    if "affinity.base" in t:
-        with safe_open(str(path), "pt") as f:
-            fields = [(name, int(size)) for name, size in
-                      json.loads((f.metadata() or {})["affinity_fields"])]
-        tower = model.item
-        rows = tower.gather(torch.arange(tower.ids.trained.shape[0],
-                                         device=model.item_table.weight.device))
-        remaps = [t[f"affinity.remap{i}"] for i in range(len(fields))]
-        model.set_affinity(Affinity(fields, rows, remaps, t["affinity.base"],
-                                    t["affinity.mean"], float(t["affinity.weight"][0])))
+    with safe_open(str(path), "pt") as f:
+        affinity.restore(model, t, f.metadata() or {})

@@ -73,13 +73,9 @@ def write_outputs(store: Store, model: TwoTower, inp: Inputs, cfg: TrainConfig,
     ridge = fit_new_item_map(model, cfg.new_item_scale) if cfg.new_item_map else None
     length = inp.manifest["samples"]["history_length"]
     histories = serving_histories(store, length)
+    affinity = fit_affinity(model, inp.manifest, histories, cfg.new_item_affinity, cfg.seed)
     users = embed_all(model, inp.n_users, "user", device, histories)
     items = embed_all(model, inp.n_items, "item", device)
-    affinity = fit_affinity(model, inp.manifest, users, items, histories,
-                            cfg.new_item_affinity, cfg.seed)
-    if affinity is not None:  # the towers now append its columns: embed again
-        users = embed_all(model, inp.n_users, "user", device, histories)
-        items = embed_all(model, inp.n_items, "item", device)
     best = max(state["history"], key=lambda r: selection_score(r, cfg.eval_k))
     summary = {"epochs": state["epoch"], "best_epoch": best["epoch"], "best": best,
                "n_users": inp.n_users - 1, "n_items": inp.n_items - 1, "dim": cfg.dim,

@@ -77,7 +77,7 @@ class Tower(nn.Module):
             return vectors
         if self.side == "item":
             new = torch.ones_like(vectors[:, 0], dtype=torch.bool) if idx is None \
-                else self.ids.trained[idx] == 0
+                else self.untrained(idx)
             part = self.affinity.item_part(rows, new)
         else:
             part = self.affinity.user_part(history, len(vectors), vectors.device)
@@ -94,8 +94,12 @@ class Tower(nn.Module):
         mapped = apply_map(out, self.new_map, self.new_scale)
         if idx is None:
             return mapped
-        new = (self.ids.trained[idx] == 0).unsqueeze(1)
-        return torch.where(new, mapped, out)
+        return torch.where(self.untrained(idx).unsqueeze(1), mapped, out)
+
+    def untrained(self, idx: torch.Tensor) -> torch.Tensor:
+        """(B,) bool: which entities ``idx`` have no trained id (new items): the rows the
+        new-item map and the affinity's item columns apply to."""
+        return self.ids.trained[idx] == 0
 
     def tokens(self, rows: Rows, idx: torch.Tensor | None = None,
                history: torch.Tensor | None = None) -> torch.Tensor:

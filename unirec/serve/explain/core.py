@@ -139,7 +139,7 @@ class Explainer:
         """(B*K,) the category affinity's term (``unirec.model.affinity``) of each pair."""
         it, aff = self.model.item, self.model.item.affinity
         upart = aff.user_part(h, len(h), h.device)
-        ipart = aff.item_part(it.gather(flat), it.ids.trained[flat] == 0)
+        ipart = aff.item_part(it.gather(flat), it.untrained(flat))
         k = len(flat) // len(h)
         return (upart.repeat_interleave(k, 0) * ipart).sum(1)
 
